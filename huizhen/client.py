@@ -1,0 +1,307 @@
+"""A headless participant (aiortc): join with a token, publish, subscribe, count and check frames.
+
+Used by the tests, the benchmarks and operators (``huizhen join``). It speaks the same v1
+protocol as the browser client (docs/protocol.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import av
+import numpy as np
+from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError
+
+from huizhen.testmedia import PatternVideoTrack, ToneAudioTrack, frame_tag
+from media.ice import IcePolicy
+
+log = logging.getLogger("huizhen.client")
+
+
+class JoinRefused(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+class RequestFailed(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class RemoteTrackStats:
+    """What this participant received of one remote track."""
+
+    participant_id: str
+    track_id: str
+    kind: str
+    subscribed_at: float
+    frames: int = 0
+    first_frame_at: float | None = None
+    last_frame_at: float | None = None
+    tags: Counter[int | None] = field(default_factory=Counter)
+    distinct_frames: int = 0
+    audio_rms: float = 0.0
+    max_gap_s: float = 0.0
+    _last_hash: int | None = None
+
+    @property
+    def first_frame_delay(self) -> float | None:
+        return None if self.first_frame_at is None else self.first_frame_at - self.subscribed_at
+
+
+class Participant:
+    def __init__(self, server_url: str, room_id: str, token: str,
+                 ice: IcePolicy | None = None, check_every: int = 5) -> None:
+        self.server_url = server_url.rstrip("/")
+        self.room_id = room_id
+        self.token = token
+        self.ice = ice or IcePolicy()
+        self.check_every = check_every
+        self.events: list[dict[str, Any]] = []
+        self.errors: list[dict[str, Any]] = []
+        self.joined: dict[str, Any] = {}
+        self.participants: dict[str, dict[str, Any]] = {}
+        self.published: dict[str, str] = {}  # mid -> track id
+        self.remote: dict[str, RemoteTrackStats] = {}  # track id -> stats
+        self._mid_tracks: dict[str, dict[str, Any]] = {}
+        self._session: aiohttp.ClientSession | None = None
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._ids = itertools.count(1)
+        self._publish_pcs: list[RTCPeerConnection] = []
+        self._subscribe_pc: RTCPeerConnection | None = None
+        self._drains: dict[str, asyncio.Task[None]] = {}
+        self._offers: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._negotiator: asyncio.Task[None] | None = None
+        self.closed = asyncio.Event()
+
+    @property
+    def id(self) -> str:
+        return str(self.joined.get("me", {}).get("id", ""))
+
+    # ---- connection ----------------------------------------------------------------------
+    async def join(self, timeout: float = 10) -> dict[str, Any]:
+        self._session = aiohttp.ClientSession()
+        ws_url = self.server_url.replace("http", "ws", 1) + f"/ws/{self.room_id}"
+        self._ws = await self._session.ws_connect(ws_url, heartbeat=None, autoping=True)
+        self._reader = asyncio.ensure_future(self._read())
+        self._negotiator = asyncio.ensure_future(self._negotiate_loop())
+        try:
+            reply = await self.request({"type": "join", "v": 1, "token": self.token},
+                                       timeout=timeout)
+        except RequestFailed as exc:
+            await self.close()
+            raise JoinRefused(exc.code, exc.message) from exc
+        self.joined = reply
+        for p in reply["participants"]:
+            self.participants[p["id"]] = p
+        return reply
+
+    async def request(self, message: dict[str, Any], timeout: float = 10) -> dict[str, Any]:
+        msg_id = str(next(self._ids))
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending[msg_id] = future
+        await self.send({**message, "id": msg_id})
+        try:
+            reply = await asyncio.wait_for(future, timeout)
+        finally:
+            self._pending.pop(msg_id, None)
+        if reply["type"] == "error":
+            raise RequestFailed(reply["code"], reply["message"])
+        return reply
+
+    async def send(self, message: dict[str, Any]) -> None:
+        assert self._ws is not None
+        await self._ws.send_json(message)
+
+    async def send_raw(self, data: str) -> None:
+        assert self._ws is not None
+        await self._ws.send_str(data)
+
+    async def _read(self) -> None:
+        assert self._ws is not None
+        try:
+            async for msg in self._ws:
+                if msg.type != aiohttp.WSMsgType.TEXT:
+                    continue
+                message = msg.json()
+                ref = message.get("ref")
+                if ref is not None and ref in self._pending:
+                    if not self._pending[ref].done():
+                        self._pending[ref].set_result(message)
+                    continue
+                await self._on_message(message)
+        finally:
+            for future in self._pending.values():
+                if not future.done():
+                    future.set_result({"type": "error", "code": "closed",
+                                       "message": "the connection closed"})
+            self.closed.set()
+
+    async def _on_message(self, message: dict[str, Any]) -> None:
+        kind = message.get("type")
+        self.events.append(message)
+        if kind == "error":
+            self.errors.append(message)
+        elif kind == "subscriber_offer":
+            now = time.monotonic()
+            for t in message["tracks"]:
+                if t["track_id"] not in self.remote:
+                    self.remote[t["track_id"]] = RemoteTrackStats(
+                        t["participant_id"], t["track_id"], t["kind"], now)
+            await self._offers.put(message)
+        elif kind == "participant_joined":
+            self.participants[message["participant"]["id"]] = message["participant"]
+        elif kind == "participant_left":
+            self.participants.pop(message["participant_id"], None)
+
+    # ---- publishing ------------------------------------------------------------------------
+    async def publish(self, audio: bool = True, video: bool = True, tag: int = 0,
+                      video_track: MediaStreamTrack | None = None,
+                      audio_track: MediaStreamTrack | None = None,
+                      source: str = "camera") -> dict[str, Any]:
+        pc = RTCPeerConnection(self.ice.configuration())
+        self._publish_pcs.append(pc)
+        specs = []
+        if audio:
+            pc.addTransceiver(audio_track or ToneAudioTrack(440 + 110 * tag),
+                              direction="sendonly")
+            specs.append(("audio", "microphone"))
+        if video:
+            transceiver = pc.addTransceiver(video_track or PatternVideoTrack(tag),
+                                            direction="sendonly")
+            codec = str(self.joined.get("video_codec", "VP8")).lower()
+            prefs = [c for c in RTCRtpSender.getCapabilities("video").codecs
+                     if c.mimeType.lower() in (f"video/{codec}", "video/rtx")]
+            transceiver.setCodecPreferences(prefs)
+            specs.append(("video", source))
+        await pc.setLocalDescription(await pc.createOffer())
+        tracks = [{"mid": t.mid, "kind": kind, "source": src, "muted": False}
+                  for t, (kind, src) in zip(pc.getTransceivers(), specs, strict=True)]
+        reply = await self.request({"type": "publish", "sdp": pc.localDescription.sdp,
+                                    "tracks": tracks}, timeout=20)
+        await pc.setRemoteDescription(RTCSessionDescription(reply["sdp"], "answer"))
+        for t in reply["tracks"]:
+            self.published[t["mid"]] = t["track_id"]
+        return reply
+
+    async def mute(self, track_id: str, muted: bool) -> None:
+        await self.send({"type": "mute", "track_id": track_id, "muted": muted})
+
+    # ---- subscribing -----------------------------------------------------------------------
+    async def _negotiate_loop(self) -> None:
+        while True:
+            offer = await self._offers.get()
+            try:
+                await self._apply_offer(offer)
+            except Exception:
+                log.exception("subscriber negotiation failed")
+
+    async def _apply_offer(self, offer: dict[str, Any]) -> None:
+        if self._subscribe_pc is None:
+            self._subscribe_pc = RTCPeerConnection(self.ice.configuration())
+        pc = self._subscribe_pc
+        await pc.setRemoteDescription(RTCSessionDescription(offer["sdp"], "offer"))
+        await pc.setLocalDescription(await pc.createAnswer())
+        self._mid_tracks = {t["mid"]: t for t in offer["tracks"]}
+        await self.send({"type": "subscriber_answer", "seq": offer["seq"],
+                         "sdp": pc.localDescription.sdp})
+        for transceiver in pc.getTransceivers():
+            mid = transceiver.mid
+            if mid is not None and mid not in self._drains and mid in self._mid_tracks:
+                self._drains[mid] = asyncio.ensure_future(
+                    self._drain(mid, transceiver.receiver.track))
+
+    async def _drain(self, mid: str, track: MediaStreamTrack) -> None:
+        """Read every frame of one m-line (aiortc queues are unbounded) and keep stats."""
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                return
+            info = self._mid_tracks.get(mid)
+            stats = self.remote.get(info["track_id"]) if info else None
+            if stats is None:
+                continue
+            now = time.monotonic()
+            if stats.last_frame_at is not None:
+                stats.max_gap_s = max(stats.max_gap_s, now - stats.last_frame_at)
+            if stats.first_frame_at is None:
+                stats.first_frame_at = now
+            stats.last_frame_at = now
+            stats.frames += 1
+            if isinstance(frame, av.VideoFrame):
+                if stats.frames % self.check_every == 1:
+                    stats.tags[frame_tag(frame)] += 1
+                    digest = hash(bytes(frame.planes[0])[::997])
+                    if digest != stats._last_hash:
+                        stats.distinct_frames += 1
+                        stats._last_hash = digest
+            elif isinstance(frame, av.AudioFrame) and stats.frames % self.check_every == 1:
+                samples = frame.to_ndarray().astype(np.float32)
+                stats.audio_rms = float(np.sqrt(np.mean(samples ** 2)))
+
+    # ---- queries -------------------------------------------------------------------------------
+    def received_from(self, participant_id: str, kind: str) -> RemoteTrackStats | None:
+        matches = [s for s in self.remote.values()
+                   if s.participant_id == participant_id and s.kind == kind]
+        return max(matches, key=lambda s: s.frames) if matches else None
+
+    async def wait_until(self, predicate: Any, timeout: float, interval: float = 0.05) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return True
+            await asyncio.sleep(interval)
+        return bool(predicate())
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "participant": self.id,
+            "remote": [{"participant_id": s.participant_id, "track_id": s.track_id,
+                        "kind": s.kind, "frames": s.frames,
+                        "first_frame_delay_s": s.first_frame_delay,
+                        "tags": dict(s.tags), "max_gap_s": round(s.max_gap_s, 3)}
+                       for s in self.remote.values()],
+            "errors": self.errors,
+        }
+
+    # ---- leaving -------------------------------------------------------------------------------
+    async def leave(self) -> None:
+        if self._ws is not None and not self._ws.closed:
+            with contextlib.suppress(Exception):
+                await self.send({"type": "leave"})
+                await asyncio.wait_for(self.closed.wait(), 5)
+        await self.close()
+
+    async def close(self) -> None:
+        """Drop everything without saying goodbye (like a closed tab)."""
+        for task in [*self._drains.values(), self._negotiator]:
+            if task is not None:
+                task.cancel()
+        for pc in [*self._publish_pcs, self._subscribe_pc]:
+            if pc is not None:
+                with contextlib.suppress(Exception):
+                    await pc.close()
+        if self._ws is not None:
+            await self._ws.close()
+        if self._reader is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(self._reader, 5)
+        if self._session is not None:
+            await self._session.close()

@@ -1,0 +1,324 @@
+"""Service configuration: ``config.yaml`` overridden by ``HUIZHEN_…`` environment variables.
+
+Every option lives in one typed model below. Nested options are addressed in the environment
+with a double underscore, e.g. ``HUIZHEN_SERVER__PORT=8443`` or
+``HUIZHEN_ICE__GATHER_ADDRESSES='["10.0.0.5"]'`` (lists and maps take JSON).
+Validation happens once, at start; an error names the option and what is wrong with it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import secrets
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlparse
+
+import yaml
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+#: The development API key. In dev mode with no key configured, the service makes one with a
+#: random secret in ``<data_dir>/dev-credentials.json``; outside dev mode it refuses that key.
+DEV_API_KEY = "dev"
+DEV_CREDENTIALS_FILE = "dev-credentials.json"
+MIN_SECRET_LENGTH = 32
+CONFIG_ENV = "HUIZHEN_CONFIG"
+
+
+class ConfigError(Exception):
+    """The configuration is unusable; the message names the option and the fix."""
+
+
+class TlsConfig(BaseModel):
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    self_signed: bool = False
+
+    @model_validator(mode="after")
+    def _pair(self) -> TlsConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("set both tls.cert_file and tls.key_file, or neither")
+        if self.self_signed and self.cert_file is not None:
+            raise ValueError("tls.self_signed and tls.cert_file exclude each other")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.self_signed or self.cert_file is not None
+
+
+class ServerConfig(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    public_url: str = ""
+    tls: TlsConfig = TlsConfig()
+
+    @field_validator("public_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if value:
+            parsed = urlparse(value)
+            if parsed.scheme not in ("http", "https") or not parsed.netloc:
+                raise ValueError("must be an absolute http(s) URL such as https://video.example.org")
+        return value.rstrip("/")
+
+
+class DatabaseConfig(BaseModel):
+    url: str = ""
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, value: str) -> str:
+        if value and not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            raise ValueError(
+                "supported: sqlite+aiosqlite:///path/file.db or postgresql+asyncpg://user@host/db"
+            )
+        return value
+
+
+class RedisConfig(BaseModel):
+    url: str = ""
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, value: str) -> str:
+        if value and urlparse(value).scheme not in ("redis", "rediss", "unix"):
+            raise ValueError("must be a redis://host:port/db URL")
+        return value
+
+
+class RecordingConfig(BaseModel):
+    folder: Path | None = None
+
+
+class TurnServer(BaseModel):
+    url: str
+    username: str = ""
+    credential: str = ""
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, value: str) -> str:
+        if not value.startswith(("turn:", "turns:")):
+            raise ValueError("a TURN server URL starts with turn: or turns:")
+        return value
+
+
+class IceConfig(BaseModel):
+    gather_addresses: list[str] = ["127.0.0.1"]
+    announce_addresses: dict[str, str] = {}
+    stun_servers: list[str] = []
+    turn_servers: list[TurnServer] = []
+    ignore_mdns_candidates: bool = True
+
+    @field_validator("gather_addresses")
+    @classmethod
+    def _ips(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("give at least one local IP address to gather ICE candidates on")
+        for item in value:
+            ipaddress.ip_address(item)
+        return value
+
+    @field_validator("announce_addresses")
+    @classmethod
+    def _announce(cls, value: dict[str, str]) -> dict[str, str]:
+        for local, public in value.items():
+            ipaddress.ip_address(local)
+            ipaddress.ip_address(public)
+        return value
+
+    @field_validator("stun_servers")
+    @classmethod
+    def _stun(cls, value: list[str]) -> list[str]:
+        for item in value:
+            if not item.startswith("stun:"):
+                raise ValueError(f"{item!r}: a STUN server URL starts with stun:")
+        return value
+
+
+class ApiKey(BaseModel):
+    key: str = Field(min_length=1)
+    secret: str
+
+
+class AuthConfig(BaseModel):
+    api_keys: list[ApiKey] = []
+    audience: str = "huizhen"
+    default_token_ttl_s: int = Field(3600, gt=0)
+    max_token_ttl_s: int = Field(7 * 24 * 3600, gt=0)
+
+
+class SignalingConfig(BaseModel):
+    heartbeat_s: float = Field(3.0, gt=0, le=30)
+    max_message_bytes: int = Field(256 * 1024, ge=1024)
+
+
+class MediaConfig(BaseModel):
+    video_codec: Literal["VP8", "H264"] = "VP8"
+    pli_throttle_ms: int = Field(500, ge=50, le=5000)
+
+
+class LoggingConfig(BaseModel):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["json", "text"] = "json"
+
+
+class Settings(BaseSettings):
+    """All options; see config.yaml for the commented defaults."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="HUIZHEN_", env_nested_delimiter="__", extra="forbid", case_sensitive=False
+    )
+
+    mode: Literal["dev", "production"] = "dev"
+    data_dir: Path = Path("var")
+    server: ServerConfig = ServerConfig()
+    database: DatabaseConfig = DatabaseConfig()
+    redis: RedisConfig = RedisConfig()
+    recording: RecordingConfig = RecordingConfig()
+    ice: IceConfig = IceConfig()
+    auth: AuthConfig = AuthConfig()
+    signaling: SignalingConfig = SignalingConfig()
+    media: MediaConfig = MediaConfig()
+    logging: LoggingConfig = LoggingConfig()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # environment first (wins), then values handed in (the YAML file)
+        return (env_settings, init_settings)
+
+    # ---- derived values -------------------------------------------------------------
+    @property
+    def database_url(self) -> str:
+        return self.database.url or f"sqlite+aiosqlite:///{self.data_dir / 'huizhen.db'}"
+
+    @property
+    def recordings_folder(self) -> Path:
+        return self.recording.folder or self.data_dir / "recordings"
+
+    @property
+    def base_url(self) -> str:
+        if self.server.public_url:
+            return self.server.public_url
+        scheme = "https" if self.server.tls.enabled else "http"
+        return f"{scheme}://{self.server.host}:{self.server.port}"
+
+    def secret_for(self, key: str) -> str | None:
+        for item in self.auth.api_keys:
+            if item.key == key:
+                return item.secret
+        return None
+
+    @property
+    def primary_key(self) -> ApiKey:
+        return self.auth.api_keys[0]
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError as exc:
+        raise ConfigError(f"configuration file {path} does not exist (set {CONFIG_ENV})") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"configuration file {path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"configuration file {path} must hold a mapping of options")
+    return data
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        option = ".".join(str(p) for p in err["loc"]) or "(root)"
+        env = "HUIZHEN_" + "__".join(str(p) for p in err["loc"] if not isinstance(p, int)).upper()
+        lines.append(f"  {option}: {err['msg']} (config.yaml option {option}, or {env})")
+    return "invalid configuration:\n" + "\n".join(lines)
+
+
+def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
+    """Read ``path`` (or $HUIZHEN_CONFIG, or ./config.yaml if present) and the environment."""
+    if path is None:
+        env_path = os.environ.get(CONFIG_ENV)
+        if env_path:
+            path = Path(env_path)
+        elif Path("config.yaml").exists():
+            path = Path("config.yaml")
+    data = _read_yaml(path) if path is not None else {}
+    data.update(overrides)
+    try:
+        settings = Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from exc
+    check_secure(settings)
+    return settings
+
+
+def check_secure(settings: Settings) -> None:
+    """Refuse insecure set-ups outside dev mode; error messages say what to set."""
+    if settings.mode == "dev":
+        return
+    if not settings.auth.api_keys:
+        raise ConfigError(
+            "production mode needs at least one API key: set HUIZHEN_AUTH__API_KEYS="
+            '\'[{"key": "hospital-his", "secret": "<32+ random characters>"}]\''
+        )
+    dev_secret = _stored_dev_secret(settings.data_dir)
+    for item in settings.auth.api_keys:
+        if item.key == DEV_API_KEY or item.secret == dev_secret:
+            raise ConfigError(
+                f"auth.api_keys[{item.key}] uses the development key or secret; production mode "
+                "refuses to start with it. Generate one with: huizhen key generate"
+            )
+        if len(item.secret) < MIN_SECRET_LENGTH:
+            raise ConfigError(
+                f"auth.api_keys[{item.key}].secret is shorter than {MIN_SECRET_LENGTH} characters"
+            )
+    if settings.server.tls.self_signed:
+        raise ConfigError(
+            "server.tls.self_signed is for LAN testing in dev mode; production needs "
+            "server.tls.cert_file/key_file, or TLS terminated by a proxy in front"
+        )
+
+
+def generate_secret() -> str:
+    return secrets.token_urlsafe(36)
+
+
+def _stored_dev_secret(data_dir: Path) -> str | None:
+    try:
+        data = json.loads((data_dir / DEV_CREDENTIALS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    secret = data.get("secret") if isinstance(data, dict) else None
+    return secret if isinstance(secret, str) else None
+
+
+def ensure_dev_credentials(settings: Settings) -> ApiKey | None:
+    """In dev mode with no API key configured, load or create the dev key.
+
+    Returns the key when it was created just now (the caller prints it once), else None.
+    """
+    if settings.mode != "dev" or settings.auth.api_keys:
+        return None
+    existing = _stored_dev_secret(settings.data_dir)
+    created = existing is None
+    secret = existing or generate_secret()
+    if created:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        path = settings.data_dir / DEV_CREDENTIALS_FILE
+        path.write_text(json.dumps({"key": DEV_API_KEY, "secret": secret}), encoding="utf-8")
+        path.chmod(0o600)
+    key = ApiKey(key=DEV_API_KEY, secret=secret)
+    settings.auth.api_keys.append(key)
+    return key if created else None

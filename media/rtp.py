@@ -1,0 +1,132 @@
+"""Small, fast RTP helpers for the forwarding path: keyframe detection and header building."""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+
+RTP_VERSION_BITS = 0x80
+ONE_BYTE_PROFILE = 0xBEDE
+
+URI_MID = "urn:ietf:params:rtp-hdrext:sdes:mid"
+URI_AUDIO_LEVEL = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
+URI_ABS_SEND_TIME = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
+
+_HEADER = struct.Struct("!BBHII")
+
+
+def vp8_is_keyframe_start(payload: bytes) -> bool:
+    """True when this VP8 RTP payload starts a keyframe (RFC 7741 descriptor, then bit P=0)."""
+    size = len(payload)
+    if size < 1:
+        return False
+    first = payload[0]
+    # S bit set and partition index 0: the packet starts a frame
+    if not first & 0x10 or first & 0x07:
+        return False
+    pos = 1
+    if first & 0x80:  # X: extension byte follows
+        if size < 2:
+            return False
+        ext = payload[1]
+        pos = 2
+        if ext & 0x80:  # I: picture id, 7 or 15 bits
+            if size <= pos:
+                return False
+            pos += 2 if payload[pos] & 0x80 else 1
+        if ext & 0x40:  # L: TL0PICIDX
+            pos += 1
+        if ext & 0x30:  # T or K: TID/KEYIDX byte
+            pos += 1
+    if size <= pos:
+        return False
+    return not payload[pos] & 0x01
+
+
+_H264_KEY_NALS = (5, 7)  # IDR slice, SPS
+
+
+def h264_is_keyframe_start(payload: bytes) -> bool:
+    """True when this H.264 RTP payload (RFC 6184) carries an SPS or the start of an IDR."""
+    if not payload:
+        return False
+    nal_type = payload[0] & 0x1F
+    if nal_type in _H264_KEY_NALS:
+        return True
+    if nal_type == 24:  # STAP-A: 2-byte sizes, then NAL units
+        pos = 1
+        while pos + 2 < len(payload):
+            nalu_size = (payload[pos] << 8) | payload[pos + 1]
+            if payload[pos + 2] & 0x1F in _H264_KEY_NALS:
+                return True
+            pos += 2 + nalu_size
+        return False
+    if nal_type == 28 and len(payload) > 1:  # FU-A: start bit and the fragmented NAL type
+        fu_header = payload[1]
+        return bool(fu_header & 0x80) and (fu_header & 0x1F) in _H264_KEY_NALS
+    return False
+
+
+def keyframe_detector(mime_type: str) -> Callable[[bytes], bool] | None:
+    mime = mime_type.lower()
+    if mime == "video/vp8":
+        return vp8_is_keyframe_start
+    if mime == "video/h264":
+        return h264_is_keyframe_start
+    return None
+
+
+@dataclass(frozen=True)
+class ExtensionIds:
+    """The header extension ids a subscriber negotiated (0 = not negotiated)."""
+
+    audio_level: int = 0
+    abs_send_time: int = 0
+
+    @property
+    def empty(self) -> bool:
+        return not (self.audio_level or self.abs_send_time)
+
+
+def build_extension_block(
+    ids: ExtensionIds, audio_level: tuple[bool, int] | None, abs_send_time: int | None
+) -> bytes:
+    """A one-byte-header extension block (RFC 8285) with the subscriber's ids; b"" if none."""
+    body = bytearray()
+    if ids.audio_level and audio_level is not None:
+        voice, level = audio_level
+        body.append((ids.audio_level << 4) | 0)
+        body.append((0x80 if voice else 0) | (level & 0x7F))
+    if ids.abs_send_time and abs_send_time is not None:
+        body.append((ids.abs_send_time << 4) | 2)
+        body += (abs_send_time & 0xFFFFFF).to_bytes(3, "big")
+    if not body:
+        return b""
+    while len(body) % 4:
+        body.append(0)
+    return struct.pack("!HH", ONE_BYTE_PROFILE, len(body) // 4) + bytes(body)
+
+
+def build_packet(extension_block: bytes, payload: bytes, padding: int = 0) -> bytearray:
+    """A packet template: fixed header (fields zero, filled per subscriber) + extensions + payload.
+
+    Byte 0 carries version, X bit; byte 1 (marker|pt), sequence, timestamp and SSRC are patched
+    in per subscriber with :func:`stamp`.
+    """
+    first = RTP_VERSION_BITS | (0x10 if extension_block else 0)
+    out = bytearray(12)
+    out[0] = first
+    out += extension_block
+    out += payload
+    if padding:
+        out[0] |= 0x20
+        out += bytes(padding - 1) + bytes([padding])
+    return out
+
+
+def stamp(template: bytearray, marker_pt: int, seq: int, timestamp: int, ssrc: int) -> bytes:
+    """Copy ``template`` with one subscriber's header fields; the per-packet hot path."""
+    buf = bytearray(template)
+    _HEADER.pack_into(buf, 0, template[0], marker_pt, seq, timestamp, ssrc)
+    return bytes(buf)

@@ -1,0 +1,190 @@
+"""Room kinds, roles and what each role may do in each kind: one table, read by everything.
+
+The table is the single source of truth for permissions. A participant token carries the grants
+computed from it when the token is issued; the server re-derives them from the table when the
+participant joins (so a token cannot grant more than its role allows in the room's kind).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from enum import StrEnum
+
+
+class RoomKind(StrEnum):
+    CLINIC = "clinic"
+    JOINT_CLINIC = "joint_clinic"
+    WARD_ROUND = "ward_round"
+    MDT = "mdt"
+    BROADCAST = "broadcast"
+
+
+class Role(StrEnum):
+    HOST = "host"
+    DOCTOR = "doctor"
+    SPECIALIST = "specialist"
+    NURSE = "nurse"
+    INTERPRETER = "interpreter"
+    PATIENT = "patient"
+    GUARDIAN = "guardian"
+    PRESENTER = "presenter"
+    MODERATOR = "moderator"
+    VIEWER = "viewer"
+
+
+@dataclass(frozen=True)
+class Grants:
+    publish_audio: bool = False
+    publish_video: bool = False
+    publish_screen: bool = False
+    subscribe: bool = True
+    send_data: bool = False
+    moderate: bool = False
+
+    def as_dict(self) -> dict[str, bool]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> Grants:
+        names = set(cls.__dataclass_fields__)
+        unknown = set(data) - names
+        if unknown:
+            raise ValueError(f"unknown grant(s): {', '.join(sorted(unknown))}")
+        return cls(**{k: bool(v) for k, v in data.items()})
+
+    def within(self, other: Grants) -> bool:
+        """True when every grant here is also granted by ``other``."""
+        return all(not mine or other_v for mine, other_v in zip(self.as_dict().values(),
+                                                                 other.as_dict().values(),
+                                                                 strict=True))
+
+    def allows_kind(self, kind: str, source: str) -> bool:
+        """May this participant publish a track of ``kind`` (audio/video) from ``source``?"""
+        if source == "screen":
+            return self.publish_screen
+        if kind == "audio":
+            return self.publish_audio
+        return self.publish_video
+
+
+# shorthands for the table
+_AV = Grants(publish_audio=True, publish_video=True, send_data=True)
+_AV_SCREEN = Grants(publish_audio=True, publish_video=True, publish_screen=True, send_data=True)
+_HOST = Grants(publish_audio=True, publish_video=True, publish_screen=True, send_data=True,
+               moderate=True)
+_WATCH = Grants(send_data=True)
+
+
+@dataclass(frozen=True)
+class RolePolicy:
+    grants: Grants
+    #: joins the lobby and waits to be admitted by a moderator (clinic patients)
+    waits_in_lobby: bool = False
+
+
+@dataclass(frozen=True)
+class KindPolicy:
+    kind: RoomKind
+    roles: dict[Role, RolePolicy]
+    max_participants: int
+    #: the role a moderator holds when a room is created by a hospital system
+    host_role: Role = Role.HOST
+
+
+POLICIES: dict[RoomKind, KindPolicy] = {
+    RoomKind.CLINIC: KindPolicy(
+        RoomKind.CLINIC,
+        {
+            Role.HOST: RolePolicy(_HOST),
+            Role.DOCTOR: RolePolicy(_HOST),
+            Role.NURSE: RolePolicy(_AV),
+            Role.INTERPRETER: RolePolicy(_AV),
+            Role.PATIENT: RolePolicy(_AV, waits_in_lobby=True),
+            Role.GUARDIAN: RolePolicy(_AV, waits_in_lobby=True),
+        },
+        max_participants=6,
+    ),
+    RoomKind.JOINT_CLINIC: KindPolicy(
+        RoomKind.JOINT_CLINIC,
+        {
+            Role.HOST: RolePolicy(_HOST),
+            Role.DOCTOR: RolePolicy(_HOST),
+            Role.SPECIALIST: RolePolicy(_AV_SCREEN),
+            Role.NURSE: RolePolicy(_AV),
+            Role.INTERPRETER: RolePolicy(_AV),
+            Role.PATIENT: RolePolicy(_AV),
+            Role.GUARDIAN: RolePolicy(_AV),
+        },
+        max_participants=8,
+    ),
+    RoomKind.WARD_ROUND: KindPolicy(
+        RoomKind.WARD_ROUND,
+        {
+            Role.HOST: RolePolicy(_HOST),
+            Role.DOCTOR: RolePolicy(_AV_SCREEN),
+            Role.SPECIALIST: RolePolicy(_AV_SCREEN),
+            Role.NURSE: RolePolicy(_AV),
+        },
+        max_participants=12,
+    ),
+    RoomKind.MDT: KindPolicy(
+        RoomKind.MDT,
+        {
+            Role.HOST: RolePolicy(_HOST),
+            Role.MODERATOR: RolePolicy(_HOST),
+            Role.PRESENTER: RolePolicy(_AV_SCREEN),
+            Role.SPECIALIST: RolePolicy(_AV_SCREEN),
+            Role.DOCTOR: RolePolicy(_AV_SCREEN),
+            Role.PATIENT: RolePolicy(_AV, waits_in_lobby=True),
+            Role.VIEWER: RolePolicy(_WATCH),
+        },
+        max_participants=24,
+    ),
+    RoomKind.BROADCAST: KindPolicy(
+        RoomKind.BROADCAST,
+        {
+            Role.HOST: RolePolicy(_HOST),
+            Role.MODERATOR: RolePolicy(_HOST),
+            Role.PRESENTER: RolePolicy(_AV_SCREEN),
+            Role.VIEWER: RolePolicy(_WATCH),
+        },
+        max_participants=1000,
+    ),
+}
+
+
+class PolicyError(ValueError):
+    """A kind/role combination the table does not allow; ``code`` is the API error code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def kind_policy(kind: str) -> KindPolicy:
+    try:
+        return POLICIES[RoomKind(kind)]
+    except ValueError as exc:
+        known = ", ".join(k.value for k in RoomKind)
+        raise PolicyError("unknown_room_kind", f"unknown room kind {kind!r}; one of: {known}") \
+            from exc
+
+
+def role_policy(kind: str, role: str) -> RolePolicy:
+    policy = kind_policy(kind)
+    try:
+        role_enum = Role(role)
+    except ValueError as exc:
+        known = ", ".join(r.value for r in policy.roles)
+        raise PolicyError("unknown_role", f"unknown role {role!r}; in a {kind} room: {known}") \
+            from exc
+    if role_enum not in policy.roles:
+        known = ", ".join(r.value for r in policy.roles)
+        raise PolicyError(
+            "role_not_allowed", f"role {role!r} cannot join a {kind} room; allowed: {known}"
+        )
+    return policy.roles[role_enum]
+
+
+def grants_for(kind: str, role: str) -> Grants:
+    return role_policy(kind, role).grants

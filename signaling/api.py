@@ -1,0 +1,215 @@
+"""REST API for hospital systems and the CLI (documented in docs/api.md).
+
+Every ``/api/`` call carries ``Authorization: Bearer <JWT>``: an HS256 token signed with an API
+key's secret (``iss`` = the key, ``aud`` = ``<audience>:api``). Errors are JSON:
+``{"error": {"code": "...", "message": "..."}}``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any
+
+from aiohttp import web
+
+from huizhen.config import Settings
+from rooms.policy import PolicyError, kind_policy
+from rooms.service import RoomError, RoomService
+from signaling.auth import AuthError, mint_participant_token, verify_api_token
+from signaling.keys import API_KEY, ROOMS, SETTINGS
+
+log = logging.getLogger("huizhen.api")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_STATUS = {
+    "unauthorized": 401, "room_not_found": 404, "room_ended": 409, "not_found": 404,
+}
+
+
+def error_response(status: int, code: str, message: str) -> web.Response:
+    return web.json_response({"error": {"code": code, "message": message}}, status=status)
+
+
+@web.middleware
+async def api_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if not request.path.startswith("/api/"):
+        return await handler(request)
+    try:
+        settings: Settings = request.app[SETTINGS]
+        header = request.headers.get("Authorization", "")
+        if not header.startswith("Bearer "):
+            raise AuthError("unauthorized", "send Authorization: Bearer <API JWT> "
+                                            "(see docs/api.md)")
+        request[API_KEY] = verify_api_token(header[7:].strip(), settings.secret_for,
+                                              settings.auth.audience)
+        return await handler(request)
+    except AuthError as exc:
+        return error_response(401, exc.code, exc.message)
+    except (RoomError, PolicyError) as exc:
+        code = exc.code
+        message = exc.message if isinstance(exc, RoomError) else str(exc)
+        return error_response(_STATUS.get(code, 400), code, message)
+    except BadRequest as exc:
+        return error_response(400, "bad_request", str(exc))
+    except web.HTTPException as exc:
+        if exc.status >= 400:
+            return error_response(exc.status, "not_found" if exc.status == 404 else "http",
+                                  exc.reason)
+        raise
+
+
+class BadRequest(ValueError):
+    pass
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    try:
+        data = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"the body must be a JSON object: {exc}") from exc
+    if not isinstance(data, dict):
+        raise BadRequest("the body must be a JSON object")
+    return data
+
+
+def _text(data: dict[str, Any], name: str, required: bool = True, max_len: int = 200
+          ) -> str | None:
+    value = data.get(name)
+    if value is None:
+        if required:
+            raise BadRequest(f"field {name!r} is required")
+        return None
+    if not isinstance(value, str) or not value.strip() or len(value) > max_len:
+        raise BadRequest(f"field {name!r} must be a non-empty string of at most {max_len} "
+                         "characters")
+    return value.strip()
+
+
+def _when(data: dict[str, Any], name: str) -> datetime | None:
+    value = data.get(name)
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(str(value))
+    except ValueError as exc:
+        raise BadRequest(f"field {name!r} must be an ISO 8601 date-time") from exc
+    if parsed.tzinfo is None:
+        raise BadRequest(f"field {name!r} needs a time zone, e.g. 2026-11-23T09:00:00+08:00")
+    return parsed
+
+
+def _service(request: web.Request) -> RoomService:
+    service: RoomService = request.app[ROOMS]
+    return service
+
+
+async def create_room(request: web.Request) -> web.Response:
+    data = await _body(request)
+    kind = _text(data, "kind") or ""
+    kind_policy(kind)
+    start, end = _when(data, "scheduled_start"), _when(data, "scheduled_end")
+    if start and end and end <= start:
+        raise BadRequest("scheduled_end must be after scheduled_start")
+    room = await _service(request).create_room(
+        kind=kind, title=_text(data, "title") or "", patient_ref=_text(data, "patient_ref",
+                                                                        required=False),
+        scheduled_start=start, scheduled_end=end, created_by=request[API_KEY])
+    return web.json_response(room.as_dict(), status=201)
+
+
+async def list_rooms(request: web.Request) -> web.Response:
+    status = request.query.get("status")
+    if status not in (None, "open", "ended"):
+        raise BadRequest("status must be open or ended")
+    rooms = await _service(request).db.list_rooms(status=status)
+    return web.json_response({"rooms": [r.as_dict() for r in rooms]})
+
+
+async def get_room(request: web.Request) -> web.Response:
+    return web.json_response(await _service(request).room_state(request.match_info["room_id"]))
+
+
+async def room_sessions(request: web.Request) -> web.Response:
+    service = _service(request)
+    room = await service.get_room(request.match_info["room_id"])
+    sessions = await service.db.sessions_for_room(room.id)
+    return web.json_response({"sessions": [s.as_dict() for s in sessions]})
+
+
+async def room_events(request: web.Request) -> web.Response:
+    service = _service(request)
+    room = await service.get_room(request.match_info["room_id"])
+    try:
+        after = int(request.query.get("after", "0"))
+    except ValueError as exc:
+        raise BadRequest("after must be an event id (integer)") from exc
+    events = await service.db.events_for_room(room.id, after_id=after)
+    return web.json_response({"events": [e.as_dict() for e in events]})
+
+
+async def create_token(request: web.Request) -> web.Response:
+    settings: Settings = request.app[SETTINGS]
+    service = _service(request)
+    room = await service.get_room(request.match_info["room_id"])
+    if room.status != "open":
+        raise RoomError("room_ended", "the room has ended; create a new one")
+    data = await _body(request)
+    ttl = data.get("ttl_s", settings.auth.default_token_ttl_s)
+    if not isinstance(ttl, int) or isinstance(ttl, bool) or not (
+            0 < ttl <= settings.auth.max_token_ttl_s):
+        raise BadRequest(f"ttl_s must be an integer between 1 and "
+                         f"{settings.auth.max_token_ttl_s}")
+    key = request[API_KEY]
+    secret = settings.secret_for(key) or ""
+    token, claims = mint_participant_token(
+        api_key=key, secret=secret, audience=settings.auth.audience, room_id=room.id,
+        room_kind=room.kind, identity=_text(data, "identity", max_len=128) or "",
+        name=_text(data, "name") or "", role=_text(data, "role", max_len=32) or "",
+        ttl_s=ttl)
+    return web.json_response({
+        "token": token,
+        "join_url": join_url(settings, room.id, token),
+        "expires_at": claims.expires_at,
+        "role": claims.role,
+        "grants": claims.grants.as_dict(),
+    }, status=201)
+
+
+def join_url(settings: Settings, room_id: str, token: str) -> str:
+    """The link a participant opens; the token sits in the fragment, never in server logs."""
+    return f"{settings.base_url}/join/{room_id}#t={token}"
+
+
+async def end_room(request: web.Request) -> web.Response:
+    data = await _body(request) if request.can_read_body else {}
+    reason = _text(data, "reason", required=False) or "ended"
+    room = await _service(request).end_room(request.match_info["room_id"], reason,
+                                             by=request[API_KEY])
+    return web.json_response(room.as_dict())
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    service = _service(request)
+    db_ok = await service.db.ping()
+    body = {"status": "ready" if db_ok else "not_ready", "checks": {"database": db_ok}}
+    return web.json_response(body, status=200 if db_ok else 503)
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_post("/api/rooms", create_room)
+    app.router.add_get("/api/rooms", list_rooms)
+    app.router.add_get("/api/rooms/{room_id}", get_room)
+    app.router.add_get("/api/rooms/{room_id}/sessions", room_sessions)
+    app.router.add_get("/api/rooms/{room_id}/events", room_events)
+    app.router.add_post("/api/rooms/{room_id}/tokens", create_token)
+    app.router.add_post("/api/rooms/{room_id}/end", end_room)

@@ -1,0 +1,103 @@
+"""The aiohttp application: REST API, WebSocket signalling, the web client, and start/stop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from importlib import resources
+from pathlib import Path
+
+from aiohttp import web
+
+from huizhen.config import Settings
+from media.ice import IcePolicy, TurnServerSpec
+from media.sfu import Sfu
+from recording.storage import RecordingStorage
+from rooms.db import Database
+from rooms.service import RoomService
+from rooms.store import MemoryRoomStateStore
+from signaling import api
+from signaling.keys import ROOMS, SETTINGS, SFU
+from signaling.tls import ssl_context
+from signaling.ws import websocket_handler
+
+log = logging.getLogger("huizhen")
+
+
+def ice_policy(settings: Settings) -> IcePolicy:
+    ice = settings.ice
+    return IcePolicy(
+        gather_addresses=list(ice.gather_addresses),
+        announce_addresses=dict(ice.announce_addresses),
+        stun_servers=list(ice.stun_servers),
+        turn_servers=[TurnServerSpec(t.url, t.username, t.credential) for t in ice.turn_servers],
+        ignore_mdns_candidates=ice.ignore_mdns_candidates,
+    )
+
+
+def static_folder() -> Path:
+    return Path(str(resources.files("web_client").joinpath("static")))
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(middlewares=[api.api_errors], client_max_size=1024 * 1024)
+    app[SETTINGS] = settings
+    api.add_routes(app)
+    app.router.add_get("/ws/{room_id}", websocket_handler)
+    static = static_folder()
+
+    async def index(request: web.Request) -> web.FileResponse:
+        return web.FileResponse(static / "index.html")
+
+    async def join_page(request: web.Request) -> web.FileResponse:
+        return web.FileResponse(static / "join.html")
+
+    app.router.add_get("/", index)
+    app.router.add_get("/join/{room_id}", join_page)
+    app.router.add_static("/static", static)
+    app.cleanup_ctx.append(_services)
+    return app
+
+
+async def _services(app: web.Application):  # type: ignore[no-untyped-def]
+    settings: Settings = app[SETTINGS]
+    policy = ice_policy(settings)
+    policy.install()
+    storage = RecordingStorage(settings.recordings_folder)
+    storage.check()
+    db = await Database.open(settings.database_url)
+    sfu = Sfu(policy, settings.media.video_codec, settings.media.pli_throttle_ms / 1000)
+    service = RoomService(db, MemoryRoomStateStore(), sfu)
+    await service.start()
+    app[ROOMS] = service
+    app[SFU] = sfu
+    log.info("service ready", extra={"url": settings.base_url, "mode": settings.mode,
+                                     "database": db.engine.url.render_as_string(
+                                         hide_password=True)})
+    yield
+    await service.stop()
+    await db.close()
+
+
+async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
+    """Run until SIGINT/SIGTERM."""
+    app = create_app(settings)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=5)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.server.host, settings.server.port,
+                       ssl_context=ssl_context(settings))
+    await site.start()
+    log.info("listening", extra={"host": settings.server.host, "port": settings.server.port,
+                                 "url": settings.base_url})
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    if ready is not None:
+        ready.set()
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting down")
+        await runner.cleanup()

@@ -1,0 +1,14 @@
+"""Typed keys for what the aiohttp application and requests carry."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from huizhen.config import Settings
+from media.sfu import Sfu
+from rooms.service import RoomService
+
+SETTINGS = web.AppKey("settings", Settings)
+ROOMS = web.AppKey("rooms", RoomService)
+SFU = web.AppKey("sfu", Sfu)
+API_KEY = web.RequestKey("api_key", str)

@@ -1,0 +1,199 @@
+"""One WebSocket per participant: authenticate, join, then serve the v1 protocol.
+
+The reader loop only reads, validates and answers pings; messages that take time (SDP
+negotiation) run one after another in a worker task, so a slow negotiation never stalls the
+heartbeat. A bad message gets an ``error`` and changes nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from huizhen.config import Settings
+from rooms.service import JoinRequest, Member, RoomError, RoomService
+from signaling.auth import AuthError, check_role_for_room, verify_participant_token
+from signaling.keys import ROOMS, SETTINGS
+from signaling.protocol import PROTOCOL_VERSION, ProtocolError, parse_client_message
+
+log = logging.getLogger("huizhen.signaling")
+
+CLOSE_TOKEN = 4001
+CLOSE_ROOM = 4004
+HARD_CAP_FACTOR = 16
+#: replies to the client's own messages go out at once; room events wait for ``joined``
+_NOT_HELD = frozenset({"joined", "error", "pong"})
+
+
+class WsSink:
+    """Sends to one socket; holds events back until the ``joined`` reply has gone out."""
+
+    def __init__(self, ws: web.WebSocketResponse) -> None:
+        self.ws = ws
+        self._lock = asyncio.Lock()
+        self._held: list[dict[str, Any]] | None = []
+
+    async def send(self, message: dict[str, Any]) -> None:
+        if self._held is not None and message.get("type") not in _NOT_HELD:
+            self._held.append(message)
+            return
+        await self._write(message)
+
+    async def release(self) -> None:
+        held, self._held = self._held or [], None
+        for message in held:
+            await self._write(message)
+
+    async def _write(self, message: dict[str, Any]) -> None:
+        if self.ws.closed:
+            return
+        async with self._lock:
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await self.ws.send_str(json.dumps(message, separators=(",", ":")))
+
+    async def close(self, code: int, reason: str) -> None:
+        if not self.ws.closed:
+            await self.ws.close(code=code, message=reason.encode()[:120])
+
+
+class Connection:
+    def __init__(self, request: web.Request, settings: Settings, service: RoomService) -> None:
+        self.request = request
+        self.settings = settings
+        self.service = service
+        self.room_id = request.match_info["room_id"]
+        self.ws = web.WebSocketResponse(
+            heartbeat=settings.signaling.heartbeat_s,
+            max_msg_size=settings.signaling.max_message_bytes * HARD_CAP_FACTOR,
+        )
+        self.sink = WsSink(self.ws)
+        self.member: Member | None = None
+        self.leave_reason = "disconnected"
+        self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+    async def run(self) -> web.WebSocketResponse:
+        await self.ws.prepare(self.request)
+        worker = asyncio.ensure_future(self._work())
+        try:
+            async for msg in self.ws:
+                if msg.type == WSMsgType.TEXT:
+                    await self._receive(msg.data)
+                elif msg.type == WSMsgType.BINARY:
+                    await self._error(ProtocolError("bad_json", "binary frames are not used"))
+                elif msg.type == WSMsgType.ERROR:
+                    break
+            if isinstance(self.ws.exception(), (asyncio.TimeoutError, TimeoutError)):
+                self.leave_reason = "timeout"
+        finally:
+            worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await worker
+            if self.member is not None:
+                await self.service.leave(self.member, self.leave_reason)
+        return self.ws
+
+    async def _receive(self, raw: str) -> None:
+        try:
+            message = parse_client_message(raw, self.settings.signaling.max_message_bytes)
+        except ProtocolError as exc:
+            await self._error(exc)
+            return
+        if message["type"] == "ping":
+            await self.sink.send({"type": "pong", "t": message.get("t")})
+            return
+        await self.queue.put(message)
+
+    async def _work(self) -> None:
+        while True:
+            message = await self.queue.get()
+            ref = message.get("id")
+            try:
+                await self._dispatch(message)
+            except (ProtocolError, RoomError, AuthError) as exc:
+                await self._error(exc, ref)
+            except Exception:
+                log.exception("message failed", extra={"type": message["type"], "ref": ref})
+                await self._error(ProtocolError("internal", "the server failed on this "
+                                                "message; it has been logged"), ref)
+
+    async def _dispatch(self, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        ref = message.get("id")
+        if kind == "join":
+            await self._join(message)
+            return
+        member = self.member
+        if member is None:
+            raise ProtocolError("not_joined", "send join first")
+        if kind == "publish":
+            answer = await self.service.publish(member, message["sdp"], message["tracks"])
+            await self.sink.send({"type": "publish_answer", "ref": ref, **answer})
+        elif kind == "subscriber_answer":
+            await self.service.subscriber_answer(member, message["sdp"], message["seq"])
+        elif kind == "mute":
+            await self.service.mute(member, message["track_id"], message["muted"])
+        elif kind == "unpublish":
+            await self.service.unpublish(member, message["track_id"])
+        elif kind == "leave":
+            self.leave_reason = "left"
+            await self.service.leave(member, "left")
+            self.member = None
+            await self.sink.close(1000, "left")
+
+    async def _join(self, message: dict[str, Any]) -> None:
+        ref = message.get("id")
+        if self.member is not None:
+            raise ProtocolError("already_joined", "this socket has joined already")
+        if message["v"] != PROTOCOL_VERSION:
+            await self._refuse(ProtocolError("unsupported_version",
+                                             f"protocol version {message['v']} is not "
+                                             f"supported; use {PROTOCOL_VERSION}"), ref,
+                               CLOSE_TOKEN)
+            return
+        try:
+            claims = verify_participant_token(message["token"], self.settings.secret_for,
+                                              self.settings.auth.audience)
+            if claims.room != self.room_id:
+                raise AuthError("token_wrong_room", "this link is for another consultation")
+            room = await self.service.get_room(self.room_id)
+            grants = check_role_for_room(claims, room.kind)
+            member, joined = await self.service.join(
+                self.room_id,
+                JoinRequest(identity=claims.identity, name=claims.name, role=claims.role,
+                            grants=grants, token_id=claims.token_id),
+                self.sink)
+        except AuthError as exc:
+            await self._refuse(exc, ref, CLOSE_TOKEN)
+            return
+        except RoomError as exc:
+            await self._refuse(exc, ref, CLOSE_ROOM)
+            return
+        self.member = member
+        await self.sink.send({"type": "joined", "ref": ref, **joined,
+                              "heartbeat_s": self.settings.signaling.heartbeat_s})
+        await self.sink.release()
+
+    async def _refuse(self, exc: ProtocolError | AuthError | RoomError, ref: str | None,
+                      close_code: int) -> None:
+        log.info("join refused", extra={"room": self.room_id, "code": exc.code})
+        await self.sink.release()
+        await self._error(exc, ref)
+        await self.sink.close(close_code, exc.code)
+
+    async def _error(self, exc: ProtocolError | AuthError | RoomError,
+                     ref: str | None = None) -> None:
+        ref = ref if ref is not None else getattr(exc, "ref", None)
+        message: dict[str, Any] = {"type": "error", "code": exc.code, "message": exc.message}
+        if ref is not None:
+            message["ref"] = ref
+        await self.sink.send(message)
+
+
+async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
+    connection = Connection(request, request.app[SETTINGS], request.app[ROOMS])
+    return await connection.run()

@@ -1,0 +1,230 @@
+// Huizhen web client: one video tile (a remote participant, or our own preview).
+//
+// A remote tile plays one MediaStream holding the participant's microphone and camera tracks
+// (a newly attached track replaces the one of the same kind), in a <video> that also plays the
+// sound. A screen-share video, if any, gets a second <video> laid over the tile.
+//
+// Attributes for styling and tests:
+//   data-participant-id   (remote tiles)        id="local-tile" data-local="true" (our preview)
+//   data-mic-muted        "true" when no unmuted microphone track
+//   data-cam-muted        "true" when no unmuted camera track
+//   data-video            "on" when camera media is attached and not muted
+//   data-playing          "true" once video frames are being shown
+
+import { ICONS } from './icons.js';
+
+/** Initials for the avatar: "Dr Li" → "DL", "李医生" → "李". */
+export function initials(name) {
+  const words = String(name || '').trim().split(/\s+/).filter(Boolean);
+  if (words.length === 0) return '?';
+  const first = (w) => Array.from(w)[0] || '';
+  if (words.length === 1) return first(words[0]).toUpperCase();
+  return (first(words[0]) + first(words[words.length - 1])).toUpperCase();
+}
+
+function el(tag, className, attrs = {}) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+  return node;
+}
+
+function makeVideo(className, muted) {
+  const video = el('video', className);
+  // both as attributes (markup/tests) and properties (what the element actually does)
+  video.setAttribute('playsinline', '');
+  video.setAttribute('autoplay', '');
+  video.playsInline = true;
+  video.autoplay = true;
+  if (muted) {
+    video.setAttribute('muted', '');
+    video.muted = true;
+  }
+  return video;
+}
+
+export class TileView {
+  /**
+   * @param {{participantId?: string, local?: boolean,
+   *          onAutoplayBlocked?: (tile: TileView) => void}} options
+   */
+  constructor({ participantId = null, local = false, onAutoplayBlocked = null } = {}) {
+    this.local = local;
+    this.onAutoplayBlocked = onAutoplayBlocked;
+    this.stream = new MediaStream();
+    this.screenStream = null;
+    this.screenVideo = null;
+    this.refreshPending = false;
+
+    const root = el('div', local ? 'tile tile-local' : 'tile', { role: 'group' });
+    if (local) {
+      root.id = 'local-tile';
+      root.dataset.local = 'true';
+    } else {
+      root.dataset.participantId = participantId;
+    }
+    root.dataset.micMuted = 'true';
+    root.dataset.camMuted = 'true';
+    root.dataset.video = 'off';
+    root.dataset.playing = 'false';
+
+    this.avatar = el('div', 'tile-avatar', { 'aria-hidden': 'true' });
+    this.avatarText = el('span', 'avatar-initials');
+    this.avatar.append(this.avatarText);
+
+    // our own preview is always muted (no echo); remote videos carry the sound
+    this.video = makeVideo('tile-video', local);
+    const onFrames = () => {
+      root.dataset.playing = this.video.videoWidth > 0 ? 'true' : 'false';
+    };
+    for (const ev of ['loadeddata', 'resize', 'playing']) this.video.addEventListener(ev, onFrames);
+    this.video.addEventListener('emptied', () => {
+      root.dataset.playing = 'false';
+    });
+
+    const label = el('div', 'tile-label');
+    this.nameEl = el('span', 'tile-name');
+    this.roleEl = el('span', 'tile-role');
+    this.micBadge = el('span', 'badge badge-mic', { role: 'img' });
+    this.micBadge.innerHTML = ICONS.micOff;
+    this.camBadge = el('span', 'badge badge-cam', { role: 'img' });
+    this.camBadge.innerHTML = ICONS.camOff;
+    label.append(this.micBadge, this.camBadge, this.nameEl, this.roleEl);
+
+    root.append(this.avatar, this.video, label);
+    // tap a remote tile to switch between "whole picture" and "fill the tile"
+    if (!local) root.addEventListener('click', () => root.classList.toggle('fit-cover'));
+    this.el = root;
+  }
+
+  /**
+   * @param {{name: string, role: string, micMuted: boolean, camMuted: boolean,
+   *          micLabel: string, camLabel: string, groupLabel: string}} info
+   */
+  setInfo({ name, role, micMuted, camMuted, micLabel, camLabel, groupLabel }) {
+    this.nameEl.textContent = name;
+    this.roleEl.textContent = role || '';
+    this.roleEl.hidden = !role;
+    this.avatarText.textContent = initials(name);
+    this.el.dataset.micMuted = String(!!micMuted);
+    this.el.dataset.camMuted = String(!!camMuted);
+    this.micBadge.hidden = !micMuted;
+    this.micBadge.setAttribute('aria-label', micLabel);
+    this.micBadge.title = micLabel;
+    this.camBadge.hidden = !camMuted;
+    this.camBadge.setAttribute('aria-label', camLabel);
+    this.camBadge.title = camLabel;
+    this.el.setAttribute('aria-label', groupLabel);
+    this.updateVideoFlag();
+  }
+
+  updateVideoFlag() {
+    const hasVideo = this.stream.getVideoTracks().some((t) => t.readyState === 'live');
+    this.el.dataset.video = hasVideo && this.el.dataset.camMuted !== 'true' ? 'on' : 'off';
+  }
+
+  // ---- remote media -------------------------------------------------------------------------
+
+  /** @param {{kind: string, source: string, track: MediaStreamTrack}} att */
+  addTrack(att) {
+    if (att.kind === 'video' && att.source === 'screen') {
+      if (!this.screenStream) this.screenStream = new MediaStream();
+      if (!this.screenVideo) {
+        this.screenVideo = makeVideo('tile-screen', true);
+        this.el.insertBefore(this.screenVideo, this.video.nextSibling);
+      }
+      for (const t of this.screenStream.getVideoTracks()) this.screenStream.removeTrack(t);
+      this.screenStream.addTrack(att.track);
+      this.el.classList.add('has-screen');
+    } else {
+      // one track per kind: the new one replaces the old
+      for (const t of this.stream.getTracks()) {
+        if (t.kind === att.track.kind && t !== att.track) this.stream.removeTrack(t);
+      }
+      if (!this.stream.getTracks().includes(att.track)) this.stream.addTrack(att.track);
+    }
+    this.scheduleRefresh();
+  }
+
+  /** @param {{kind: string, source: string, track: MediaStreamTrack}} att */
+  removeTrack(att) {
+    if (this.screenStream && this.screenStream.getTracks().includes(att.track)) {
+      this.screenStream.removeTrack(att.track);
+      if (this.screenStream.getTracks().length === 0) {
+        this.el.classList.remove('has-screen');
+        if (this.screenVideo) {
+          this.screenVideo.srcObject = null;
+          this.screenVideo.remove();
+        }
+        this.screenVideo = null;
+        this.screenStream = null;
+      }
+    }
+    if (this.stream.getTracks().includes(att.track)) this.stream.removeTrack(att.track);
+    this.scheduleRefresh();
+  }
+
+  /** Our own preview: show this stream (a fresh MediaStream with only the video track). */
+  setLocalStream(stream) {
+    this.stream = stream || new MediaStream();
+    this.scheduleRefresh();
+  }
+
+  /**
+   * Re-attach the streams once per burst of changes (several tracks usually change in one
+   * offer). Assigning srcObject again makes every browser pick up added/removed tracks.
+   */
+  scheduleRefresh() {
+    if (this.refreshPending) return;
+    this.refreshPending = true;
+    queueMicrotask(() => {
+      this.refreshPending = false;
+      this.refresh();
+    });
+  }
+
+  refresh() {
+    this.updateVideoFlag();
+    const hasTracks = this.stream.getTracks().length > 0;
+    this.video.srcObject = null;
+    if (hasTracks) {
+      this.video.srcObject = this.stream;
+      this.play(this.video);
+    }
+    if (this.screenVideo && this.screenStream) {
+      this.screenVideo.srcObject = this.screenStream;
+      this.play(this.screenVideo);
+    }
+  }
+
+  play(video) {
+    const p = video.play();
+    if (!p || typeof p.catch !== 'function') return;
+    p.catch((err) => {
+      if (err && err.name === 'NotAllowedError' && !video.muted) {
+        // autoplay with sound blocked until the user taps: play muted for now
+        video.muted = true;
+        video.play().catch(() => {});
+        if (this.onAutoplayBlocked) this.onAutoplayBlocked(this);
+      }
+      // AbortError: srcObject changed while starting; the next play() takes over
+    });
+  }
+
+  /** After a user gesture: turn the sound on again (remote tiles). */
+  unmute() {
+    if (this.local) return;
+    this.video.muted = false;
+    if (this.video.srcObject) this.video.play().catch(() => {});
+  }
+
+  setMirrored(mirrored) {
+    this.el.classList.toggle('mirrored', !!mirrored);
+  }
+
+  destroy() {
+    this.video.srcObject = null;
+    if (this.screenVideo) this.screenVideo.srcObject = null;
+    this.el.remove();
+  }
+}
