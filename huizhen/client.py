@@ -65,12 +65,16 @@ class RemoteTrackStats:
 
 class Participant:
     def __init__(self, server_url: str, room_id: str, token: str,
-                 ice: IcePolicy | None = None, check_every: int = 5) -> None:
+                 ice: IcePolicy | None = None, check_every: int = 5, decode: bool = True
+                 ) -> None:
+        """``decode=False`` counts frames from RTP (marker bits) instead of decoding them:
+        for benchmarks that run many subscribers on one machine."""
         self.server_url = server_url.rstrip("/")
         self.room_id = room_id
         self.token = token
         self.ice = ice or IcePolicy()
         self.check_every = check_every
+        self.decode = decode
         self.events: list[dict[str, Any]] = []
         self.errors: list[dict[str, Any]] = []
         self.joined: dict[str, Any] = {}
@@ -224,8 +228,34 @@ class Participant:
         for transceiver in pc.getTransceivers():
             mid = transceiver.mid
             if mid is not None and mid not in self._drains and mid in self._mid_tracks:
+                if not self.decode:
+                    self._count_rtp(mid, transceiver.receiver)
                 self._drains[mid] = asyncio.ensure_future(
                     self._drain(mid, transceiver.receiver.track))
+
+    def _count_rtp(self, mid: str, receiver: Any) -> None:
+        """Count frames as they arrive (video: marker bit; audio: every packet), no decoding."""
+        participant = self
+
+        class Counter:
+            def add(self, packet: Any) -> tuple[bool, None]:
+                info = participant._mid_tracks.get(mid)
+                stats = participant.remote.get(info["track_id"]) if info else None
+                if stats is not None and (stats.kind == "audio" or packet.marker):
+                    participant._count_frame(stats)
+                return False, None
+
+        receiver._RTCRtpReceiver__jitter_buffer = Counter()
+
+    def _count_frame(self, stats: RemoteTrackStats) -> float:
+        now = time.monotonic()
+        if stats.last_frame_at is not None:
+            stats.max_gap_s = max(stats.max_gap_s, now - stats.last_frame_at)
+        if stats.first_frame_at is None:
+            stats.first_frame_at = now
+        stats.last_frame_at = now
+        stats.frames += 1
+        return now
 
     async def _drain(self, mid: str, track: MediaStreamTrack) -> None:
         """Read every frame of one m-line (aiortc queues are unbounded) and keep stats."""
@@ -238,13 +268,7 @@ class Participant:
             stats = self.remote.get(info["track_id"]) if info else None
             if stats is None:
                 continue
-            now = time.monotonic()
-            if stats.last_frame_at is not None:
-                stats.max_gap_s = max(stats.max_gap_s, now - stats.last_frame_at)
-            if stats.first_frame_at is None:
-                stats.first_frame_at = now
-            stats.last_frame_at = now
-            stats.frames += 1
+            self._count_frame(stats)
             if isinstance(frame, av.VideoFrame):
                 if stats.frames % self.check_every == 1:
                     stats.tags[frame_tag(frame)] += 1

@@ -46,5 +46,5 @@ def setup_logging(level: str = "INFO", fmt: str = "json") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     # aiortc/aioice are chatty at INFO about every candidate pair
-    for noisy in ("aioice", "aiortc", "aiohttp.access"):
+    for noisy in ("aioice", "aiortc", "aiohttp.access", "alembic"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

@@ -98,14 +98,14 @@ export class TileView {
   }
 
   /**
-   * @param {{name: string, role: string, micMuted: boolean, camMuted: boolean,
-   *          micLabel: string, camLabel: string, groupLabel: string}} info
+   * @param {{name: string, avatarName?: string, role: string, micMuted: boolean,
+   *          camMuted: boolean, micLabel: string, camLabel: string, groupLabel: string}} info
    */
-  setInfo({ name, role, micMuted, camMuted, micLabel, camLabel, groupLabel }) {
+  setInfo({ name, avatarName, role, micMuted, camMuted, micLabel, camLabel, groupLabel }) {
     this.nameEl.textContent = name;
     this.roleEl.textContent = role || '';
     this.roleEl.hidden = !role;
-    this.avatarText.textContent = initials(name);
+    this.avatarText.textContent = initials(avatarName || name);
     this.el.dataset.micMuted = String(!!micMuted);
     this.el.dataset.camMuted = String(!!camMuted);
     this.micBadge.hidden = !micMuted;

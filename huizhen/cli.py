@@ -1,0 +1,303 @@
+"""The ``huizhen`` command: run the service, create rooms and links, join as a headless participant.
+
+Commands that talk to a running service (``room create``, ``token create``, ``demo``) use the
+REST API with a short-lived API token signed by the configured key (in dev mode, the key in
+``<data_dir>/dev-credentials.json``), or ``--api-key`` / ``--api-secret`` /
+``HUIZHEN_API_KEY`` / ``HUIZHEN_API_SECRET`` for a remote service.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import aiohttp
+
+from huizhen.config import (
+    ConfigError,
+    Settings,
+    ensure_dev_credentials,
+    generate_secret,
+    load_settings,
+)
+from huizhen.logs import setup_logging
+
+EXIT_USAGE = 2
+EXIT_FAILED = 1
+
+
+class CliError(Exception):
+    pass
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    settings = load_settings(Path(args.config) if args.config else None)
+    created = ensure_dev_credentials(settings)
+    if created is not None and getattr(args, "announce_dev_key", False):
+        print("\nDev API key created (shown once; stored in "
+              f"{settings.data_dir / 'dev-credentials.json'}):\n"
+              f"  key:    {created.key}\n  secret: {created.secret}\n", file=sys.stderr)
+    return settings
+
+
+# ---- REST ------------------------------------------------------------------------------------
+class Api:
+    def __init__(self, args: argparse.Namespace) -> None:
+        settings = _settings(args)
+        self.url = (args.server or settings.base_url).rstrip("/")
+        key = args.api_key or os.environ.get("HUIZHEN_API_KEY")
+        secret = args.api_secret or os.environ.get("HUIZHEN_API_SECRET")
+        if key and not secret:
+            secret = settings.secret_for(key)
+        if not key:
+            if not settings.auth.api_keys:
+                raise CliError("no API key: pass --api-key/--api-secret or configure "
+                               "auth.api_keys")
+            key, secret = settings.primary_key.key, settings.primary_key.secret
+        if not secret:
+            raise CliError(f"no secret for API key {key!r}: pass --api-secret")
+        self.key, self.secret = key, secret
+        self.audience = settings.auth.audience
+
+    async def call(self, method: str, path: str, body: Any = None) -> Any:
+        from signaling.auth import mint_api_token
+
+        headers = {"Authorization": "Bearer " + mint_api_token(self.key, self.secret,
+                                                               self.audience)}
+        try:
+            async with aiohttp.ClientSession() as http, http.request(
+                    method, self.url + path, json=body, headers=headers,
+                    ssl=not self.url.startswith("https")) as resp:
+                data = await resp.json(content_type=None)
+        except aiohttp.ClientError as exc:
+            raise CliError(f"cannot reach the service at {self.url}: {exc}. Is it running "
+                           "(huizhen serve / make run)? Use --server to point elsewhere.") \
+                from exc
+        if resp.status >= 400:
+            err = (data or {}).get("error", {})
+            raise CliError(f"{err.get('code', resp.status)}: {err.get('message', data)}")
+        return data
+
+
+def _print(data: Any, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(data, indent=2, ensure_ascii=False))
+    elif isinstance(data, dict):
+        for key, value in data.items():
+            print(f"{key}: {value}")
+
+
+async def cmd_room_create(args: argparse.Namespace) -> None:
+    body: dict[str, Any] = {"kind": args.kind, "title": args.title}
+    if args.patient:
+        body["patient_ref"] = args.patient
+    if args.start:
+        body["scheduled_start"] = args.start
+    if args.end:
+        body["scheduled_end"] = args.end
+    room = await Api(args).call("POST", "/api/rooms", body)
+    _print(room if args.json else {"room": room["id"], "kind": room["kind"],
+                                   "title": room["title"]}, args.json)
+
+
+async def cmd_token_create(args: argparse.Namespace) -> None:
+    data = await Api(args).call("POST", f"/api/rooms/{args.room}/tokens", {
+        "identity": args.identity, "name": args.name or args.identity, "role": args.role,
+        "ttl_s": args.ttl})
+    _print(data if args.json else {"join_url": data["join_url"], "token": data["token"]},
+           args.json)
+
+
+async def cmd_demo(args: argparse.Namespace) -> None:
+    api = Api(args)
+    room = await api.call("POST", "/api/rooms", {"kind": "clinic",
+                                                 "title": "Demo video clinic"})
+    doctor = await api.call("POST", f"/api/rooms/{room['id']}/tokens", {
+        "identity": "doctor-demo", "name": "Dr Demo", "role": "doctor", "ttl_s": 4 * 3600})
+    patient = await api.call("POST", f"/api/rooms/{room['id']}/tokens", {
+        "identity": "patient-demo", "name": "Patient", "role": "patient", "ttl_s": 4 * 3600})
+    print(f"Clinic room {room['id']} created.\n")
+    print(f"Doctor link (open on this computer):\n  {doctor['join_url']}\n")
+    print(f"Patient link (open in another browser or on a phone):\n  {patient['join_url']}")
+
+
+# ---- join ------------------------------------------------------------------------------------
+def _parse_join_url(url: str) -> tuple[str, str, str]:
+    parsed = urlparse(url)
+    parts = parsed.path.strip("/").split("/")
+    token = parsed.fragment[2:] if parsed.fragment.startswith("t=") else ""
+    if len(parts) != 2 or parts[0] != "join" or not token:
+        raise CliError("a join link looks like https://host/join/<room>#t=<token>")
+    return f"{parsed.scheme}://{parsed.netloc}", parts[1], token
+
+
+async def cmd_join(args: argparse.Namespace) -> None:
+    from huizhen.client import JoinRefused, Participant
+    from media.ice import IcePolicy
+
+    if args.url:
+        server, room, token = _parse_join_url(args.url)
+    else:
+        if not (args.server and args.room and args.token):
+            raise CliError("give a join link, or --server, --room and --token")
+        server, room, token = args.server, args.room, args.token
+    host = urlparse(server).hostname or ""
+    addresses = args.ice_address or (["127.0.0.1"] if host in ("127.0.0.1", "localhost")
+                                     else None)
+    policy = IcePolicy(gather_addresses=addresses)
+    policy.install()
+    participant = Participant(server, room, token, ice=policy)
+    try:
+        joined = await participant.join()
+    except JoinRefused as exc:
+        raise CliError(f"join refused: {exc.code}: {exc.message}") from exc
+    print(f"joined {joined['room']['id']} as {joined['me']['name']} ({joined['me']['role']}); "
+          f"{len(joined['participants'])} others here", file=sys.stderr)
+    try:
+        if args.publish != "none":
+            await _publish(participant, args)
+        elapsed = 0.0
+        while args.duration <= 0 or elapsed < args.duration:
+            await asyncio.sleep(min(args.report, args.duration - elapsed if args.duration > 0
+                                    else args.report))
+            elapsed += args.report
+            if participant.closed.is_set():
+                print("the server closed the connection", file=sys.stderr)
+                break
+            print(json.dumps(participant.summary()), flush=True)
+    finally:
+        await participant.leave()
+
+
+async def _publish(participant: Any, args: argparse.Namespace) -> None:
+    from huizhen.client import RequestFailed
+
+    video_track = audio_track = None
+    if args.publish != "pattern":
+        from aiortc.contrib.media import MediaPlayer
+
+        try:
+            player = MediaPlayer(args.publish, loop=True)
+        except Exception as exc:  # av raises its own error types for unreadable media
+            raise CliError(f"cannot open {args.publish!r} for publishing: {exc}") from exc
+        video_track, audio_track = player.video, player.audio
+    try:
+        await participant.publish(audio=True, video=True, tag=args.tag,
+                                  video_track=video_track, audio_track=audio_track)
+    except RequestFailed as exc:
+        raise CliError(f"publishing refused: {exc.code}: {exc.message}") from exc
+    print("publishing", file=sys.stderr)
+
+
+# ---- serve -----------------------------------------------------------------------------------
+def cmd_serve(args: argparse.Namespace) -> None:
+    args.announce_dev_key = True
+    settings = _settings(args)
+    if args.port is not None:
+        settings.server.port = args.port
+    setup_logging(settings.logging.level, settings.logging.format)
+    from signaling.app import serve
+
+    print(f"Huizhen on {settings.base_url} ({settings.mode} mode). "
+          f"Try: huizhen demo", file=sys.stderr)
+    asyncio.run(serve(settings))
+
+
+def cmd_key_generate(args: argparse.Namespace) -> None:
+    key = args.name
+    secret = generate_secret()
+    print(f"key: {key}\nsecret: {secret}\n\nConfigure it with:\n"
+          f"  HUIZHEN_AUTH__API_KEYS='[{{\"key\": \"{key}\", \"secret\": \"{secret}\"}}]'")
+
+
+# ---- argument parsing --------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="huizhen", description="Huizhen video consultation "
+                                     "service (WebRTC SFU)")
+    parser.add_argument("--config", help="configuration file (default: $HUIZHEN_CONFIG or "
+                        "./config.yaml)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the service")
+    serve.add_argument("--port", type=int, help="override server.port")
+    serve.set_defaults(func=cmd_serve)
+
+    def remote(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--server", help="service URL (default: from the configuration)")
+        p.add_argument("--api-key", help="API key id (default: the configured one)")
+        p.add_argument("--api-secret", help="its secret")
+        p.add_argument("--json", action="store_true", help="print JSON")
+
+    room = sub.add_parser("room", help="rooms").add_subparsers(dest="room_cmd", required=True)
+    create = room.add_parser("create", help="create a room")
+    create.add_argument("--kind", required=True,
+                        choices=["clinic", "joint_clinic", "ward_round", "mdt", "broadcast"])
+    create.add_argument("--title", required=True)
+    create.add_argument("--patient", help="patient reference (e.g. a FHIR Patient id)")
+    create.add_argument("--start", help="scheduled start, ISO 8601 with time zone")
+    create.add_argument("--end", help="scheduled end, ISO 8601 with time zone")
+    remote(create)
+    create.set_defaults(func=cmd_room_create, is_async=True)
+
+    token = sub.add_parser("token", help="participant tokens").add_subparsers(
+        dest="token_cmd", required=True)
+    tcreate = token.add_parser("create", help="create a participant token and join link")
+    tcreate.add_argument("--room", required=True)
+    tcreate.add_argument("--identity", required=True)
+    tcreate.add_argument("--name")
+    tcreate.add_argument("--role", required=True)
+    tcreate.add_argument("--ttl", type=int, default=3600, help="seconds (default 3600)")
+    remote(tcreate)
+    tcreate.set_defaults(func=cmd_token_create, is_async=True)
+
+    demo = sub.add_parser("demo", help="create a clinic room and print doctor/patient links")
+    remote(demo)
+    demo.set_defaults(func=cmd_demo, is_async=True)
+
+    join = sub.add_parser("join", help="join as a headless participant")
+    join.add_argument("url", nargs="?", help="a join link (…/join/<room>#t=<token>)")
+    join.add_argument("--server")
+    join.add_argument("--room")
+    join.add_argument("--token")
+    join.add_argument("--publish", default="pattern",
+                      help="pattern (default), none, or a media file/device for ffmpeg")
+    join.add_argument("--tag", type=int, default=0, help="test pattern colour (0-7)")
+    join.add_argument("--duration", type=float, default=0, help="seconds; 0 = until Ctrl-C")
+    join.add_argument("--report", type=float, default=5, help="stats every N seconds")
+    join.add_argument("--ice-address", action="append",
+                      help="local address to gather ICE candidates on (repeatable)")
+    join.set_defaults(func=cmd_join, is_async=True)
+
+    key = sub.add_parser("key", help="API keys").add_subparsers(dest="key_cmd", required=True)
+    gen = key.add_parser("generate", help="print a new API key and secret")
+    gen.add_argument("--name", default="hospital")
+    gen.set_defaults(func=cmd_key_generate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if getattr(args, "is_async", False):
+            asyncio.run(args.func(args))
+        else:
+            args.func(args)
+    except ConfigError as exc:
+        print(f"huizhen: configuration error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except CliError as exc:
+        print(f"huizhen: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
