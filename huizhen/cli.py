@@ -64,6 +64,7 @@ class Api:
             raise CliError(f"no secret for API key {key!r}: pass --api-secret")
         self.key, self.secret = key, secret
         self.audience = settings.auth.audience
+        self.verify_tls = not args.insecure
 
     async def call(self, method: str, path: str, body: Any = None) -> Any:
         from signaling.auth import mint_api_token
@@ -73,7 +74,7 @@ class Api:
         try:
             async with aiohttp.ClientSession() as http, http.request(
                     method, self.url + path, json=body, headers=headers,
-                    ssl=not self.url.startswith("https")) as resp:
+                    ssl=self.verify_tls) as resp:
                 data = await resp.json(content_type=None)
         except aiohttp.ClientError as exc:
             raise CliError(f"cannot reach the service at {self.url}: {exc}. Is it running "
@@ -233,6 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--api-key", help="API key id (default: the configured one)")
         p.add_argument("--api-secret", help="its secret")
         p.add_argument("--json", action="store_true", help="print JSON")
+        p.add_argument("--insecure", action="store_true",
+                       help="accept a self-signed certificate (dev/LAN testing only)")
 
     room = sub.add_parser("room", help="rooms").add_subparsers(dest="room_cmd", required=True)
     create = room.add_parser("create", help="create a room")
