@@ -93,11 +93,12 @@ class RoomService:
             log.info("closed sessions left open by the previous run", extra={"count": closed})
 
     async def stop(self) -> None:
+        """Record everyone as gone (before their sockets close), then close the sockets."""
         for room_id in list(self.members):
             for member in list(self.members.get(room_id, {}).values()):
+                await self.leave(member, "server_shutdown")
                 with contextlib.suppress(Exception):
                     await member.sink.close(1012, "server restarting")
-                await self.leave(member, "server_shutdown")
         await self.sfu.close()
 
     def _lock(self, room_id: str) -> asyncio.Lock:
@@ -137,8 +138,9 @@ class RoomService:
         for member in list(self.members.get(room_id, {}).values()):
             with contextlib.suppress(Exception):
                 await member.sink.send({"type": "room_ended", "reason": reason})
-                await member.sink.close(4010, "room ended")
             await self.leave(member, "room_ended")
+            with contextlib.suppress(Exception):
+                await member.sink.close(4010, "room ended")
         return await self.get_room(room_id)
 
     # ---- participants ---------------------------------------------------------------------

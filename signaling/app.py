@@ -57,7 +57,14 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/join/{room_id}", join_page)
     app.router.add_static("/static", static)
     app.cleanup_ctx.append(_services)
+    app.on_shutdown.append(_stop_rooms)
     return app
+
+
+async def _stop_rooms(app: web.Application) -> None:
+    """Runs before aiohttp closes the sockets, so leaves are recorded as server_shutdown."""
+    if ROOMS in app:
+        await app[ROOMS].stop()
 
 
 async def _services(app: web.Application):  # type: ignore[no-untyped-def]
@@ -76,7 +83,7 @@ async def _services(app: web.Application):  # type: ignore[no-untyped-def]
                                      "database": db.engine.url.render_as_string(
                                          hide_password=True)})
     yield
-    await service.stop()
+    await service.stop()  # no-op after on_shutdown; covers a failed start
     await db.close()
 
 

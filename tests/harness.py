@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
+import os
 import secrets
+import signal
 import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -118,3 +125,93 @@ async def running_server(data_dir: Path, **overrides: Any):  # type: ignore[no-u
         yield server
     finally:
         await server.stop()
+
+
+class ServerProcess:
+    """``huizhen serve`` in its own process (for restarts, kills and process-level checks)."""
+
+    def __init__(self, data_dir: Path, port: int | None = None, secret: str | None = None,
+                 env: dict[str, str] | None = None, entry: list[str] | None = None) -> None:
+        self.data_dir = data_dir
+        self.port = port or free_port()
+        self.secret = secret or secrets.token_urlsafe(36)
+        self.extra_env = env or {}
+        self.entry = entry or ["-m", "huizhen.cli", "serve"]
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.settings = test_settings(data_dir, port=self.port)
+        self.settings.auth.api_keys[0].secret = self.secret
+        self.log_path = data_dir / f"server-{self.port}.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update({
+            "HUIZHEN_MODE": "dev",
+            "HUIZHEN_DATA_DIR": str(self.data_dir),
+            "HUIZHEN_SERVER__HOST": "127.0.0.1",
+            "HUIZHEN_SERVER__PORT": str(self.port),
+            "HUIZHEN_AUTH__API_KEYS": json.dumps([{"key": "test-key", "secret": self.secret}]),
+            "HUIZHEN_LOGGING__LEVEL": "INFO",
+            "HUIZHEN_CONFIG": "/dev/null",
+        })
+        env.update(self.extra_env)
+        return env
+
+    async def start(self, timeout: float = 20) -> ServerProcess:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(  # noqa: ASYNC220 - starting, not waiting
+            [sys.executable, *self.entry], env=self.env(),
+                                     stdout=log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        deadline = time.monotonic() + timeout
+        async with aiohttp.ClientSession() as http:
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"server exited: {self.log_path.read_text()[-2000:]}")
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with http.get(self.url + "/readyz") as resp:
+                        if resp.status == 200:
+                            return self
+                await asyncio.sleep(0.1)
+        raise TimeoutError(f"server not ready: {self.log_path.read_text()[-2000:]}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            if self.proc.poll() is None:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+    def api_headers(self) -> dict[str, str]:
+        token = mint_api_token("test-key", self.secret, self.settings.auth.audience)
+        return {"Authorization": f"Bearer {token}"}
+
+    async def api(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        async with aiohttp.ClientSession() as http, http.request(
+                method, self.url + path, json=body, headers=self.api_headers()) as resp:
+            return resp.status, await resp.json()
+
+    async def create_room(self, kind: str = "mdt") -> str:
+        status, body = await self.api("POST", "/api/rooms", {"kind": kind, "title": "t"})
+        assert status == 201, body
+        return str(body["id"])
+
+    async def join_url(self, room_id: str, identity: str, role: str = "specialist") -> str:
+        status, body = await self.api("POST", f"/api/rooms/{room_id}/tokens", {
+            "identity": identity, "name": identity, "role": role, "ttl_s": 600})
+        assert status == 201, body
+        return str(body["join_url"])
+
+    async def participant(self, room_id: str, identity: str, role: str = "specialist"
+                          ) -> Participant:
+        url = await self.join_url(room_id, identity, role)
+        p = Participant(self.url, room_id, url.split("#t=", 1)[1], ice=LOOPBACK)
+        await p.join()
+        return p

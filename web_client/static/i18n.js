@@ -108,7 +108,6 @@ const STRINGS = {
     error_room_ended: 'The consultation has ended.',
     error_room_full: 'This consultation is full. Please try again later or contact the clinic.',
     error_unsupported_version: 'This page is out of date. Please reload it.',
-    error_not_permitted: 'You are not allowed to do that in this consultation.',
   },
 
   zh: {
@@ -207,7 +206,6 @@ const STRINGS = {
     error_room_ended: '会诊已结束。',
     error_room_full: '本次会诊人数已满。请稍后再试或联系诊所。',
     error_unsupported_version: '此页面版本过旧，请刷新页面。',
-    error_not_permitted: '您在本次会诊中没有进行此操作的权限。',
   },
 };
 

@@ -1,0 +1,283 @@
+"""One benchmark client per process, driven by bench/fanout.py: a subscriber or the publisher.
+
+Targets (``--target``):
+  huizhen  the Huizhen SFU: signalling over its WebSocket, ``huizhen.client.Participant``
+           with ``decode=False``
+  relay    bench/relay_baseline.py: one HTTP POST of the SDP offer, aiortc ``MediaRelay``
+
+Roles (``--role``):
+  subscribe  receive the publisher's video and count frames (RTP marker bit) and RTP payload
+             bytes per frame without decoding anything: the receiver's jitter buffer is
+             replaced by a counter, so the client's own CPU stays small and the benchmark
+             measures the server
+  publish    send the 640x480 VP8 test pattern (video only, ~30 fps; the encoder follows the
+             server's REMB)
+
+Protocol with the parent: stdout carries one JSON object per line (``{"event": "ready", …}``
+when the first frame arrived / the publisher is connected, ``{"event": "stats", …}``,
+``{"event": "error", …}``); logs go to stderr. On stdin, ``stop T0 T1`` (two
+``time.monotonic()`` values; CLOCK_MONOTONIC is shared by all processes on Linux) makes a
+subscriber print the frames it received in [T0, T1), leave and exit; ``stop`` alone or the end
+of input makes any worker leave and exit, so a worker never outlives its parent.
+
+Every peer connection gathers ICE candidates on 127.0.0.1 only and uses no STUN/TURN server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import bisect
+import contextlib
+import json
+import logging
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+from aiortc import (
+    RTCConfiguration,
+    RTCPeerConnection,
+    RTCRtpCodecCapability,
+    RTCRtpSender,
+    RTCSessionDescription,
+)
+
+from huizhen.client import Participant
+from huizhen.testmedia import PatternVideoTrack
+from media.ice import IcePolicy
+
+LOOPBACK = IcePolicy(gather_addresses=["127.0.0.1"])
+JITTER_BUFFER_ATTR = "_RTCRtpReceiver__jitter_buffer"  # aiortc 1.16, name-mangled
+
+log = logging.getLogger("bench.subscriber")
+
+
+def emit(event: str, **fields: Any) -> None:
+    print(json.dumps({"event": event, **fields}), flush=True)
+
+
+# ---- counting frames without decoding --------------------------------------------------------
+class FrameLog:
+    """Arrival time and RTP payload size of every video frame (a frame ends at a marker bit)."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self.sizes: list[int] = []
+        self.started_at = time.monotonic()
+        self.first_frame = asyncio.Event()
+        self._pending = 0
+
+    def on_packet(self, packet: Any) -> None:
+        self._pending += len(packet.payload)
+        if packet.marker:
+            self.times.append(time.monotonic())
+            self.sizes.append(self._pending)
+            self._pending = 0
+            self.first_frame.set()
+
+    def window(self, t0: float, t1: float) -> dict[str, Any]:
+        lo = bisect.bisect_left(self.times, t0)
+        hi = bisect.bisect_left(self.times, t1)
+        frames = hi - lo
+        duration = max(t1 - t0, 1e-9)
+        payload = sum(self.sizes[lo:hi])
+        edges = [t0, *self.times[lo:hi], t1]
+        max_gap = max(b - a for a, b in zip(edges, edges[1:], strict=False))
+        return {
+            "frames": frames,
+            "window_s": round(duration, 3),
+            "fps": round(frames / duration, 2),
+            "payload_bytes": payload,
+            "mbps": round(payload * 8 / duration / 1e6, 4),
+            "max_gap_s": round(max_gap, 3),
+            "total_frames": len(self.times),
+            "first_frame_delay_s": self.first_frame_delay,
+        }
+
+    @property
+    def first_frame_delay(self) -> float | None:
+        return round(self.times[0] - self.started_at, 3) if self.times else None
+
+
+class FrameTap:
+    """Stands in for an ``RTCRtpReceiver``'s jitter buffer: logs packets, never yields a frame.
+
+    ``add()`` returning ``(False, None)`` means "no PLI, no complete frame", so nothing reaches
+    the receiver's decoder thread or its track queue. ``inner`` (another counter, e.g. the one
+    ``Participant(decode=False)`` installs) is called too.
+    """
+
+    def __init__(self, frames: FrameLog, inner: Any = None) -> None:
+        self.frames = frames
+        self.inner = inner
+
+    def add(self, packet: Any) -> tuple[bool, None]:
+        self.frames.on_packet(packet)
+        if self.inner is not None:
+            self.inner.add(packet)
+        return False, None
+
+
+def install_tap(receiver: Any, frames: FrameLog, chain: bool = False) -> None:
+    if not hasattr(receiver, JITTER_BUFFER_ATTR):
+        raise RuntimeError("aiortc's RTCRtpReceiver has no jitter buffer attribute any more")
+    inner = getattr(receiver, JITTER_BUFFER_ATTR) if chain else None
+    setattr(receiver, JITTER_BUFFER_ATTR, FrameTap(frames, inner))
+
+
+def vp8_preferences() -> list[RTCRtpCodecCapability]:
+    return [c for c in RTCRtpSender.getCapabilities("video").codecs
+            if c.mimeType.lower() in ("video/vp8", "video/rtx")]
+
+
+# ---- Huizhen ---------------------------------------------------------------------------------
+class BenchParticipant(Participant):
+    """A viewer that also logs frame times and sizes of every video track it receives."""
+
+    def __init__(self, *args: Any, frames: FrameLog, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.frame_log = frames
+
+    def _count_rtp(self, mid: str, receiver: Any) -> None:
+        super()._count_rtp(mid, receiver)
+        info = self._mid_tracks.get(mid)
+        if info is not None and info.get("kind") == "video":
+            install_tap(receiver, self.frame_log, chain=True)
+
+
+async def wait_connected(pc: RTCPeerConnection, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while pc.connectionState != "connected":
+        if pc.connectionState in ("failed", "closed") or time.monotonic() > deadline:
+            raise RuntimeError(f"peer connection {pc.connectionState} instead of connected")
+        await asyncio.sleep(0.05)
+
+
+async def huizhen_client(args: argparse.Namespace, frames: FrameLog
+                         ) -> Callable[[], Awaitable[None]]:
+    participant = BenchParticipant(args.server, args.room, args.token, ice=LOOPBACK,
+                                   decode=False, frames=frames)
+    await participant.join(timeout=args.ready_timeout)
+    if args.role == "publish":
+        await participant.publish(audio=False, video=True, tag=args.tag,
+                                  video_track=PatternVideoTrack(args.tag))
+        await wait_connected(participant._publish_pcs[0], args.ready_timeout)
+    return participant.leave
+
+
+# ---- the MediaRelay baseline -----------------------------------------------------------------
+async def post_offer(url: str, pc: RTCPeerConnection) -> None:
+    await pc.setLocalDescription(await pc.createOffer())
+    offer = {"sdp": pc.localDescription.sdp, "type": pc.localDescription.type}
+    async with aiohttp.ClientSession() as http, http.post(url, json=offer) as resp:
+        if resp.status != 200:
+            raise RuntimeError(f"{url}: HTTP {resp.status}: {await resp.text()}")
+        answer = await resp.json()
+    await pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], answer["type"]))
+
+
+async def relay_client(args: argparse.Namespace, frames: FrameLog
+                       ) -> Callable[[], Awaitable[None]]:
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    base = args.server.rstrip("/")
+    if args.role == "publish":
+        transceiver = pc.addTransceiver(PatternVideoTrack(args.tag), direction="sendonly")
+        transceiver.setCodecPreferences(vp8_preferences())
+        await post_offer(base + "/publish", pc)
+        await wait_connected(pc, args.ready_timeout)
+    else:
+        transceiver = pc.addTransceiver("video", direction="recvonly")
+        transceiver.setCodecPreferences(vp8_preferences())
+        install_tap(transceiver.receiver, frames)
+        await post_offer(base + "/subscribe", pc)
+    return pc.close
+
+
+# ---- main ------------------------------------------------------------------------------------
+async def stdin_reader() -> asyncio.StreamReader:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    return reader
+
+
+async def until_stop(reader: asyncio.StreamReader) -> tuple[float, float] | None:
+    """Wait for ``stop [T0 T1]`` or the end of input; return the window, if one was given."""
+    while True:
+        line = await reader.readline()
+        if not line:
+            return None
+        words = line.decode().split()
+        if words and words[0] == "stop":
+            return (float(words[1]), float(words[2])) if len(words) == 3 else None
+
+
+async def run(args: argparse.Namespace) -> int:
+    LOOPBACK.install()
+    frames = FrameLog()
+    reader = await stdin_reader()
+    stop = asyncio.ensure_future(until_stop(reader))
+    connect = huizhen_client if args.target == "huizhen" else relay_client
+    close: Callable[[], Awaitable[None]] | None = None
+    try:
+        async def start() -> None:
+            nonlocal close
+            close = await connect(args, frames)
+            if args.role == "subscribe":
+                await frames.first_frame.wait()
+
+        starting = asyncio.ensure_future(asyncio.wait_for(start(), args.ready_timeout))
+        await asyncio.wait([starting, stop], return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():  # told to stop (or orphaned) before being ready
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await starting
+            return 1
+        try:
+            starting.result()
+        except TimeoutError:
+            emit("error", message=f"not ready after {args.ready_timeout} s")
+            return 1
+        emit("ready", role=args.role, target=args.target,
+             first_frame_delay_s=frames.first_frame_delay)
+        window = await stop
+        if args.role == "subscribe":
+            t0, t1 = window or (frames.started_at, time.monotonic())
+            emit("stats", **frames.window(t0, t1))
+        return 0
+    except Exception as exc:
+        log.exception("worker failed")
+        emit("error", message=f"{type(exc).__name__}: {exc}")
+        return 1
+    finally:
+        stop.cancel()
+        if close is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(close(), 5)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--target", choices=["huizhen", "relay"], required=True)
+    parser.add_argument("--role", choices=["subscribe", "publish"], default="subscribe")
+    parser.add_argument("--server", required=True, help="http://127.0.0.1:PORT")
+    parser.add_argument("--room", help="room id (huizhen)")
+    parser.add_argument("--token", help="participant token (huizhen)")
+    parser.add_argument("--tag", type=int, default=0, help="test pattern colour")
+    parser.add_argument("--ready-timeout", type=float, default=60)
+    args = parser.parse_args(argv)
+    if args.target == "huizhen" and not (args.room and args.token):
+        parser.error("--target huizhen needs --room and --token")
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return asyncio.run(run(args))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
