@@ -29,6 +29,7 @@ import argparse
 import asyncio
 import bisect
 import contextlib
+import itertools
 import json
 import logging
 import sys
@@ -85,7 +86,7 @@ class FrameLog:
         duration = max(t1 - t0, 1e-9)
         payload = sum(self.sizes[lo:hi])
         edges = [t0, *self.times[lo:hi], t1]
-        max_gap = max(b - a for a, b in zip(edges, edges[1:], strict=False))
+        max_gap = max(b - a for a, b in itertools.pairwise(edges))
         return {
             "frames": frames,
             "window_s": round(duration, 3),

@@ -1,0 +1,40 @@
+# Huizhen: two commands on a fresh Debian machine with Python 3.11.
+#   make run    set up and start the service on http://127.0.0.1:8080 (embedded defaults)
+#   make test   set up (incl. apt packages for the tests) and run the whole suite
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+
+.PHONY: run test lint bench demo clean
+
+run: $(STAMP)
+	$(BIN)/huizhen serve
+
+test: $(STAMP)
+	scripts/install-system-deps.sh test
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+bench: $(STAMP)
+	$(BIN)/python bench/fanout.py
+
+demo: $(STAMP)
+	$(BIN)/huizhen demo
+
+$(STAMP): pyproject.toml
+	scripts/install-system-deps.sh run
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

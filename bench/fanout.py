@@ -1,0 +1,587 @@
+"""Fan-out benchmark: server CPU per extra subscriber, Huizhen vs aiortc's MediaRelay.
+
+One publisher sends a 640x480 VP8 test pattern (~30 fps, bitrate set by REMB) into a broadcast
+room; for each N, N subscribers (one process each, no decoding) receive it. After a warm-up,
+the server process's CPU (utime+stime from /proc/<pid>/stat, in cores) and every subscriber's
+received frame rate are measured over the same window. The slope of server CPU against N
+(least squares) is the cost of one more subscriber. The same is done against
+bench/relay_baseline.py (decode once, re-encode per subscriber) and the two are compared.
+
+Every process is started here, in its own process group, on 127.0.0.1 only, and every group is
+killed on exit (also on Ctrl-C, SIGTERM or an error). Progress goes to stderr; the result goes
+to stdout (tables, or one JSON object with ``--json``). See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib.metadata
+import json
+import os
+import platform
+import secrets
+import shutil
+import signal
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+WORKER = BENCH / "subscriber.py"
+RELAY_SERVER = BENCH / "relay_baseline.py"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+API_KEY = "bench"
+AUDIENCE = "huizhen"
+STARTED = time.monotonic()
+
+
+class BenchError(Exception):
+    pass
+
+
+def progress(message: str) -> None:
+    print(f"[fanout {time.monotonic() - STARTED:6.1f}s] {message}", file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# ---- CPU of a process (and its threads and descendants) from /proc ---------------------------
+def _proc_ticks(pid: int) -> int:
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+
+
+def _descendants(pid: int) -> list[int]:
+    out: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children", encoding="ascii") as f:
+                for child in f.read().split():
+                    out += [int(child), *_descendants(int(child))]
+    return out
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime+stime of ``pid`` (all its threads) and of its live descendants, in seconds."""
+    ticks = 0
+    for p in [pid, *_descendants(pid)]:
+        with contextlib.suppress(OSError):
+            ticks += _proc_ticks(p)
+    return ticks / CLK_TCK
+
+
+# ---- processes ---------------------------------------------------------------------------------
+@dataclass
+class Worker:
+    """A child process in its own process group; JSON lines on its stdout are events."""
+
+    name: str
+    proc: asyncio.subprocess.Process
+    log_path: Path
+    #: True for workers that leave and exit when their stdin closes; servers get SIGTERM
+    exits_on_eof: bool = True
+    events: asyncio.Queue[dict[str, Any]] = field(default_factory=asyncio.Queue)
+    reader: asyncio.Task[None] | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    async def _read(self) -> None:
+        assert self.proc.stdout is not None
+        while line := await self.proc.stdout.readline():
+            with contextlib.suppress(ValueError):
+                message = json.loads(line)
+                if isinstance(message, dict) and "event" in message:
+                    await self.events.put(message)
+        await self.events.put({"event": "exit"})
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            text = self.log_path.read_text(encoding="utf-8", errors="replace").splitlines()
+        except OSError:
+            return ""
+        return "\n".join(f"    | {line}" for line in text[-lines:])
+
+    async def event(self, name: str, timeout: float) -> dict[str, Any]:
+        try:
+            message = await asyncio.wait_for(self.events.get(), timeout)
+        except TimeoutError:
+            raise BenchError(f"{self.name}: no {name!r} after {timeout:.0f} s\n"
+                             f"{self.log_tail()}") from None
+        if message["event"] != name:
+            raise BenchError(f"{self.name}: expected {name!r}, got {message}\n"
+                             f"{self.log_tail()}")
+        return message
+
+    async def send(self, line: str) -> None:
+        if self.proc.stdin is not None and not self.proc.stdin.is_closing():
+            with contextlib.suppress(OSError):
+                self.proc.stdin.write(line.encode() + b"\n")
+                await self.proc.stdin.drain()
+
+    def signal_group(self, sig: signal.Signals) -> None:
+        if self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, sig)
+
+    async def stop(self, grace: float = 8) -> None:
+        """Close stdin (workers leave and exit), then SIGTERM, then SIGKILL the whole group."""
+        if self.proc.stdin is not None and not self.proc.stdin.is_closing():
+            self.proc.stdin.close()
+        steps: list[tuple[signal.Signals | None, float]] = [
+            (None, grace if self.exits_on_eof else 0.0), (signal.SIGTERM, 8.0),
+            (signal.SIGKILL, 5.0)]
+        for sig, wait in steps:
+            if sig is not None:
+                self.signal_group(sig)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.proc.wait(), wait)
+                break
+        # anything left in the group (there should be nothing) goes too
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        if self.reader is not None:
+            self.reader.cancel()
+
+
+class Processes:
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.workers: list[Worker] = []
+
+    async def spawn(self, name: str, args: list[str], env: dict[str, str] | None = None,
+                    cwd: Path | None = None, exits_on_eof: bool = True) -> Worker:
+        log_path = self.log_dir / f"{name}.log"
+        log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *args, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                stderr=log_fd, env=env, cwd=cwd, start_new_session=True)
+        finally:
+            os.close(log_fd)
+        worker = Worker(name, proc, log_path, exits_on_eof)
+        worker.reader = asyncio.ensure_future(worker._read())
+        self.workers.append(worker)
+        return worker
+
+    async def stop(self, workers: list[Worker], grace: float = 8) -> None:
+        await asyncio.gather(*(w.stop(grace) for w in workers))
+        for w in workers:
+            if w in self.workers:
+                self.workers.remove(w)
+
+    async def stop_all(self) -> None:
+        await self.stop(list(reversed(self.workers)), grace=3)
+
+    def kill_all_now(self) -> None:
+        """Last resort, synchronous (after the event loop is gone): SIGKILL every group."""
+        for w in self.workers:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(w.proc.pid, signal.SIGKILL)
+
+
+async def gather_or_cancel(*aws: Awaitable[Any]) -> list[Any]:
+    """Like gather, but the first failure cancels the rest."""
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        return list(await asyncio.gather(*tasks))
+    finally:
+        for t in tasks:
+            t.cancel()
+
+
+def worker_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HUIZHEN_")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+async def wait_ready(url: str, server: Worker, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as http:
+        while time.monotonic() < deadline:
+            if server.proc.returncode is not None:
+                raise BenchError(f"{server.name} exited with {server.proc.returncode}\n"
+                                 f"{server.log_tail()}")
+            with contextlib.suppress(aiohttp.ClientError, OSError):
+                async with http.get(url + "/readyz") as resp:
+                    if resp.status == 200:
+                        return
+            await asyncio.sleep(0.2)
+    raise BenchError(f"{server.name} not ready after {timeout:.0f} s\n{server.log_tail()}")
+
+
+# ---- the servers under test ------------------------------------------------------------------
+class Target:
+    name = ""
+    label = ""
+
+    def __init__(self, procs: Processes, tmp: Path) -> None:
+        self.procs = procs
+        self.tmp = tmp
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server: Worker | None = None
+
+    async def start_server(self) -> Worker:
+        raise NotImplementedError
+
+    async def setup(self) -> None:
+        """After the server is ready (create rooms, …)."""
+
+    async def worker_args(self, role: str, index: int) -> list[str]:
+        return ["--target", self.name, "--role", role, "--server", self.url]
+
+    async def subscriber_count(self) -> int | None:
+        """Subscribers the server still holds, if it can tell."""
+        return None
+
+    async def spawn_worker(self, role: str, index: int, ready_timeout: float) -> Worker:
+        args = [sys.executable, str(WORKER), *await self.worker_args(role, index),
+                "--ready-timeout", str(ready_timeout)]
+        name = f"{self.name}-publisher" if role == "publish" else f"{self.name}-sub{index:02d}"
+        return await self.procs.spawn(name, args, env=worker_env())
+
+
+class HuizhenTarget(Target):
+    name = "huizhen"
+    label = "Huizhen SFU (RTP forwarding, no decode/encode)"
+
+    def __init__(self, procs: Processes, tmp: Path) -> None:
+        super().__init__(procs, tmp)
+        self.secret = secrets.token_urlsafe(36)
+        self.room = ""
+
+    async def start_server(self) -> Worker:
+        data = self.tmp / "huizhen-data"
+        data.mkdir()
+        env = worker_env()
+        env.update({
+            "HUIZHEN_CONFIG": os.devnull,
+            "HUIZHEN_MODE": "dev",
+            "HUIZHEN_DATA_DIR": str(data),
+            "HUIZHEN_SERVER__HOST": "127.0.0.1",
+            "HUIZHEN_SERVER__PORT": str(self.port),
+            "HUIZHEN_AUTH__API_KEYS": json.dumps([{"key": API_KEY, "secret": self.secret}]),
+            "HUIZHEN_ICE__GATHER_ADDRESSES": '["127.0.0.1"]',
+            "HUIZHEN_ICE__STUN_SERVERS": "[]",
+            "HUIZHEN_ICE__TURN_SERVERS": "[]",
+            "HUIZHEN_LOGGING__LEVEL": "WARNING",
+        })
+        return await self.procs.spawn(
+            "huizhen-server", [sys.executable, "-m", "huizhen.cli", "serve"], env=env,
+            cwd=self.tmp, exits_on_eof=False)
+
+    async def api(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        from signaling.auth import mint_api_token
+
+        headers = {"Authorization": "Bearer " + mint_api_token(API_KEY, self.secret, AUDIENCE)}
+        async with aiohttp.ClientSession() as http, http.post(
+                self.url + path, json=body, headers=headers) as resp:
+            data: dict[str, Any] = await resp.json(content_type=None)
+            if resp.status != 201:
+                raise BenchError(f"POST {path}: HTTP {resp.status}: {data}")
+            return data
+
+    async def setup(self) -> None:
+        room = await self.api("/api/rooms", {"kind": "broadcast", "title": "fan-out benchmark"})
+        self.room = str(room["id"])
+
+    async def worker_args(self, role: str, index: int) -> list[str]:
+        identity = "presenter" if role == "publish" else f"viewer-{index}-{secrets.token_hex(3)}"
+        token = await self.api(f"/api/rooms/{self.room}/tokens", {
+            "identity": identity, "name": identity, "ttl_s": 3600,
+            "role": "presenter" if role == "publish" else "viewer"})
+        return [*await super().worker_args(role, index), "--room", self.room,
+                "--token", str(token["token"])]
+
+
+class RelayTarget(Target):
+    name = "relay"
+    label = "aiortc MediaRelay baseline (decode once, re-encode per subscriber)"
+
+    async def start_server(self) -> Worker:
+        return await self.procs.spawn(
+            "relay-server", [sys.executable, str(RELAY_SERVER), "--port", str(self.port)],
+            env=worker_env(), cwd=self.tmp, exits_on_eof=False)
+
+    async def subscriber_count(self) -> int | None:
+        async with aiohttp.ClientSession() as http, http.get(self.url + "/stats") as resp:
+            return int((await resp.json())["subscribers"])
+
+
+# ---- measuring -------------------------------------------------------------------------------
+@dataclass
+class Options:
+    counts: list[int]
+    warmup: float
+    window: float
+    settle: float
+
+
+def fit(points: list[dict[str, Any]]) -> tuple[float | None, float | None]:
+    """Least-squares slope and intercept of server cores against N (None: fewer than 2 Ns)."""
+    xs = [float(p["n"]) for p in points]
+    ys = [float(p["server_cores"]) for p in points]
+    if len(set(xs)) < 2:
+        return None, None
+    slope, intercept = statistics.linear_regression(xs, ys)
+    return slope, intercept
+
+
+async def measure_n(target: Target, n: int, opts: Options) -> dict[str, Any]:
+    assert target.server is not None
+    ready_timeout = 60 + 4 * n
+    progress(f"{target.name} N={n}: starting {n} subscriber process(es)…")
+    subs: list[Worker] = []
+    try:
+        for i in range(n):
+            subs.append(await target.spawn_worker("subscribe", i, ready_timeout))
+        ready = await gather_or_cancel(*(s.event("ready", ready_timeout + 10) for s in subs))
+        delays = [r.get("first_frame_delay_s") or 0.0 for r in ready]
+        progress(f"{target.name} N={n}: all receiving (slowest first frame after "
+                 f"{max(delays):.1f} s); warming up {opts.warmup:g} s…")
+        await asyncio.sleep(opts.warmup)
+        progress(f"{target.name} N={n}: measuring {opts.window:g} s…")
+        pid = target.server.pid
+        t0, c0 = time.monotonic(), cpu_seconds(pid)
+        await asyncio.sleep(opts.window)
+        t1, c1 = time.monotonic(), cpu_seconds(pid)
+        for s in subs:
+            await s.send(f"stop {t0!r} {t1!r}")
+        stats = await gather_or_cancel(*(s.event("stats", 20) for s in subs))
+    finally:
+        await target.procs.stop(subs)
+    fps = [float(s["fps"]) for s in stats]
+    row = {
+        "n": n,
+        "server_cores": round((c1 - c0) / (t1 - t0), 4),
+        "min_fps": round(min(fps), 2),
+        "mean_fps": round(statistics.fmean(fps), 2),
+        "bitrate_mbps": round(statistics.fmean(float(s["mbps"]) for s in stats), 3),
+        "max_gap_s": max(float(s["max_gap_s"]) for s in stats),
+        "window_s": round(t1 - t0, 3),
+    }
+    progress(f"{target.name} N={n}: server {row['server_cores']:.3f} cores, fps min "
+             f"{row['min_fps']:.1f} mean {row['mean_fps']:.1f}, {row['bitrate_mbps']:.2f} Mbit/s")
+    await wait_drained(target)
+    return row
+
+
+async def wait_drained(target: Target, timeout: float = 20) -> None:
+    """Before the next N: the server should have dropped the subscribers that left."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        count = await target.subscriber_count()
+        if not count:
+            break
+        await asyncio.sleep(0.25)
+    else:
+        progress(f"{target.name}: warning: server still holds {count} subscriber(s)")
+    await asyncio.sleep(1)
+
+
+async def run_target(target: Target, opts: Options) -> list[dict[str, Any]]:
+    progress(f"{target.name}: starting the server on {target.url}…")
+    target.server = await target.start_server()
+    publisher: Worker | None = None
+    try:
+        await wait_ready(target.url, target.server)
+        await target.setup()
+        progress(f"{target.name}: server ready (pid {target.server.pid}); starting the "
+                 "publisher…")
+        publisher = await target.spawn_worker("publish", 0, 60)
+        await publisher.event("ready", 70)
+        progress(f"{target.name}: publishing; letting the bitrate settle {opts.settle:g} s…")
+        await asyncio.sleep(opts.settle)
+        points = []
+        for n in opts.counts:
+            points.append(await measure_n(target, n, opts))
+            if publisher.proc.returncode is not None:
+                raise BenchError(f"the publisher exited\n{publisher.log_tail()}")
+        return points
+    finally:
+        await target.procs.stop([w for w in (publisher, target.server) if w is not None])
+
+
+# ---- output ----------------------------------------------------------------------------------
+def versions() -> dict[str, Any]:
+    def version(name: str) -> str | None:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            return None
+
+    cpu = ""
+    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as f:
+        cpu = next((line.split(":", 1)[1].strip() for line in f
+                    if line.startswith("model name")), "")
+    return {"nproc": os.cpu_count(), "cpu": cpu, "python": platform.python_version(),
+            "aiortc": version("aiortc"), "aioice": version("aioice"), "av": version("av"),
+            "huizhen": version("huizhen"), "platform": platform.platform()}
+
+
+def table(title: str, points: list[dict[str, Any]], slope: float | None,
+          intercept: float | None) -> str:
+    lines = [title,
+             f"  {'N':>3}  {'server cores':>12}  {'min fps':>7}  {'mean fps':>8}  "
+             f"{'Mbit/s':>6}  {'max gap s':>9}"]
+    for p in points:
+        lines.append(f"  {p['n']:>3}  {p['server_cores']:>12.3f}  {p['min_fps']:>7.1f}  "
+                     f"{p['mean_fps']:>8.1f}  {p['bitrate_mbps']:>6.2f}  {p['max_gap_s']:>9.3f}")
+    if slope is None or intercept is None:
+        lines.append("  core per extra subscriber: n/a (needs at least two values of N)")
+    else:
+        lines.append(f"  core per extra subscriber: {slope:.4f}  "
+                     f"(least-squares fit: cores ≈ {intercept:.3f} + {slope:.4f}·N)")
+    return "\n".join(lines)
+
+
+def report(result: dict[str, Any]) -> str:
+    m = result["machine"]
+    s = result["settings"]
+    out = [f"Fan-out benchmark: 1 publisher (640x480 VP8 test pattern) → N subscribers, "
+           f"{s['warmup_s']:g} s warm-up, {s['window_s']:g} s window",
+           f"machine: {m['nproc']} cores ({m['cpu'] or 'unknown CPU'}), Python {m['python']}, "
+           f"aiortc {m['aiortc']}, aioice {m['aioice']}, av {m['av']}",
+           f"publisher bitrate as received by the subscribers: "
+           f"{result['publisher_bitrate_mbps']:.2f} Mbit/s", ""]
+    out.append(table(HuizhenTarget.label, result["points"], result["core_per_extra_subscriber"],
+                     result["intercept_cores"]))
+    if result["baseline_points"]:
+        out += ["", table(RelayTarget.label, result["baseline_points"],
+                          result["baseline_core_per_extra_subscriber"],
+                          result["baseline_intercept_cores"])]
+        ratio = result["ratio"]
+        out += ["", "ratio baseline/ours (core per extra subscriber): "
+                + (f"{ratio:.1f}x" if ratio is not None else "n/a")]
+    return "\n".join(out)
+
+
+def parse_counts(text: str) -> list[int]:
+    try:
+        counts = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected numbers like 1,4,8") from None
+    if not counts or any(c < 1 for c in counts):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected positive numbers like 1,4,8")
+    return counts
+
+
+async def bench(args: argparse.Namespace, procs: Processes, tmp: Path) -> dict[str, Any]:
+    opts = Options(args.subscribers, args.warmup, args.window, args.settle)
+    ours = await run_target(HuizhenTarget(procs, tmp), opts)
+    baseline: list[dict[str, Any]] = []
+    if not args.no_baseline:
+        counts = args.baseline_subscribers or [n for n in args.subscribers if n <= 8] or [1]
+        baseline = await run_target(RelayTarget(procs, tmp),
+                                    Options(counts, args.warmup, args.window, args.settle))
+    slope, intercept = fit(ours)
+    b_slope, b_intercept = fit(baseline) if baseline else (None, None)
+    return {
+        "core_per_extra_subscriber": None if slope is None else round(slope, 5),
+        "intercept_cores": None if intercept is None else round(intercept, 4),
+        "baseline_core_per_extra_subscriber": None if b_slope is None else round(b_slope, 5),
+        "baseline_intercept_cores": None if b_intercept is None else round(b_intercept, 4),
+        "ratio": (round(b_slope / slope, 2) if slope and b_slope is not None and slope > 0
+                  else None),
+        "min_subscriber_fps": min(p["min_fps"] for p in ours),
+        "baseline_min_subscriber_fps": (min(p["min_fps"] for p in baseline)
+                                        if baseline else None),
+        "points": ours,
+        "baseline_points": baseline,
+        "publisher_bitrate_mbps": round(statistics.fmean(p["bitrate_mbps"] for p in ours), 3),
+        "baseline_bitrate_mbps": (round(statistics.fmean(p["bitrate_mbps"] for p in baseline), 3)
+                                  if baseline else None),
+        "machine": versions(),
+        "settings": {"subscribers": args.subscribers,
+                     "baseline_subscribers": [p["n"] for p in baseline],
+                     "warmup_s": args.warmup, "window_s": args.window, "settle_s": args.settle},
+    }
+
+
+async def amain(args: argparse.Namespace, procs: Processes, tmp: Path) -> dict[str, Any]:
+    try:
+        return await bench(args, procs, tmp)
+    finally:
+        if procs.workers:
+            progress(f"stopping {len(procs.workers)} remaining process(es)…")
+        await asyncio.shield(procs.stop_all())
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Server CPU per extra subscriber: Huizhen vs aiortc MediaRelay "
+                    "(everything on 127.0.0.1).")
+    parser.add_argument("--subscribers", type=parse_counts, default=[1, 4, 8, 16],
+                        help="values of N for Huizhen (default 1,4,8,16)")
+    parser.add_argument("--baseline-subscribers", type=parse_counts, default=None,
+                        help="values of N for the MediaRelay baseline (default: the same, "
+                             "capped at 8)")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the baseline")
+    parser.add_argument("--warmup", type=float, default=4.0,
+                        help="seconds after all subscribers receive, before measuring")
+    parser.add_argument("--window", type=float, default=10.0, help="measuring window, seconds")
+    parser.add_argument("--settle", type=float, default=None,
+                        help="seconds the publisher runs before the first N (default: warm-up)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object to stdout")
+    parser.add_argument("--keep-logs", action="store_true",
+                        help="keep the temp folder with every process's log")
+    args = parser.parse_args(argv)
+    if args.settle is None:
+        args.settle = args.warmup
+    if args.window <= 0 or args.warmup < 0 or args.settle < 0:
+        parser.error("--window must be positive, --warmup and --settle not negative")
+
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    tmp = Path(tempfile.mkdtemp(prefix="huizhen-fanout-"))
+    (tmp / "logs").mkdir()
+    procs = Processes(tmp / "logs")
+    code = 1  # until it succeeded (an unexpected exception keeps the logs too)
+    try:
+        result = asyncio.run(amain(args, procs, tmp))
+        code = 0
+    except KeyboardInterrupt:
+        progress("interrupted")
+        code = 130
+    except BenchError as exc:
+        progress(f"failed: {exc}")
+        code = 1
+    finally:
+        procs.kill_all_now()
+        if args.keep_logs or code:
+            progress(f"logs kept in {tmp / 'logs'}")
+            with contextlib.suppress(OSError):
+                shutil.rmtree(tmp / "huizhen-data")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    if code:
+        return code
+    print(json.dumps(result, indent=2) if args.json else report(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Install the Debian packages Huizhen needs, only those that are missing.
+#   install-system-deps.sh run    python3-venv (to make the virtualenv)
+#   install-system-deps.sh test   + chromium (browser tests), postgresql (persistence tests),
+#                                 redis-server (cluster state tests)
+set -euo pipefail
+what=${1:-run}
+
+need=()
+python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
+if [ "$what" = test ]; then
+  command -v chromium >/dev/null 2>&1 || need+=(chromium)
+  command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+  if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    need+=(postgresql)
+  fi
+fi
+[ ${#need[@]} -eq 0 ] && exit 0
+
+echo "installing Debian packages: ${need[*]}" >&2
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${need[@]}"
