@@ -1,0 +1,212 @@
+"""Unit tests of the forwarding path: keyframes, header rewriting, continuity, NACK, PLI."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import struct
+
+from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParameters
+from aiortc.rtp import HeaderExtensionsMap, RtpPacket
+
+from media import rtp
+from media.forwarder import DownTrack, PacketSink, SourceTrack
+
+
+# ---- keyframe detection --------------------------------------------------------------------
+def test_vp8_keyframe_detection() -> None:
+    # S=1, PID=0, no extension, then the VP8 payload header with P=0 (keyframe)
+    assert rtp.vp8_is_keyframe_start(bytes([0x10, 0x00, 0x9D]))
+    assert not rtp.vp8_is_keyframe_start(bytes([0x10, 0x01, 0x9D]))  # P=1: interframe
+    assert not rtp.vp8_is_keyframe_start(bytes([0x00, 0x00]))  # not the start of a frame
+    assert not rtp.vp8_is_keyframe_start(bytes([0x11, 0x00]))  # partition 1
+    # X=1 with a 15-bit picture id (I=1, M=1): descriptor is 4 bytes
+    assert rtp.vp8_is_keyframe_start(bytes([0x90, 0x80, 0x81, 0x23, 0x00]))
+    assert not rtp.vp8_is_keyframe_start(bytes([0x90, 0x80, 0x81, 0x23, 0x01]))
+    # X=1, I=1 (7-bit id), L=1, T=1: 1 + 1 + 1 + 1 + 1 bytes before the payload header
+    assert rtp.vp8_is_keyframe_start(bytes([0x90, 0xE0, 0x05, 0x07, 0x20, 0x00]))
+    assert not rtp.vp8_is_keyframe_start(b"")
+    assert not rtp.vp8_is_keyframe_start(bytes([0x90, 0x80]))  # truncated
+
+
+def test_h264_keyframe_detection() -> None:
+    assert rtp.h264_is_keyframe_start(bytes([0x65, 0x88]))  # IDR slice
+    assert rtp.h264_is_keyframe_start(bytes([0x67, 0x42]))  # SPS
+    assert not rtp.h264_is_keyframe_start(bytes([0x41, 0x9A]))  # non-IDR slice
+    stap = bytes([0x18]) + struct.pack("!H", 2) + bytes([0x67, 0x42]) + struct.pack("!H", 1) \
+        + bytes([0x68])
+    assert rtp.h264_is_keyframe_start(stap)
+    assert rtp.h264_is_keyframe_start(bytes([0x7C, 0x85, 0x00]))  # FU-A, start, IDR
+    assert not rtp.h264_is_keyframe_start(bytes([0x7C, 0x05, 0x00]))  # FU-A continuation
+    assert not rtp.h264_is_keyframe_start(bytes([0x7C, 0x81, 0x00]))  # FU-A start, non-IDR
+
+
+# ---- header building, cross-checked with aiortc's parser ---------------------------------------
+def test_stamped_packet_parses_with_the_subscribers_extension_ids() -> None:
+    ids = rtp.ExtensionIds(audio_level=2, abs_send_time=3)
+    block = rtp.build_extension_block(ids, (True, 37), 0x123456)
+    template = rtp.build_packet(block, b"opus-payload")
+    data = rtp.stamp(template, (1 << 7) | 111, 0xFFFE, 0xDEADBEEF, 0x01020304)
+    ext_map = HeaderExtensionsMap()
+    ext_map.configure(RTCRtpParameters(headerExtensions=[
+        RTCRtpHeaderExtensionParameters(id=2, uri=rtp.URI_AUDIO_LEVEL),
+        RTCRtpHeaderExtensionParameters(id=3, uri=rtp.URI_ABS_SEND_TIME)]))
+    packet = RtpPacket.parse(data, ext_map)
+    assert (packet.marker, packet.payload_type) == (1, 111)
+    assert (packet.sequence_number, packet.timestamp, packet.ssrc) == (0xFFFE, 0xDEADBEEF,
+                                                                       0x01020304)
+    assert packet.extensions.audio_level == (True, 37)
+    assert packet.extensions.abs_send_time == 0x123456
+    assert packet.payload == b"opus-payload"
+
+
+def test_no_extension_block_when_none_negotiated() -> None:
+    assert rtp.build_extension_block(rtp.ExtensionIds(), (False, 10), 5) == b""
+    data = rtp.stamp(rtp.build_packet(b"", b"x"), 96, 1, 2, 3)
+    assert len(data) == 13 and data[0] == 0x80
+
+
+# ---- DownTrack / SourceTrack ------------------------------------------------------------------
+class Sink(PacketSink):
+    def __init__(self) -> None:
+        self.rtp: list[RtpPacket] = []
+        self.rtcp: list[bytes] = []
+
+    def send_rtp(self, data: bytes) -> None:
+        self.rtp.append(RtpPacket.parse(data))
+
+    def send_rtcp(self, data: bytes) -> None:
+        self.rtcp.append(data)
+
+
+KEY = bytes([0x10, 0x00, 0x9D])
+DELTA = bytes([0x10, 0x01, 0x9D])
+
+
+def make_source(track_id: str = "t1") -> tuple[SourceTrack, list[int], list[list[int]]]:
+    plis: list[int] = []
+    nacks: list[list[int]] = []
+    source = SourceTrack(track_id, "video", "video/VP8", 90000, plis.append,
+                         lambda ssrc, lost: nacks.append(lost), pli_throttle_s=0.2)
+    return source, plis, nacks
+
+
+def feed(source: SourceTrack, seq: int, ts: int, payload: bytes, ssrc: int = 1000) -> None:
+    source.on_packet(ssrc, seq & 0xFFFF, ts & 0xFFFFFFFF, 1, payload, 0, None, None)
+
+
+def make_down(sink: Sink) -> DownTrack:
+    down = DownTrack("video", 5555, sink)
+    down.configure(96, 90000, rtp.ExtensionIds(), "cname")
+    down.active = True
+    return down
+
+
+async def test_new_subscriber_waits_for_keyframe_and_asks_for_one() -> None:
+    source, plis, _ = make_source()
+    feed(source, 10, 0, KEY)
+    sink = Sink()
+    down = make_down(sink)
+    down.attach(source)
+    assert plis == [1000]  # asked at once
+    feed(source, 11, 3000, DELTA)
+    feed(source, 12, 6000, DELTA)
+    assert sink.rtp == []  # nothing before a keyframe
+    feed(source, 13, 9000, KEY)
+    feed(source, 14, 12000, DELTA)
+    assert [p.ssrc for p in sink.rtp] == [5555, 5555]
+    assert sink.rtp[1].sequence_number == (sink.rtp[0].sequence_number + 1) & 0xFFFF
+    assert (sink.rtp[1].timestamp - sink.rtp[0].timestamp) & 0xFFFFFFFF == 3000
+    assert all(p.payload_type == 96 for p in sink.rtp)
+
+
+async def test_sequence_and_timestamp_continue_across_a_source_switch() -> None:
+    first, _, _ = make_source("a")
+    second, _, _ = make_source("b")
+    sink = Sink()
+    down = make_down(sink)
+    down.attach(first)
+    for i in range(5):
+        feed(first, 60000 + i, 1_000_000 + 3000 * i, KEY if i == 0 else DELTA)
+    down.attach(second)  # e.g. the m-line now carries another publisher's camera
+    for i in range(5):
+        feed(second, 123 + i, 4_000_000_000 + 3000 * i, KEY if i == 0 else DELTA, ssrc=2000)
+    seqs = [p.sequence_number for p in sink.rtp]
+    assert all((b - a) & 0xFFFF == 1 for a, b in itertools.pairwise(seqs)), seqs
+    stamps = [p.timestamp for p in sink.rtp]
+    assert all(0 < (b - a) & 0xFFFFFFFF < 90000 for a, b in itertools.pairwise(stamps)), stamps
+    assert {p.ssrc for p in sink.rtp} == {5555}
+
+
+async def test_nack_is_answered_from_history_or_forwarded_upstream() -> None:
+    source, _, nacks = make_source()
+    sink = Sink()
+    down = make_down(sink)
+    down.attach(source)
+    for i in range(10):
+        feed(source, 500 + i, 3000 * i, KEY if i == 0 else DELTA)
+    lost_out = sink.rtp[4].sequence_number
+    down.on_nack([lost_out])
+    assert sink.rtp[-1].sequence_number == lost_out
+    assert sink.rtp[-1].payload == sink.rtp[4].payload
+    assert down.retransmissions == 1
+    # a packet the server never had: asked from the publisher instead
+    down.on_nack([(sink.rtp[9].sequence_number + 5) & 0xFFFF])
+    assert nacks == [[(509 + 5) & 0xFFFF]]
+
+
+async def test_packets_from_before_the_start_are_not_forwarded() -> None:
+    source, _, _ = make_source()
+    sink = Sink()
+    down = make_down(sink)
+    down.attach(source)
+    feed(source, 100, 0, KEY)
+    feed(source, 99, 0, DELTA)  # reordered: older than the keyframe this subscriber began at
+    feed(source, 101, 3000, DELTA)
+    assert [p.sequence_number - sink.rtp[0].sequence_number for p in sink.rtp] == [0, 1]
+
+
+async def test_keyframe_requests_are_throttled_and_deferred_not_dropped() -> None:
+    source, plis, _ = make_source()
+    feed(source, 1, 0, DELTA)
+    source.request_keyframe()
+    source.request_keyframe()  # within the 0.2 s window: deferred
+    source.request_keyframe()  # still one deferred request
+    assert plis == [1000]
+    await asyncio.sleep(0.3)
+    assert plis == [1000, 1000]  # the deferred one went out at the end of the window
+    await asyncio.sleep(0.3)
+    assert len(plis) == 2
+
+
+async def test_pli_waits_for_the_publisher_ssrc() -> None:
+    source, plis, _ = make_source()
+    source.request_keyframe()
+    assert plis == []
+    feed(source, 1, 0, DELTA)
+    assert plis == [1000]
+
+
+async def test_sender_report_maps_ntp_to_the_subscribers_timestamps() -> None:
+    source, _, _ = make_source()
+    sink = Sink()
+    down = make_down(sink)
+    down.attach(source)
+    feed(source, 1, 90000, KEY)
+    source.on_sender_report(ntp=0x1234567800000000, rtp_timestamp=90000 + 4500)
+    (report,) = sink.rtcp
+    ssrc, ntp_hi, ntp_lo, rtp_ts = struct.unpack_from("!IIII", report, 4)
+    assert ssrc == 5555 and (ntp_hi, ntp_lo) == (0x12345678, 0)
+    assert (rtp_ts - sink.rtp[0].timestamp) & 0xFFFFFFFF == 4500
+
+
+async def test_inactive_down_track_gets_nothing() -> None:
+    source, _, _ = make_source()
+    sink = Sink()
+    down = make_down(sink)
+    down.active = False
+    down.attach(source)
+    feed(source, 1, 0, KEY)
+    assert sink.rtp == []
+    down.detach()
+    assert source.down_tracks == []
