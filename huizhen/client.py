@@ -53,6 +53,7 @@ class RemoteTrackStats:
     first_frame_at: float | None = None
     last_frame_at: float | None = None
     tags: Counter[int | None] = field(default_factory=Counter)
+    last_tag: int | None = None
     distinct_frames: int = 0
     audio_rms: float = 0.0
     max_gap_s: float = 0.0
@@ -271,7 +272,8 @@ class Participant:
             self._count_frame(stats)
             if isinstance(frame, av.VideoFrame):
                 if stats.frames % self.check_every == 1:
-                    stats.tags[frame_tag(frame)] += 1
+                    stats.last_tag = frame_tag(frame)
+                    stats.tags[stats.last_tag] += 1
                     digest = hash(bytes(frame.planes[0])[::997])
                     if digest != stats._last_hash:
                         stats.distinct_frames += 1

@@ -66,3 +66,55 @@ async def test_late_joiner_gets_first_frame_within_one_second(server: Server) ->
     finally:
         await late.leave()
         await publisher.leave()
+
+
+async def test_freed_m_line_is_reused_for_the_next_publisher(server: Server) -> None:
+    room = await server.create_room("mdt")
+    viewer = await server.participant(room, "viewer-doc")
+    first = await server.participant(room, "first")
+    await first.publish(tag=5)
+    assert await viewer.wait_until(
+        lambda: (s := viewer.received_from(first.id, "video")) is not None and s.frames > 10,
+        timeout=10)
+    await first.leave()
+    assert await viewer.wait_until(
+        lambda: any(e["type"] == "subscriber_offer" and not e["tracks"] for e in viewer.events),
+        timeout=5)
+    second = await server.participant(room, "second")
+    await second.publish(tag=6)
+    try:
+        assert await viewer.wait_until(
+            lambda: (s := viewer.received_from(second.id, "video")) is not None
+            and s.frames > 20, timeout=10), viewer.summary()
+        video = viewer.received_from(second.id, "video")
+        assert video is not None
+        # aiortc's receive jitter buffer releases a frame when the next frame starts, so the
+        # first publisher's very last frame may come out first; everything after is the new one
+        assert video.tags[6] >= 3 and video.tags[5] <= 1 and video.last_tag == 6, video.tags
+        offers = [e for e in viewer.events if e["type"] == "subscriber_offer"]
+        # the m-lines were reused: still one audio and one video m-line, not four
+        assert offers[-1]["sdp"].count("m=audio") == offers[-1]["sdp"].count("m=video") == 1
+    finally:
+        await second.leave()
+        await viewer.leave()
+
+
+async def test_same_identity_joining_again_replaces_the_old_session(server: Server) -> None:
+    room = await server.create_room("mdt")
+    observer = await server.participant(room, "observer")
+    old = await server.participant(room, "dr-zhao")
+    old_id = old.id
+    new = await server.participant(room, "dr-zhao")
+    try:
+        assert await observer.wait_until(
+            lambda: any(e["type"] == "participant_left" and e["participant_id"] == old_id
+                        and e["reason"] == "replaced" for e in observer.events), timeout=5)
+        assert await old.wait_until(old.closed.is_set, timeout=5)
+        status, state = await server.api("GET", f"/api/rooms/{room}")
+        assert status == 200
+        assert [p["identity"] for p in state["participants"]].count("dr-zhao") == 1
+        assert new.id in [p["id"] for p in state["participants"]]
+    finally:
+        await new.leave()
+        await old.close()
+        await observer.leave()
