@@ -16,7 +16,7 @@ test: $(STAMP)
 	scripts/install-system-deps.sh test
 	$(BIN)/ruff check .
 	$(BIN)/mypy
-	$(BIN)/pytest -q
+	scripts/run-tests.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -77,6 +77,15 @@ def _descendants(pid: int) -> list[int]:
     return out
 
 
+def host_busy_seconds() -> float:
+    """CPU time the whole machine spent busy (all cores, every process), from /proc/stat."""
+    with open("/proc/stat", encoding="ascii") as f:
+        values = [int(v) for v in f.readline().split()[1:]]
+    idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
+    busy = sum(values[:8]) - idle  # user nice system idle iowait irq softirq steal
+    return busy / CLK_TCK
+
+
 def cpu_seconds(pid: int) -> float:
     """utime+stime of ``pid`` (all its threads) and of its live descendants, in seconds."""
     ticks = 0
@@ -254,10 +263,12 @@ class Target:
         """Subscribers the server still holds, if it can tell."""
         return None
 
-    async def spawn_worker(self, role: str, index: int, ready_timeout: float) -> Worker:
+    async def spawn_worker(self, role: str, index: int, ready_timeout: float, n: int = 0
+                           ) -> Worker:
         args = [sys.executable, str(WORKER), *await self.worker_args(role, index),
                 "--ready-timeout", str(ready_timeout)]
-        name = f"{self.name}-publisher" if role == "publish" else f"{self.name}-sub{index:02d}"
+        name = (f"{self.name}-publisher" if role == "publish"
+                else f"{self.name}-n{n:02d}-sub{index:02d}")
         return await self.procs.spawn(name, args, env=worker_env())
 
 
@@ -347,14 +358,15 @@ def fit(points: list[dict[str, Any]]) -> tuple[float | None, float | None]:
     return slope, intercept
 
 
-async def measure_n(target: Target, n: int, opts: Options) -> dict[str, Any]:
+async def measure_n(target: Target, publisher: Worker, n: int, opts: Options
+                    ) -> dict[str, Any]:
     assert target.server is not None
     ready_timeout = 60 + 4 * n
     progress(f"{target.name} N={n}: starting {n} subscriber process(es)…")
     subs: list[Worker] = []
     try:
         for i in range(n):
-            subs.append(await target.spawn_worker("subscribe", i, ready_timeout))
+            subs.append(await target.spawn_worker("subscribe", i, ready_timeout, n))
         ready = await gather_or_cancel(*(s.event("ready", ready_timeout + 10) for s in subs))
         delays = [r.get("first_frame_delay_s") or 0.0 for r in ready]
         progress(f"{target.name} N={n}: all receiving (slowest first frame after "
@@ -362,9 +374,11 @@ async def measure_n(target: Target, n: int, opts: Options) -> dict[str, Any]:
         await asyncio.sleep(opts.warmup)
         progress(f"{target.name} N={n}: measuring {opts.window:g} s…")
         pid = target.server.pid
-        t0, c0 = time.monotonic(), cpu_seconds(pid)
+        t0, c0, h0 = time.monotonic(), cpu_seconds(pid), host_busy_seconds()
         await asyncio.sleep(opts.window)
-        t1, c1 = time.monotonic(), cpu_seconds(pid)
+        t1, c1, h1 = time.monotonic(), cpu_seconds(pid), host_busy_seconds()
+        await publisher.send(f"window {t0!r} {t1!r}")
+        sent = await publisher.event("stats", 20)
         for s in subs:
             await s.send(f"stop {t0!r} {t1!r}")
         stats = await gather_or_cancel(*(s.event("stats", 20) for s in subs))
@@ -377,11 +391,18 @@ async def measure_n(target: Target, n: int, opts: Options) -> dict[str, Any]:
         "min_fps": round(min(fps), 2),
         "mean_fps": round(statistics.fmean(fps), 2),
         "bitrate_mbps": round(statistics.fmean(float(s["mbps"]) for s in stats), 3),
+        "publisher_fps": round(float(sent["fps"]), 2),
+        "publisher_mbps": round(float(sent["mbps"]), 3),
         "max_gap_s": max(float(s["max_gap_s"]) for s in stats),
         "window_s": round(t1 - t0, 3),
+        "host_busy_cores": round((h1 - h0) / (t1 - t0), 3),
+        "subscribers": [{k: s.get(k) for k in ("fps", "mbps", "max_gap_s", "duplicate_packets")}
+                        for s in stats],
     }
-    progress(f"{target.name} N={n}: server {row['server_cores']:.3f} cores, fps min "
-             f"{row['min_fps']:.1f} mean {row['mean_fps']:.1f}, {row['bitrate_mbps']:.2f} Mbit/s")
+    progress(f"{target.name} N={n}: server {row['server_cores']:.3f} cores; received fps min "
+             f"{row['min_fps']:.1f} mean {row['mean_fps']:.1f}, {row['bitrate_mbps']:.2f} "
+             f"Mbit/s; publisher sent {row['publisher_fps']:.1f} fps, "
+             f"{row['publisher_mbps']:.2f} Mbit/s")
     await wait_drained(target)
     return row
 
@@ -414,7 +435,7 @@ async def run_target(target: Target, opts: Options) -> list[dict[str, Any]]:
         await asyncio.sleep(opts.settle)
         points = []
         for n in opts.counts:
-            points.append(await measure_n(target, n, opts))
+            points.append(await measure_n(target, publisher, n, opts))
             if publisher.proc.returncode is not None:
                 raise BenchError(f"the publisher exited\n{publisher.log_tail()}")
         return points
@@ -443,10 +464,13 @@ def table(title: str, points: list[dict[str, Any]], slope: float | None,
           intercept: float | None) -> str:
     lines = [title,
              f"  {'N':>3}  {'server cores':>12}  {'min fps':>7}  {'mean fps':>8}  "
-             f"{'Mbit/s':>6}  {'max gap s':>9}"]
+             f"{'Mbit/s':>6}  {'max gap s':>9}  {'sent fps':>8}  {'sent Mbit/s':>11}  "
+             f"{'host busy':>9}"]
     for p in points:
         lines.append(f"  {p['n']:>3}  {p['server_cores']:>12.3f}  {p['min_fps']:>7.1f}  "
-                     f"{p['mean_fps']:>8.1f}  {p['bitrate_mbps']:>6.2f}  {p['max_gap_s']:>9.3f}")
+                     f"{p['mean_fps']:>8.1f}  {p['bitrate_mbps']:>6.2f}  {p['max_gap_s']:>9.3f}  "
+                     f"{p['publisher_fps']:>8.1f}  {p['publisher_mbps']:>11.2f}  "
+                     f"{p['host_busy_cores']:>9.2f}")
     if slope is None or intercept is None:
         lines.append("  core per extra subscriber: n/a (needs at least two values of N)")
     else:
@@ -462,8 +486,13 @@ def report(result: dict[str, Any]) -> str:
            f"{s['warmup_s']:g} s warm-up, {s['window_s']:g} s window",
            f"machine: {m['nproc']} cores ({m['cpu'] or 'unknown CPU'}), Python {m['python']}, "
            f"aiortc {m['aiortc']}, aioice {m['aioice']}, av {m['av']}",
-           f"publisher bitrate as received by the subscribers: "
-           f"{result['publisher_bitrate_mbps']:.2f} Mbit/s", ""]
+           f"publisher bitrate (sent, forwarded by Huizhen): "
+           f"{result['publisher_bitrate_mbps']:.2f} Mbit/s; received by Huizhen's subscribers: "
+           f"{result['received_bitrate_mbps']:.2f} Mbit/s",
+           "columns: server CPU in cores over the window; frames per second each subscriber "
+           "received (min/mean); mean received RTP payload Mbit/s; longest gap between frames "
+           "at any subscriber; what the publisher sent in the same window; cores busy on the "
+           f"whole machine (all processes, of {m['nproc']})", ""]
     out.append(table(HuizhenTarget.label, result["points"], result["core_per_extra_subscriber"],
                      result["intercept_cores"]))
     if result["baseline_points"]:
@@ -488,6 +517,7 @@ def parse_counts(text: str) -> list[int]:
 
 async def bench(args: argparse.Namespace, procs: Processes, tmp: Path) -> dict[str, Any]:
     opts = Options(args.subscribers, args.warmup, args.window, args.settle)
+    load_start = [round(x, 2) for x in os.getloadavg()]
     ours = await run_target(HuizhenTarget(procs, tmp), opts)
     baseline: list[dict[str, Any]] = []
     if not args.no_baseline:
@@ -508,10 +538,12 @@ async def bench(args: argparse.Namespace, procs: Processes, tmp: Path) -> dict[s
                                         if baseline else None),
         "points": ours,
         "baseline_points": baseline,
-        "publisher_bitrate_mbps": round(statistics.fmean(p["bitrate_mbps"] for p in ours), 3),
+        "publisher_bitrate_mbps": round(statistics.fmean(p["publisher_mbps"] for p in ours), 3),
+        "received_bitrate_mbps": round(statistics.fmean(p["bitrate_mbps"] for p in ours), 3),
         "baseline_bitrate_mbps": (round(statistics.fmean(p["bitrate_mbps"] for p in baseline), 3)
                                   if baseline else None),
-        "machine": versions(),
+        "machine": {**versions(), "loadavg_start": load_start,
+                    "loadavg_end": [round(x, 2) for x in os.getloadavg()]},
         "settings": {"subscribers": args.subscribers,
                      "baseline_subscribers": [p["n"] for p in baseline],
                      "warmup_s": args.warmup, "window_s": args.window, "settle_s": args.settle},
@@ -544,17 +576,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=4.0,
                         help="seconds after all subscribers receive, before measuring")
     parser.add_argument("--window", type=float, default=10.0, help="measuring window, seconds")
-    parser.add_argument("--settle", type=float, default=None,
-                        help="seconds the publisher runs before the first N (default: warm-up)")
+    parser.add_argument("--settle", type=float, default=10.0,
+                        help="seconds the publisher runs before the first N, for its bitrate "
+                             "to follow REMB up (default 10)")
     parser.add_argument("--json", action="store_true", help="print one JSON object to stdout")
     parser.add_argument("--keep-logs", action="store_true",
                         help="keep the temp folder with every process's log")
     args = parser.parse_args(argv)
-    if args.settle is None:
-        args.settle = args.warmup
     if args.window <= 0 or args.warmup < 0 or args.settle < 0:
         parser.error("--window must be positive, --warmup and --settle not negative")
 
+    # Ctrl-C and SIGTERM both end up in the same clean-up (even when started with SIGINT
+    # ignored, as background jobs are)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     tmp = Path(tempfile.mkdtemp(prefix="huizhen-fanout-"))
     (tmp / "logs").mkdir()

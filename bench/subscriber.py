@@ -15,10 +15,11 @@ Roles (``--role``):
 
 Protocol with the parent: stdout carries one JSON object per line (``{"event": "ready", …}``
 when the first frame arrived / the publisher is connected, ``{"event": "stats", …}``,
-``{"event": "error", …}``); logs go to stderr. On stdin, ``stop T0 T1`` (two
-``time.monotonic()`` values; CLOCK_MONOTONIC is shared by all processes on Linux) makes a
-subscriber print the frames it received in [T0, T1), leave and exit; ``stop`` alone or the end
-of input makes any worker leave and exit, so a worker never outlives its parent.
+``{"event": "error", …}``); logs go to stderr. On stdin, ``window T0 T1`` (two
+``time.monotonic()`` values; CLOCK_MONOTONIC is shared by all processes on Linux) prints the
+frames received (subscriber) or sent (publisher) in [T0, T1); ``stop T0 T1`` does the same and
+then leaves and exits; ``stop`` alone or the end of input makes the worker leave and exit, so
+a worker never outlives its parent.
 
 Every peer connection gathers ICE candidates on 127.0.0.1 only and uses no STUN/TURN server.
 """
@@ -28,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import bisect
+import collections
 import contextlib
 import itertools
 import json
@@ -64,20 +66,37 @@ def emit(event: str, **fields: Any) -> None:
 class FrameLog:
     """Arrival time and RTP payload size of every video frame (a frame ends at a marker bit)."""
 
+    #: sequence numbers remembered to recognise retransmitted (RTX / NACKed) packets
+    SEEN = 2048
+
     def __init__(self) -> None:
         self.times: list[float] = []
         self.sizes: list[int] = []
         self.started_at = time.monotonic()
         self.first_frame = asyncio.Event()
+        self.duplicates = 0
         self._pending = 0
+        self._seen: set[int] = set()
+        self._seen_order: collections.deque[int] = collections.deque()
 
     def on_packet(self, packet: Any) -> None:
+        seq = int(packet.sequence_number)
+        if seq in self._seen:  # a retransmission of a packet we already had
+            self.duplicates += 1
+            return
+        self._seen.add(seq)
+        self._seen_order.append(seq)
+        if len(self._seen_order) > self.SEEN:
+            self._seen.discard(self._seen_order.popleft())
         self._pending += len(packet.payload)
         if packet.marker:
-            self.times.append(time.monotonic())
-            self.sizes.append(self._pending)
+            self.on_frame(self._pending)
             self._pending = 0
-            self.first_frame.set()
+
+    def on_frame(self, payload_bytes: int) -> None:
+        self.times.append(time.monotonic())
+        self.sizes.append(payload_bytes)
+        self.first_frame.set()
 
     def window(self, t0: float, t1: float) -> dict[str, Any]:
         lo = bisect.bisect_left(self.times, t0)
@@ -95,6 +114,7 @@ class FrameLog:
             "mbps": round(payload * 8 / duration / 1e6, 4),
             "max_gap_s": round(max_gap, 3),
             "total_frames": len(self.times),
+            "duplicate_packets": self.duplicates,
             "first_frame_delay_s": self.first_frame_delay,
         }
 
@@ -127,6 +147,19 @@ def install_tap(receiver: Any, frames: FrameLog, chain: bool = False) -> None:
         raise RuntimeError("aiortc's RTCRtpReceiver has no jitter buffer attribute any more")
     inner = getattr(receiver, JITTER_BUFFER_ATTR) if chain else None
     setattr(receiver, JITTER_BUFFER_ATTR, FrameTap(frames, inner))
+
+
+def count_sent_frames(sender: RTCRtpSender, frames: FrameLog) -> None:
+    """Log every encoded frame the sender sends (what the server receives from us)."""
+    next_frame = sender._next_encoded_frame
+
+    async def counted(codec: Any) -> Any:
+        encoded = await next_frame(codec)
+        if encoded is not None and encoded.payloads:
+            frames.on_frame(sum(len(p) for p in encoded.payloads))
+        return encoded
+
+    sender._next_encoded_frame = counted  # type: ignore[method-assign]
 
 
 def vp8_preferences() -> list[RTCRtpCodecCapability]:
@@ -165,7 +198,9 @@ async def huizhen_client(args: argparse.Namespace, frames: FrameLog
     if args.role == "publish":
         await participant.publish(audio=False, video=True, tag=args.tag,
                                   video_track=PatternVideoTrack(args.tag))
-        await wait_connected(participant._publish_pcs[0], args.ready_timeout)
+        pc = participant._publish_pcs[0]
+        count_sent_frames(pc.getSenders()[0], frames)
+        await wait_connected(pc, args.ready_timeout)
     return participant.leave
 
 
@@ -187,6 +222,7 @@ async def relay_client(args: argparse.Namespace, frames: FrameLog
     if args.role == "publish":
         transceiver = pc.addTransceiver(PatternVideoTrack(args.tag), direction="sendonly")
         transceiver.setCodecPreferences(vp8_preferences())
+        count_sent_frames(transceiver.sender, frames)
         await post_offer(base + "/publish", pc)
         await wait_connected(pc, args.ready_timeout)
     else:
@@ -205,22 +241,27 @@ async def stdin_reader() -> asyncio.StreamReader:
     return reader
 
 
-async def until_stop(reader: asyncio.StreamReader) -> tuple[float, float] | None:
-    """Wait for ``stop [T0 T1]`` or the end of input; return the window, if one was given."""
+async def serve_commands(reader: asyncio.StreamReader, frames: FrameLog) -> None:
+    """``window T0 T1``: print the frames of that window. ``stop [T0 T1]`` (printing that
+    window first) or the end of input: return, and the worker leaves."""
     while True:
         line = await reader.readline()
         if not line:
-            return None
+            return
         words = line.decode().split()
-        if words and words[0] == "stop":
-            return (float(words[1]), float(words[2])) if len(words) == 3 else None
+        if not words or words[0] not in ("window", "stop"):
+            continue
+        if len(words) == 3:
+            emit("stats", **frames.window(float(words[1]), float(words[2])))
+        if words[0] == "stop":
+            return
 
 
 async def run(args: argparse.Namespace) -> int:
     LOOPBACK.install()
     frames = FrameLog()
     reader = await stdin_reader()
-    stop = asyncio.ensure_future(until_stop(reader))
+    stop = asyncio.ensure_future(serve_commands(reader, frames))
     connect = huizhen_client if args.target == "huizhen" else relay_client
     close: Callable[[], Awaitable[None]] | None = None
     try:
@@ -244,10 +285,7 @@ async def run(args: argparse.Namespace) -> int:
             return 1
         emit("ready", role=args.role, target=args.target,
              first_frame_delay_s=frames.first_frame_delay)
-        window = await stop
-        if args.role == "subscribe":
-            t0, t1 = window or (frames.started_at, time.monotonic())
-            emit("stats", **frames.window(t0, t1))
+        await stop
         return 0
     except Exception as exc:
         log.exception("worker failed")

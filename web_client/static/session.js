@@ -379,6 +379,14 @@ export class Session {
       this.finish('failed', { key: 'error_generic', code: String(code) });
       return;
     }
+    if (code === 1000) {
+      // The server closed us on purpose (it does so after `leave`, and after replacing this
+      // session with a newer one of the same identity). Rejoining by ourselves could take the
+      // call away from the participant's other tab or device, so let the user decide.
+      this.finish('failed', { key: 'disconnected', code: 'closed', rejoin: true });
+      return;
+    }
+    // network loss, server restart (1001), stale connection (4000), …: join again
     this.scheduleReconnect();
   }
 
@@ -579,7 +587,7 @@ export class Session {
         const code = err instanceof SignalingError ? err.code : null;
         console.warn('[huizhen] publish failed', code, err.message);
         // bad_sdp: "the connection it was for is discarded; retry" (docs/protocol.md)
-        if ((code === 'bad_sdp' || code === 'timeout') && attempt < 2) continue;
+        if (code === 'bad_sdp' && attempt < 2) continue;
         if (code === 'disconnected') return; // the reconnect publishes again
         this.emit('notice', {
           key: 'publish_failed',

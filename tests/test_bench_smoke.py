@@ -1,0 +1,46 @@
+"""Smoke test of bench/fanout.py: it runs end to end and reports what it should.
+
+Only the shape of the result is checked (keys present, frames received); benchmark figures
+depend on the machine and are never asserted here.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+FANOUT = REPO / "bench" / "fanout.py"
+
+KEYS = {
+    "core_per_extra_subscriber", "baseline_core_per_extra_subscriber", "ratio",
+    "min_subscriber_fps", "baseline_min_subscriber_fps", "points", "baseline_points",
+    "publisher_bitrate_mbps", "machine",
+}
+
+
+@pytest.mark.timeout(170)
+def test_fanout_benchmark_runs_and_reports() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(FANOUT), "--subscribers", "1,2", "--baseline-subscribers", "1",
+         "--window", "3", "--warmup", "2", "--json"],
+        cwd=REPO, capture_output=True, text=True, timeout=150, check=False)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    result = json.loads(proc.stdout)
+    assert KEYS <= set(result), sorted(KEYS - set(result))
+
+    assert [p["n"] for p in result["points"]] == [1, 2]
+    assert [p["n"] for p in result["baseline_points"]] == [1]
+    for point in result["points"] + result["baseline_points"]:
+        assert point["min_fps"] > 0 and point["mean_fps"] > 0, point
+        assert point["server_cores"] >= 0, point
+    assert result["min_subscriber_fps"] > 0
+    assert result["baseline_min_subscriber_fps"] > 0
+    assert result["publisher_bitrate_mbps"] > 0
+    assert isinstance(result["core_per_extra_subscriber"], float)  # two values of N: a slope
+    assert result["baseline_core_per_extra_subscriber"] is None  # one value of N: no slope
+    assert {"nproc", "python", "aiortc"} <= set(result["machine"])

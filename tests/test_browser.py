@@ -1,0 +1,79 @@
+"""The browser client in Debian chromium, through our SFU, with an aiortc participant.
+
+Chromium publishes its fake camera and microphone; the aiortc participant publishes a test
+pattern. Each side must decode the other: getStats framesDecoded rising in the browser, frames
+decoded (with the right content) in the aiortc client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+from playwright.async_api import Browser, async_playwright
+
+from tests.browser import KEEP_PCS, audio_samples, frames_decoded, launch
+from tests.harness import Server
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as pw:
+        b = await launch(pw)
+        yield b
+        await b.close()
+
+
+async def wait_for(predicate, timeout: float) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await predicate():
+            return True
+        await asyncio.sleep(0.25)
+    return bool(await predicate())
+
+
+async def test_browser_and_aiortc_participant_decode_each_other(server: Server,
+                                                                browser: Browser) -> None:
+    room = await server.create_room("mdt")
+    robot = await server.participant(room, "robot", "specialist")
+    await robot.publish(tag=3)
+    status, body = await server.api("POST", f"/api/rooms/{room}/tokens", {
+        "identity": "dr-chen", "name": "Dr Chen", "role": "specialist"})
+    assert status == 201
+    context = await browser.new_context(viewport={"width": 390, "height": 844})
+    await context.add_init_script(KEEP_PCS)
+    page = await context.new_page()
+    console: list[str] = []
+    page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
+    try:
+        await page.goto(body["join_url"])
+        # the browser decodes the robot's video and receives its audio
+        assert await wait_for(lambda: _more_than(page, 60), timeout=20), console[-20:]
+        first = await frames_decoded(page)
+        await asyncio.sleep(2)
+        assert await frames_decoded(page) > first + 20  # still rising: live video
+        assert await audio_samples(page) > 48000  # at least a second of audio
+        # the robot decodes the browser's camera (Chromium's fake device) and microphone
+        assert await robot.wait_until(
+            lambda: any(s.kind == "video" and s.frames >= 30 for s in robot.remote.values())
+            and any(s.kind == "audio" and s.frames >= 50 for s in robot.remote.values()),
+            timeout=20), robot.summary()
+        # the page lists the robot as a participant tile
+        tile = page.locator(f'[data-participant-id="{robot.id}"]')
+        await tile.wait_for(timeout=5000)
+        # the browser appears in the room's live state with both tracks
+        status, state = await server.api("GET", f"/api/rooms/{room}")
+        chen = next(p for p in state["participants"] if p["identity"] == "dr-chen")
+        assert sorted(t["kind"] for t in chen["tracks"]) == ["audio", "video"]
+    finally:
+        await context.close()
+        await robot.leave()
+
+
+async def _more_than(page, n: int) -> bool:  # type: ignore[no-untyped-def]
+    return await frames_decoded(page) > n
