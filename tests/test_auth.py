@@ -14,6 +14,7 @@ import json
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -34,7 +35,7 @@ from signaling.auth import (
     verify_api_token,
     verify_participant_token,
 )
-from tests.harness import LOOPBACK, Server
+from tests.harness import LOOPBACK, Server, running_server
 
 CLOSE_TOKEN = 4001
 CLOSE_ROOM = 4004
@@ -358,9 +359,7 @@ async def test_expired_within_leeway_is_still_accepted(server: Server,
     await p.leave()
 
 
-async def test_second_configured_key_signs_tokens_too(tmp_path: Any) -> None:
-    from tests.harness import running_server
-
+async def test_second_configured_key_signs_tokens_too(tmp_path: Path) -> None:
     second = {"key": "pacs", "secret": "p" * 48}
     first = {"key": "his", "secret": "h" * 48}
     async with running_server(tmp_path, auth={"api_keys": [first, second]}) as server:

@@ -374,6 +374,12 @@ export class Session {
       this.finish('ended', { key: 'ended' });
       return;
     }
+    if (code === 4009) {
+      // the same identity joined from another tab or device: rejoining by ourselves would take
+      // the call back from it, so let the user decide
+      this.finish('failed', { key: 'replaced', code: 'replaced', rejoin: true });
+      return;
+    }
     if ((code === 4001 || code === 4004) && this.state === 'joining') {
       // normally the `error` reply came first and ended the session; this is the fallback
       this.finish('failed', { key: 'error_generic', code: String(code) });
