@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 from huizhen.client import Participant
-from tests.harness import Server
+from signaling.keys import SFU
+from tests.harness import Server, running_server
 
 TAGS = {"alice": 1, "bob": 2, "carol": 3}
 
@@ -118,3 +120,53 @@ async def test_same_identity_joining_again_replaces_the_old_session(server: Serv
         await new.leave()
         await old.close()
         await observer.leave()
+
+
+async def test_h264_room_forwards_with_the_same_code(tmp_path: Path) -> None:
+    async with running_server(tmp_path, media={"video_codec": "H264"}) as srv:
+        room = await srv.create_room("joint_clinic")
+        a = await srv.participant(room, "local-doctor", "doctor")
+        b = await srv.participant(room, "remote-specialist", "specialist")
+        assert a.joined["video_codec"] == "H264"
+        await a.publish(tag=1)
+        await b.publish(tag=2)
+        try:
+            assert await a.wait_until(
+                lambda: all((s := p.received_from(o.id, "video")) is not None and s.frames >= 30
+                            for p, o in ((a, b), (b, a))), timeout=20), (a.summary(),
+                                                                         b.summary())
+            va, vb = a.received_from(b.id, "video"), b.received_from(a.id, "video")
+            assert va is not None and set(va.tags) == {2}
+            assert vb is not None and set(vb.tags) == {1}
+            assert {s.mime_type for s in srv.app[SFU].sources.values()} == {"audio/opus",
+                                                                               "video/H264"}
+        finally:
+            await a.leave()
+            await b.leave()
+
+
+async def test_subscriber_keyframe_request_reaches_the_publisher(server: Server) -> None:
+    room = await server.create_room("mdt")
+    publisher = await server.participant(room, "pub")
+    await publisher.publish(tag=2)
+    viewer = await server.participant(room, "viewer")
+    try:
+        assert await viewer.wait_until(
+            lambda: (s := viewer.received_from(publisher.id, "video")) is not None
+            and s.frames > 10, timeout=10)
+        sfu = server.app[SFU]
+        (source,) = [s for s in sfu.sources.values() if s.kind == "video"]
+        plis_before, keyframes_before = source.plis_sent, source.keyframes
+        await asyncio.sleep(0.6)  # out of the throttle window of the subscription's own PLI
+        assert viewer._subscribe_pc is not None
+        (receiver,) = [t.receiver for t in viewer._subscribe_pc.getTransceivers()
+                       if t.kind == "video"]
+        (ssrc,) = {s.source for s in receiver.getSynchronizationSources()}
+        await receiver._send_rtcp_pli(ssrc)  # what a decoder that lost a frame would do
+        assert await viewer.wait_until(lambda: source.plis_sent > plis_before, timeout=2)
+        assert await viewer.wait_until(lambda: source.keyframes > keyframes_before, timeout=2)
+        (down,) = source.down_tracks
+        assert down.keyframe_requests >= 1
+    finally:
+        await viewer.leave()
+        await publisher.leave()
