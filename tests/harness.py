@@ -34,7 +34,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_settings(data_dir: Path, port: int | None = None, **overrides: Any) -> Settings:
+def make_settings(data_dir: Path, port: int | None = None, **overrides: Any) -> Settings:
     key = ApiKey(key="test-key", secret=secrets.token_urlsafe(36))
     base: dict[str, Any] = {
         "mode": "dev",
@@ -119,7 +119,7 @@ class Server:
 
 @contextlib.asynccontextmanager
 async def running_server(data_dir: Path, **overrides: Any):  # type: ignore[no-untyped-def]
-    server = Server(test_settings(data_dir, **overrides))
+    server = Server(make_settings(data_dir, **overrides))
     await server.start()
     try:
         yield server
@@ -138,7 +138,7 @@ class ServerProcess:
         self.extra_env = env or {}
         self.entry = entry or ["-m", "huizhen.cli", "serve"]
         self.proc: subprocess.Popen[bytes] | None = None
-        self.settings = test_settings(data_dir, port=self.port)
+        self.settings = make_settings(data_dir, port=self.port)
         self.settings.auth.api_keys[0].secret = self.secret
         self.log_path = data_dir / f"server-{self.port}.log"
 
