@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ctypes
 import importlib.metadata
 import json
 import os
@@ -29,7 +30,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 API_KEY = "bench"
 AUDIENCE = "huizhen"
 STARTED = time.monotonic()
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 class BenchError(Exception):
@@ -182,7 +184,8 @@ class Processes:
         try:
             proc = await asyncio.create_subprocess_exec(
                 *args, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                stderr=log_fd, env=env, cwd=cwd, start_new_session=True)
+                stderr=log_fd, env=env, cwd=cwd, start_new_session=True,
+                preexec_fn=_die_with_parent)
         finally:
             os.close(log_fd)
         worker = Worker(name, proc, log_path, exits_on_eof)
@@ -216,6 +219,12 @@ async def gather_or_cancel(*aws: Awaitable[Any]) -> list[Any]:
             t.cancel()
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM if the benchmark dies (even by SIGKILL)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def worker_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HUIZHEN_")}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
@@ -242,6 +251,9 @@ async def wait_ready(url: str, server: Worker, timeout: float = 60) -> None:
 class Target:
     name = ""
     label = ""
+    #: the server's cost follows the publisher's bitrate (it forwards it): before measuring,
+    #: wait until that bitrate is back to what it was before the subscribers joined
+    gate_on_publisher_bitrate = False
 
     def __init__(self, procs: Processes, tmp: Path) -> None:
         self.procs = procs
@@ -275,6 +287,7 @@ class Target:
 class HuizhenTarget(Target):
     name = "huizhen"
     label = "Huizhen SFU (RTP forwarding, no decode/encode)"
+    gate_on_publisher_bitrate = True
 
     def __init__(self, procs: Processes, tmp: Path) -> None:
         super().__init__(procs, tmp)
@@ -346,11 +359,15 @@ class Options:
     warmup: float
     window: float
     settle: float
+    recover: float = 30.0
+    recover_ratio: float = 0.85
 
 
-def fit(points: list[dict[str, Any]]) -> tuple[float | None, float | None]:
-    """Least-squares slope and intercept of server cores against N (None: fewer than 2 Ns)."""
-    xs = [float(p["n"]) for p in points]
+def fit(points: list[dict[str, Any]], x: Callable[[dict[str, Any]], float] = lambda p: p["n"]
+        ) -> tuple[float | None, float | None]:
+    """Least-squares slope and intercept of server cores against N (or ``x``); None when there
+    are fewer than two distinct values."""
+    xs = [float(x(p)) for p in points]
     ys = [float(p["server_cores"]) for p in points]
     if len(set(xs)) < 2:
         return None, None
@@ -358,10 +375,44 @@ def fit(points: list[dict[str, Any]]) -> tuple[float | None, float | None]:
     return slope, intercept
 
 
+async def sent_mbps(publisher: Worker, seconds: float) -> float:
+    """What the publisher sent over the last ``seconds``, in Mbit/s."""
+    now = time.monotonic()
+    await publisher.send(f"window {now - seconds!r} {now!r}")
+    return float((await publisher.event("stats", 20))["mbps"])
+
+
+async def wait_bitrate(target: Target, publisher: Worker, n: int, reference: float,
+                       opts: Options) -> tuple[float, bool]:
+    """Subscribers joining (many processes starting on few cores) delay packets, and the
+    server's REMB then lowers the publisher's bitrate; it climbs back within seconds. Wait
+    (at most ``opts.recover`` s) until it is back to ``opts.recover_ratio`` of ``reference``.
+    Returns (seconds waited, recovered)."""
+    started = time.monotonic()
+    told = False
+    while True:
+        rate = await sent_mbps(publisher, 2.0)
+        waited = time.monotonic() - started
+        if rate >= opts.recover_ratio * reference:
+            return waited, True
+        if waited >= opts.recover:
+            progress(f"{target.name} N={n}: warning: publisher bitrate {rate:.2f} Mbit/s still "
+                     f"below {opts.recover_ratio:.0%} of {reference:.2f} after {waited:.0f} s; "
+                     "measuring anyway")
+            return waited, False
+        if not told:
+            progress(f"{target.name} N={n}: waiting for the publisher's bitrate to recover "
+                     f"({rate:.2f} of {reference:.2f} Mbit/s before the subscribers joined)…")
+            told = True
+        await asyncio.sleep(1)
+
+
 async def measure_n(target: Target, publisher: Worker, n: int, opts: Options
                     ) -> dict[str, Any]:
     assert target.server is not None
     ready_timeout = 60 + 4 * n
+    reference = await sent_mbps(publisher, 3.0)
+    waited, recovered = 0.0, True
     progress(f"{target.name} N={n}: starting {n} subscriber process(es)…")
     subs: list[Worker] = []
     try:
@@ -372,6 +423,8 @@ async def measure_n(target: Target, publisher: Worker, n: int, opts: Options
         progress(f"{target.name} N={n}: all receiving (slowest first frame after "
                  f"{max(delays):.1f} s); warming up {opts.warmup:g} s…")
         await asyncio.sleep(opts.warmup)
+        if target.gate_on_publisher_bitrate and reference > 0:
+            waited, recovered = await wait_bitrate(target, publisher, n, reference, opts)
         progress(f"{target.name} N={n}: measuring {opts.window:g} s…")
         pid = target.server.pid
         t0, c0, h0 = time.monotonic(), cpu_seconds(pid), host_busy_seconds()
@@ -396,6 +449,9 @@ async def measure_n(target: Target, publisher: Worker, n: int, opts: Options
         "max_gap_s": max(float(s["max_gap_s"]) for s in stats),
         "window_s": round(t1 - t0, 3),
         "host_busy_cores": round((h1 - h0) / (t1 - t0), 3),
+        "publisher_mbps_before": round(reference, 3),
+        "bitrate_wait_s": round(waited, 1),
+        "bitrate_recovered": recovered,
         "subscribers": [{k: s.get(k) for k in ("fps", "mbps", "max_gap_s", "duplicate_packets")}
                         for s in stats],
     }
@@ -460,8 +516,12 @@ def versions() -> dict[str, Any]:
             "huizhen": version("huizhen"), "platform": platform.platform()}
 
 
+def forwarded_mbps(point: dict[str, Any]) -> float:
+    return float(point["n"] * point["bitrate_mbps"])
+
+
 def table(title: str, points: list[dict[str, Any]], slope: float | None,
-          intercept: float | None) -> str:
+          intercept: float | None, extra: str = "") -> str:
     lines = [title,
              f"  {'N':>3}  {'server cores':>12}  {'min fps':>7}  {'mean fps':>8}  "
              f"{'Mbit/s':>6}  {'max gap s':>9}  {'sent fps':>8}  {'sent Mbit/s':>11}  "
@@ -476,6 +536,8 @@ def table(title: str, points: list[dict[str, Any]], slope: float | None,
     else:
         lines.append(f"  core per extra subscriber: {slope:.4f}  "
                      f"(least-squares fit: cores ≈ {intercept:.3f} + {slope:.4f}·N)")
+    if extra:
+        lines.append(extra)
     return "\n".join(lines)
 
 
@@ -493,8 +555,12 @@ def report(result: dict[str, Any]) -> str:
            "received (min/mean); mean received RTP payload Mbit/s; longest gap between frames "
            "at any subscriber; what the publisher sent in the same window; cores busy on the "
            f"whole machine (all processes, of {m['nproc']})", ""]
+    per_mbps = result["core_per_forwarded_mbps"]
+    extra = ("" if per_mbps is None else
+             f"  core per forwarded Mbit/s: {per_mbps:.4f}  (fit of cores against N × received "
+             "Mbit/s: the cost of one more 1 Mbit/s subscriber)")
     out.append(table(HuizhenTarget.label, result["points"], result["core_per_extra_subscriber"],
-                     result["intercept_cores"]))
+                     result["intercept_cores"], extra))
     if result["baseline_points"]:
         out += ["", table(RelayTarget.label, result["baseline_points"],
                           result["baseline_core_per_extra_subscriber"],
@@ -516,19 +582,22 @@ def parse_counts(text: str) -> list[int]:
 
 
 async def bench(args: argparse.Namespace, procs: Processes, tmp: Path) -> dict[str, Any]:
-    opts = Options(args.subscribers, args.warmup, args.window, args.settle)
+    opts = Options(args.subscribers, args.warmup, args.window, args.settle, args.recover)
     load_start = [round(x, 2) for x in os.getloadavg()]
     ours = await run_target(HuizhenTarget(procs, tmp), opts)
     baseline: list[dict[str, Any]] = []
     if not args.no_baseline:
         counts = args.baseline_subscribers or [n for n in args.subscribers if n <= 8] or [1]
         baseline = await run_target(RelayTarget(procs, tmp),
-                                    Options(counts, args.warmup, args.window, args.settle))
+                                    Options(counts, args.warmup, args.window, args.settle,
+                                            args.recover))
     slope, intercept = fit(ours)
+    per_mbps, _ = fit(ours, forwarded_mbps)
     b_slope, b_intercept = fit(baseline) if baseline else (None, None)
     return {
         "core_per_extra_subscriber": None if slope is None else round(slope, 5),
         "intercept_cores": None if intercept is None else round(intercept, 4),
+        "core_per_forwarded_mbps": None if per_mbps is None else round(per_mbps, 5),
         "baseline_core_per_extra_subscriber": None if b_slope is None else round(b_slope, 5),
         "baseline_intercept_cores": None if b_intercept is None else round(b_intercept, 4),
         "ratio": (round(b_slope / slope, 2) if slope and b_slope is not None and slope > 0
@@ -546,7 +615,8 @@ async def bench(args: argparse.Namespace, procs: Processes, tmp: Path) -> dict[s
                     "loadavg_end": [round(x, 2) for x in os.getloadavg()]},
         "settings": {"subscribers": args.subscribers,
                      "baseline_subscribers": [p["n"] for p in baseline],
-                     "warmup_s": args.warmup, "window_s": args.window, "settle_s": args.settle},
+                     "warmup_s": args.warmup, "window_s": args.window, "settle_s": args.settle,
+                     "recover_max_s": args.recover},
     }
 
 
@@ -579,6 +649,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settle", type=float, default=10.0,
                         help="seconds the publisher runs before the first N, for its bitrate "
                              "to follow REMB up (default 10)")
+    parser.add_argument("--recover", type=float, default=30.0,
+                        help="after the warm-up, wait at most this long for the publisher's "
+                             "bitrate to climb back to 85%% of its level before the subscribers "
+                             "joined (Huizhen only; default 30)")
     parser.add_argument("--json", action="store_true", help="print one JSON object to stdout")
     parser.add_argument("--keep-logs", action="store_true",
                         help="keep the temp folder with every process's log")

@@ -10,8 +10,8 @@ Roles (``--role``):
              bytes per frame without decoding anything: the receiver's jitter buffer is
              replaced by a counter, so the client's own CPU stays small and the benchmark
              measures the server
-  publish    send the 640x480 VP8 test pattern (video only, ~30 fps; the encoder follows the
-             server's REMB)
+  publish    send the 640x480 VP8 test pattern (video only, 30 fps at most: late frames are
+             skipped like a camera's; the encoder follows the server's REMB)
 
 Protocol with the parent: stdout carries one JSON object per line (``{"event": "ready", …}``
 when the first frame arrived / the publisher is connected, ``{"event": "stats", …}``,
@@ -40,6 +40,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
+import av
 from aiortc import (
     RTCConfiguration,
     RTCPeerConnection,
@@ -167,6 +168,19 @@ def vp8_preferences() -> list[RTCRtpCodecCapability]:
             if c.mimeType.lower() in ("video/vp8", "video/rtx")]
 
 
+class CameraPatternTrack(PatternVideoTrack):
+    """The test pattern paced like a camera: when the sender fell behind (CPU contention),
+    frames that are already late are skipped rather than sent in a burst above the frame rate
+    (``PatternVideoTrack`` alone catches up on every frame it owes)."""
+
+    async def recv(self) -> av.VideoFrame:
+        if self._start is not None:
+            late = int((time.monotonic() - self._start) * self.fps) - self._count
+            if late > 0:
+                self._count += late
+        return await super().recv()
+
+
 # ---- Huizhen ---------------------------------------------------------------------------------
 class BenchParticipant(Participant):
     """A viewer that also logs frame times and sizes of every video track it receives."""
@@ -197,7 +211,7 @@ async def huizhen_client(args: argparse.Namespace, frames: FrameLog
     await participant.join(timeout=args.ready_timeout)
     if args.role == "publish":
         await participant.publish(audio=False, video=True, tag=args.tag,
-                                  video_track=PatternVideoTrack(args.tag))
+                                  video_track=CameraPatternTrack(args.tag))
         pc = participant._publish_pcs[0]
         count_sent_frames(pc.getSenders()[0], frames)
         await wait_connected(pc, args.ready_timeout)
@@ -220,7 +234,7 @@ async def relay_client(args: argparse.Namespace, frames: FrameLog
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     base = args.server.rstrip("/")
     if args.role == "publish":
-        transceiver = pc.addTransceiver(PatternVideoTrack(args.tag), direction="sendonly")
+        transceiver = pc.addTransceiver(CameraPatternTrack(args.tag), direction="sendonly")
         transceiver.setCodecPreferences(vp8_preferences())
         count_sent_frames(transceiver.sender, frames)
         await post_offer(base + "/publish", pc)

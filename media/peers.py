@@ -92,12 +92,15 @@ class PublisherPeer:
         """Apply the client's offer and return our answer; SdpError if it is unusable."""
         parsed = parse_sdp(offer_sdp)
         by_mid = {t.mid: t for t in tracks}
-        for media in parsed.media:
-            if media.kind in ("audio", "video"):
-                if media.rtp.muxId not in by_mid:
-                    raise SdpError(f"m-line with mid {media.rtp.muxId!r} is not listed in tracks")
-                if by_mid[media.rtp.muxId].kind != media.kind:
-                    raise SdpError(f"mid {media.rtp.muxId!r} is {media.kind}, listed otherwise")
+        offered = {m.rtp.muxId: m.kind for m in parsed.media if m.kind in ("audio", "video")}
+        for mid, kind in offered.items():
+            if mid not in by_mid:
+                raise SdpError(f"m-line with mid {mid!r} is not listed in tracks")
+            if by_mid[mid].kind != kind:
+                raise SdpError(f"mid {mid!r} is {kind} in the SDP, {by_mid[mid].kind} in tracks")
+        missing = sorted(set(by_mid) - set(offered))
+        if missing:
+            raise SdpError(f"tracks list mid(s) {', '.join(missing)} that the SDP does not carry")
         try:
             await self.pc.setRemoteDescription(
                 RTCSessionDescription(self._policy.clean_remote_sdp(offer_sdp), "offer"))

@@ -45,12 +45,18 @@ class Grants:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, object]) -> Grants:
+    def from_dict(cls, data: object) -> Grants:
+        """Parse grants from a token claim: an object of booleans; ValueError otherwise."""
+        if not isinstance(data, dict):
+            raise ValueError("grants must be an object of booleans")
         names = set(cls.__dataclass_fields__)
         unknown = set(data) - names
         if unknown:
-            raise ValueError(f"unknown grant(s): {', '.join(sorted(unknown))}")
-        return cls(**{k: bool(v) for k, v in data.items()})
+            raise ValueError(f"unknown grant(s): {', '.join(sorted(map(str, unknown)))}")
+        for key, value in data.items():
+            if not isinstance(value, bool):
+                raise ValueError(f"grant {key!r} must be true or false, not {value!r}")
+        return cls(**data)
 
     def within(self, other: Grants) -> bool:
         """True when every grant here is also granted by ``other``."""

@@ -47,6 +47,8 @@ def parse_client_message(raw: str | bytes, max_bytes: int) -> dict[str, Any]:
         message = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ProtocolError("bad_json", f"not JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise ProtocolError("bad_json", "JSON nested too deeply") from exc
     if not isinstance(message, dict):
         raise ProtocolError("bad_json", "a message must be a JSON object")
     ref = message.get("id") if isinstance(message.get("id"), str) else None

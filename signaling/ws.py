@@ -104,7 +104,10 @@ class Connection:
             await self._error(exc)
             return
         if message["type"] == "ping":
-            await self.sink.send({"type": "pong", "t": message.get("t")})
+            pong: dict[str, Any] = {"type": "pong", "t": message.get("t")}
+            if "id" in message:
+                pong["ref"] = message["id"]
+            await self.sink.send(pong)
             return
         await self.queue.put(message)
 

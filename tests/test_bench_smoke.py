@@ -38,6 +38,7 @@ def test_fanout_benchmark_runs_and_reports() -> None:
     for point in result["points"] + result["baseline_points"]:
         assert point["min_fps"] > 0 and point["mean_fps"] > 0, point
         assert point["server_cores"] >= 0, point
+        assert point["publisher_fps"] > 0, point
     assert result["min_subscriber_fps"] > 0
     assert result["baseline_min_subscriber_fps"] > 0
     assert result["publisher_bitrate_mbps"] > 0

@@ -365,7 +365,9 @@ async def test_frame_beyond_the_hard_cap_closes_the_socket(server: Server) -> No
     witness = await joined(server, room, "witness")
     p = await joined(server, room, "flooder")
     try:
-        await p.send_raw("x" * (16 * LIMIT + 1))
+        # the server closes while the frame is still being written: the write may fail
+        with contextlib.suppress(ConnectionError):
+            await p.send_raw("x" * (16 * LIMIT + 1))
         await asyncio.wait_for(p.closed.wait(), 10)
         assert p._ws is not None and p._ws.close_code == 1009
         assert await witness.wait_until(
@@ -565,7 +567,11 @@ async def test_pong_echoes_t_and_the_ping_id(server: Server) -> None:
     room = await server.create_room("mdt")
     p = await joined(server, room, "pinger")
     try:
-        reply = await p.request({"type": "ping", "t": 123.5}, timeout=3)
+        try:
+            reply = await p.request({"type": "ping", "t": 123.5}, timeout=3)
+        except TimeoutError:
+            pongs = [e for e in p.events if e.get("type") == "pong"]
+            pytest.fail(f"no reply carrying the ping's id as ref; pongs received: {pongs}")
         assert reply["type"] == "pong"
         assert reply["t"] == 123.5
     finally:
