@@ -156,17 +156,19 @@ async def test_subscriber_keyframe_request_reaches_the_publisher(server: Server)
             and s.frames > 10, timeout=10)
         sfu = server.app[SFU]
         (source,) = [s for s in sfu.sources.values() if s.kind == "video"]
+        (down,) = source.down_tracks
+        await asyncio.sleep(1.0)  # let the subscription's own (possibly deferred) PLI go out
         plis_before, keyframes_before = source.plis_sent, source.keyframes
-        await asyncio.sleep(0.6)  # out of the throttle window of the subscription's own PLI
+        requests_before = down.keyframe_requests
         assert viewer._subscribe_pc is not None
         (receiver,) = [t.receiver for t in viewer._subscribe_pc.getTransceivers()
                        if t.kind == "video"]
         (ssrc,) = {s.source for s in receiver.getSynchronizationSources()}
         await receiver._send_rtcp_pli(ssrc)  # what a decoder that lost a frame would do
+        assert await viewer.wait_until(lambda: down.keyframe_requests > requests_before,
+                                    timeout=2)
         assert await viewer.wait_until(lambda: source.plis_sent > plis_before, timeout=2)
         assert await viewer.wait_until(lambda: source.keyframes > keyframes_before, timeout=2)
-        (down,) = source.down_tracks
-        assert down.keyframe_requests >= 1
     finally:
         await viewer.leave()
         await publisher.leave()
