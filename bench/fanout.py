@@ -252,7 +252,7 @@ class Target:
     name = ""
     label = ""
     #: the server's cost follows the publisher's bitrate (it forwards it): before measuring,
-    #: wait until that bitrate is back to what it was before the subscribers joined
+    #: wait until that bitrate is back near the highest seen
     gate_on_publisher_bitrate = False
 
     def __init__(self, procs: Processes, tmp: Path) -> None:
@@ -261,6 +261,7 @@ class Target:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.server: Worker | None = None
+        self.peak_mbps = 0.0  # the publisher's highest 2 s bitrate so far
 
     async def start_server(self) -> Worker:
         raise NotImplementedError
@@ -375,34 +376,44 @@ def fit(points: list[dict[str, Any]], x: Callable[[dict[str, Any]], float] = lam
     return slope, intercept
 
 
-async def sent_mbps(publisher: Worker, seconds: float) -> float:
-    """What the publisher sent over the last ``seconds``, in Mbit/s."""
+async def sent_mbps(target: Target, publisher: Worker, seconds: float = 2.0) -> float:
+    """What the publisher sent over the last ``seconds``, in Mbit/s; keeps the peak."""
     now = time.monotonic()
     await publisher.send(f"window {now - seconds!r} {now!r}")
-    return float((await publisher.event("stats", 20))["mbps"])
+    rate = float((await publisher.event("stats", 20))["mbps"])
+    target.peak_mbps = max(target.peak_mbps, rate)
+    return rate
 
 
-async def wait_bitrate(target: Target, publisher: Worker, n: int, reference: float,
-                       opts: Options) -> tuple[float, bool]:
+async def settle(target: Target, publisher: Worker, seconds: float) -> None:
+    """Let the publisher's bitrate climb (REMB), noting the peak it reaches."""
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        await asyncio.sleep(min(1.0, left))
+        await sent_mbps(target, publisher)
+
+
+async def wait_bitrate(target: Target, publisher: Worker, n: int, opts: Options
+                       ) -> tuple[float, bool]:
     """Subscribers joining (many processes starting on few cores) delay packets, and the
     server's REMB then lowers the publisher's bitrate; it climbs back within seconds. Wait
-    (at most ``opts.recover`` s) until it is back to ``opts.recover_ratio`` of ``reference``.
-    Returns (seconds waited, recovered)."""
+    (at most ``opts.recover`` s) until it is back to ``opts.recover_ratio`` of the highest
+    bitrate seen so far. Returns (seconds waited, recovered)."""
     started = time.monotonic()
     told = False
     while True:
-        rate = await sent_mbps(publisher, 2.0)
+        rate = await sent_mbps(target, publisher)
         waited = time.monotonic() - started
-        if rate >= opts.recover_ratio * reference:
+        if rate >= opts.recover_ratio * target.peak_mbps:
             return waited, True
         if waited >= opts.recover:
             progress(f"{target.name} N={n}: warning: publisher bitrate {rate:.2f} Mbit/s still "
-                     f"below {opts.recover_ratio:.0%} of {reference:.2f} after {waited:.0f} s; "
-                     "measuring anyway")
+                     f"below {opts.recover_ratio:.0%} of its peak {target.peak_mbps:.2f} after "
+                     f"{waited:.0f} s; measuring anyway")
             return waited, False
         if not told:
             progress(f"{target.name} N={n}: waiting for the publisher's bitrate to recover "
-                     f"({rate:.2f} of {reference:.2f} Mbit/s before the subscribers joined)…")
+                     f"({rate:.2f} Mbit/s, peak {target.peak_mbps:.2f})…")
             told = True
         await asyncio.sleep(1)
 
@@ -411,7 +422,6 @@ async def measure_n(target: Target, publisher: Worker, n: int, opts: Options
                     ) -> dict[str, Any]:
     assert target.server is not None
     ready_timeout = 60 + 4 * n
-    reference = await sent_mbps(publisher, 3.0)
     waited, recovered = 0.0, True
     progress(f"{target.name} N={n}: starting {n} subscriber process(es)…")
     subs: list[Worker] = []
@@ -423,8 +433,8 @@ async def measure_n(target: Target, publisher: Worker, n: int, opts: Options
         progress(f"{target.name} N={n}: all receiving (slowest first frame after "
                  f"{max(delays):.1f} s); warming up {opts.warmup:g} s…")
         await asyncio.sleep(opts.warmup)
-        if target.gate_on_publisher_bitrate and reference > 0:
-            waited, recovered = await wait_bitrate(target, publisher, n, reference, opts)
+        if target.gate_on_publisher_bitrate:
+            waited, recovered = await wait_bitrate(target, publisher, n, opts)
         progress(f"{target.name} N={n}: measuring {opts.window:g} s…")
         pid = target.server.pid
         t0, c0, h0 = time.monotonic(), cpu_seconds(pid), host_busy_seconds()
@@ -449,7 +459,7 @@ async def measure_n(target: Target, publisher: Worker, n: int, opts: Options
         "max_gap_s": max(float(s["max_gap_s"]) for s in stats),
         "window_s": round(t1 - t0, 3),
         "host_busy_cores": round((h1 - h0) / (t1 - t0), 3),
-        "publisher_mbps_before": round(reference, 3),
+        "publisher_peak_mbps": round(target.peak_mbps, 3),
         "bitrate_wait_s": round(waited, 1),
         "bitrate_recovered": recovered,
         "subscribers": [{k: s.get(k) for k in ("fps", "mbps", "max_gap_s", "duplicate_packets")}
@@ -488,7 +498,7 @@ async def run_target(target: Target, opts: Options) -> list[dict[str, Any]]:
         publisher = await target.spawn_worker("publish", 0, 60)
         await publisher.event("ready", 70)
         progress(f"{target.name}: publishing; letting the bitrate settle {opts.settle:g} s…")
-        await asyncio.sleep(opts.settle)
+        await settle(target, publisher, opts.settle)
         points = []
         for n in opts.counts:
             points.append(await measure_n(target, publisher, n, opts))
@@ -651,8 +661,8 @@ def main(argv: list[str] | None = None) -> int:
                              "to follow REMB up (default 10)")
     parser.add_argument("--recover", type=float, default=30.0,
                         help="after the warm-up, wait at most this long for the publisher's "
-                             "bitrate to climb back to 85%% of its level before the subscribers "
-                             "joined (Huizhen only; default 30)")
+                             "bitrate to climb back to 85%% of the highest seen (Huizhen only; "
+                             "default 30)")
     parser.add_argument("--json", action="store_true", help="print one JSON object to stdout")
     parser.add_argument("--keep-logs", action="store_true",
                         help="keep the temp folder with every process's log")

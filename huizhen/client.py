@@ -288,6 +288,11 @@ class Participant:
                    if s.participant_id == participant_id and s.kind == kind]
         return max(matches, key=lambda s: s.frames) if matches else None
 
+    def frames_from(self, participant_id: str, kind: str) -> int:
+        """Frames (video) or audio frames received from that participant so far."""
+        stats = self.received_from(participant_id, kind)
+        return stats.frames if stats is not None else 0
+
     async def wait_until(self, predicate: Any, timeout: float, interval: float = 0.05) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import os
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import jwt
 from aiohttp import web
 
 from huizhen.client import Participant
@@ -26,6 +28,37 @@ from signaling.auth import mint_api_token
 from signaling.keys import ROOMS
 
 LOOPBACK = IcePolicy(gather_addresses=["127.0.0.1"])
+
+
+def with_claims(payload: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """``payload`` with claims replaced by ``changes``; a ``None`` value removes the claim."""
+    for name, value in changes.items():
+        if value is None:
+            payload.pop(name, None)
+        else:
+            payload[name] = value
+    return payload
+
+
+def sign(server: Server, payload: dict[str, Any], secret: str | None = None) -> str:
+    return jwt.encode(payload, secret or server.settings.primary_key.secret, algorithm="HS256")
+
+
+def unsigned(payload: dict[str, Any]) -> str:
+    """An ``alg: none`` token, as an attacker would craft it."""
+    def part(data: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+    return part({"alg": "none", "typ": "JWT"}) + "." + part(payload) + "."
+
+
+async def wait_for(predicate: Any, timeout: float = 5.0, interval: float = 0.1) -> bool:
+    """Wait until the async ``predicate()`` is true (checked once more at the deadline)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await predicate():
+            return True
+        await asyncio.sleep(interval)
+    return bool(await predicate())
 
 
 def free_port() -> int:

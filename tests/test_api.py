@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 import time
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -15,7 +13,7 @@ import pytest
 from huizhen.client import JoinRefused, Participant
 from rooms.policy import grants_for
 from signaling.auth import LEEWAY_S, mint_api_token
-from tests.harness import LOOPBACK, Server
+from tests.harness import LOOPBACK, Server, sign, unsigned, wait_for, with_claims
 
 OTHER_SECRET = "not-the-server-secret-but-long-enough-0123456789"
 
@@ -29,31 +27,7 @@ def api_payload(server: Server, **changes: Any) -> dict[str, Any]:
     payload: dict[str, Any] = {"iss": server.settings.primary_key.key,
                                "aud": server.settings.auth.audience + ":api",
                                "iat": now, "nbf": now - LEEWAY_S, "exp": now + 300}
-    for name, value in changes.items():
-        if value is None:
-            payload.pop(name, None)
-        else:
-            payload[name] = value
-    return payload
-
-
-def signed(server: Server, payload: dict[str, Any], secret: str | None = None) -> str:
-    return jwt.encode(payload, secret or server.settings.primary_key.secret, algorithm="HS256")
-
-
-def unsigned(payload: dict[str, Any]) -> str:
-    def part(data: dict[str, Any]) -> str:
-        return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
-    return part({"alg": "none", "typ": "JWT"}) + "." + part(payload) + "."
-
-
-async def wait_for(predicate: Any, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if await predicate():
-            return True
-        await asyncio.sleep(0.05)
-    return bool(await predicate())
+    return with_claims(payload, changes)
 
 
 # ---- authentication ----------------------------------------------------------------------------
@@ -80,20 +54,20 @@ BAD_API_TOKENS: dict[str, tuple[Any, str]] = {
     "garbage": (lambda s: "garbage", "token_malformed"),
     # "Bearer " with nothing after it: the header arrives as "Bearer", i.e. no bearer token
     "empty": (lambda s: "", "unauthorized"),
-    "forged": (lambda s: signed(s, api_payload(s), OTHER_SECRET), "token_signature"),
-    "expired": (lambda s: signed(s, api_payload(s, iat=int(time.time()) - 600,
+    "forged": (lambda s: sign(s, api_payload(s), OTHER_SECRET), "token_signature"),
+    "expired": (lambda s: sign(s, api_payload(s, iat=int(time.time()) - 600,
                                                 nbf=int(time.time()) - 600,
                                                 exp=int(time.time()) - 60)), "token_expired"),
-    "not-yet-valid": (lambda s: signed(s, api_payload(s, nbf=int(time.time()) + 600,
+    "not-yet-valid": (lambda s: sign(s, api_payload(s, nbf=int(time.time()) + 600,
                                                       exp=int(time.time()) + 900)),
                       "token_not_yet_valid"),
-    "unknown-key": (lambda s: signed(s, api_payload(s, iss="someone-else")),
+    "unknown-key": (lambda s: sign(s, api_payload(s, iss="someone-else")),
                     "token_unknown_key"),
     "alg-none": (lambda s: unsigned(api_payload(s)), "token_algorithm"),
-    "participant-audience": (lambda s: signed(s, api_payload(s, aud=s.settings.auth.audience)),
+    "participant-audience": (lambda s: sign(s, api_payload(s, aud=s.settings.auth.audience)),
                              "token_audience"),
-    "other-audience": (lambda s: signed(s, api_payload(s, aud="pacs:api")), "token_audience"),
-    "no-exp": (lambda s: signed(s, api_payload(s, exp=None)), "token_claims"),
+    "other-audience": (lambda s: sign(s, api_payload(s, aud="pacs:api")), "token_audience"),
+    "no-exp": (lambda s: sign(s, api_payload(s, exp=None)), "token_claims"),
 }
 
 

@@ -35,7 +35,7 @@ from signaling.auth import (
     verify_api_token,
     verify_participant_token,
 )
-from tests.harness import LOOPBACK, Server, running_server
+from tests.harness import LOOPBACK, Server, running_server, sign, with_claims
 
 CLOSE_TOKEN = 4001
 CLOSE_ROOM = 4004
@@ -76,16 +76,7 @@ def payload_for(server: Server, room_id: str, kind: str = "mdt", as_role: str = 
         "exp": now + 600,
         "jti": uuid.uuid4().hex,
     }
-    for name, value in changes.items():
-        if value is None:
-            payload.pop(name, None)
-        else:
-            payload[name] = value
-    return payload
-
-
-def sign(server: Server, payload: dict[str, Any], secret: str | None = None) -> str:
-    return jwt.encode(payload, secret or server.settings.primary_key.secret, algorithm="HS256")
+    return with_claims(payload, changes)
 
 
 # ---- joining -----------------------------------------------------------------------------------

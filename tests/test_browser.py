@@ -8,14 +8,13 @@ decoded (with the right content) in the aiortc client.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 
 import pytest
 from playwright.async_api import Browser, async_playwright
 
 from tests.browser import KEEP_PCS, audio_samples, frames_decoded, launch
-from tests.harness import Server
+from tests.harness import Server, wait_for
 
 pytestmark = pytest.mark.browser
 
@@ -26,15 +25,6 @@ async def browser() -> AsyncIterator[Browser]:
         b = await launch(pw)
         yield b
         await b.close()
-
-
-async def wait_for(predicate, timeout: float) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if await predicate():
-            return True
-        await asyncio.sleep(0.25)
-    return bool(await predicate())
 
 
 async def test_browser_and_aiortc_participant_decode_each_other(server: Server,

@@ -60,8 +60,7 @@ async def test_late_joiner_gets_first_frame_within_one_second(server: Server) ->
     late = await server.participant(room, "late")
     try:
         assert await late.wait_until(
-            lambda: (s := late.received_from(publisher.id, "video")) is not None
-            and s.frames > 0, timeout=5), late.summary()
+            lambda: late.frames_from(publisher.id, "video") > 0, timeout=5), late.summary()
         video = late.received_from(publisher.id, "video")
         assert video is not None and video.first_frame_delay is not None
         assert video.first_frame_delay < 1.0, video.first_frame_delay
@@ -76,7 +75,7 @@ async def test_freed_m_line_is_reused_for_the_next_publisher(server: Server) -> 
     first = await server.participant(room, "first")
     await first.publish(tag=5)
     assert await viewer.wait_until(
-        lambda: (s := viewer.received_from(first.id, "video")) is not None and s.frames > 10,
+        lambda: viewer.frames_from(first.id, "video") > 10,
         timeout=10)
     await first.leave()
     assert await viewer.wait_until(
@@ -86,8 +85,7 @@ async def test_freed_m_line_is_reused_for_the_next_publisher(server: Server) -> 
     await second.publish(tag=6)
     try:
         assert await viewer.wait_until(
-            lambda: (s := viewer.received_from(second.id, "video")) is not None
-            and s.frames > 20, timeout=10), viewer.summary()
+            lambda: viewer.frames_from(second.id, "video") > 20, timeout=10), viewer.summary()
         video = viewer.received_from(second.id, "video")
         assert video is not None
         # aiortc's receive jitter buffer releases a frame when the next frame starts, so the
@@ -132,7 +130,7 @@ async def test_h264_room_forwards_with_the_same_code(tmp_path: Path) -> None:
         await b.publish(tag=2)
         try:
             assert await a.wait_until(
-                lambda: all((s := p.received_from(o.id, "video")) is not None and s.frames >= 30
+                lambda: all(p.frames_from(o.id, "video") >= 30
                             for p, o in ((a, b), (b, a))), timeout=20), (a.summary(),
                                                                          b.summary())
             va, vb = a.received_from(b.id, "video"), b.received_from(a.id, "video")
@@ -152,8 +150,7 @@ async def test_subscriber_keyframe_request_reaches_the_publisher(server: Server)
     viewer = await server.participant(room, "viewer")
     try:
         assert await viewer.wait_until(
-            lambda: (s := viewer.received_from(publisher.id, "video")) is not None
-            and s.frames > 10, timeout=10)
+            lambda: viewer.frames_from(publisher.id, "video") > 10, timeout=10)
         sfu = server.app[SFU]
         (source,) = [s for s in sfu.sources.values() if s.kind == "video"]
         (down,) = source.down_tracks

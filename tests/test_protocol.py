@@ -414,7 +414,7 @@ async def test_bad_sdp_then_a_real_publish_works(server: Server, sdps: dict[str,
         reply = await p.publish(tag=5)
         assert len(reply["tracks"]) == 2
         assert await watcher.wait_until(
-            lambda: (s := watcher.received_from(p.id, "video")) is not None and s.frames > 10,
+            lambda: watcher.frames_from(p.id, "video") > 10,
             timeout=15), watcher.summary()
         published = [e for e in watcher.events if e.get("type") == "track_published"]
         assert {e["track"]["id"] for e in published} == set(p.published.values())
@@ -447,7 +447,7 @@ async def test_publish_listing_a_track_the_sdp_does_not_carry(
         assert all(not x["tracks"] for x in body["participants"]), body
         await p.publish(tag=6)
         assert await watcher.wait_until(
-            lambda: (s := watcher.received_from(p.id, "video")) is not None and s.frames > 5,
+            lambda: watcher.frames_from(p.id, "video") > 5,
             timeout=15), watcher.summary()
     finally:
         await p.leave()
@@ -462,8 +462,7 @@ async def test_subscriber_answer_with_a_wrong_seq(server: Server) -> None:
         await publisher.publish(tag=7)
         # let the real negotiation settle first: media arrives
         assert await viewer.wait_until(
-            lambda: (s := viewer.received_from(publisher.id, "video")) is not None
-            and s.frames > 10, timeout=15), viewer.summary()
+            lambda: viewer.frames_from(publisher.id, "video") > 10, timeout=15), viewer.summary()
         seq = max(e["seq"] for e in viewer.events if e.get("type") == "subscriber_offer")
         # answers to offers never made, and to the offer already answered
         for wrong in (seq + 50, seq + 1000, seq):
@@ -630,8 +629,7 @@ async def test_viewer_cannot_publish_in_a_broadcast(server: Server) -> None:
 
         # the viewer is still a working member: it receives the presenter
         assert await viewer.wait_until(
-            lambda: (s := viewer.received_from(presenter.id, "video")) is not None
-            and s.frames > 10, timeout=15), viewer.summary()
+            lambda: viewer.frames_from(presenter.id, "video") > 10, timeout=15), viewer.summary()
         await asyncio.sleep(1)
         for other in (host, presenter):
             assert not [e for e in other.events if e.get("type") == "track_published"
