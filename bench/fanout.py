@@ -165,9 +165,6 @@ class Worker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.proc.wait(), wait)
                 break
-        # anything left in the group (there should be nothing) goes too
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
         if self.reader is not None:
             self.reader.cancel()
 
@@ -205,8 +202,7 @@ class Processes:
     def kill_all_now(self) -> None:
         """Last resort, synchronous (after the event loop is gone): SIGKILL every group."""
         for w in self.workers:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(w.proc.pid, signal.SIGKILL)
+            w.signal_group(signal.SIGKILL)
 
 
 async def gather_or_cancel(*aws: Awaitable[Any]) -> list[Any]:
@@ -540,7 +536,8 @@ def table(title: str, points: list[dict[str, Any]], slope: float | None,
         lines.append(f"  {p['n']:>3}  {p['server_cores']:>12.3f}  {p['min_fps']:>7.1f}  "
                      f"{p['mean_fps']:>8.1f}  {p['bitrate_mbps']:>6.2f}  {p['max_gap_s']:>9.3f}  "
                      f"{p['publisher_fps']:>8.1f}  {p['publisher_mbps']:>11.2f}  "
-                     f"{p['host_busy_cores']:>9.2f}")
+                     f"{p['host_busy_cores']:>9.2f}"
+                     + ("  *" if p.get("bitrate_recovered") is False else ""))
     if slope is None or intercept is None:
         lines.append("  core per extra subscriber: n/a (needs at least two values of N)")
     else:
@@ -548,6 +545,9 @@ def table(title: str, points: list[dict[str, Any]], slope: float | None,
                      f"(least-squares fit: cores ≈ {intercept:.3f} + {slope:.4f}·N)")
     if extra:
         lines.append(extra)
+    if any(p.get("bitrate_recovered") is False for p in points):
+        lines.append("  * measured although the publisher's bitrate had not climbed back to 85% "
+                     "of its peak within --recover seconds")
     return "\n".join(lines)
 
 

@@ -84,7 +84,50 @@ def make_settings(data_dir: Path, port: int | None = None, **overrides: Any) -> 
     return load_settings(Path("/dev/null"), **base)
 
 
-class Server:
+class HospitalSystem:
+    """Drives a server's REST API as a hospital system would; subclasses provide ``api``."""
+
+    url: str
+    settings: Settings
+
+    def api_headers(self) -> dict[str, str]:
+        key = self.settings.primary_key
+        token = mint_api_token(key.key, key.secret, self.settings.auth.audience)
+        return {"Authorization": f"Bearer {token}"}
+
+    async def api(self, method: str, path: str, json: Any = None,
+                  headers: dict[str, str] | None = None) -> tuple[int, Any]:
+        async with aiohttp.ClientSession() as http, http.request(
+                method, self.url + path, json=json,
+                headers=self.api_headers() if headers is None else headers) as resp:
+            return resp.status, await resp.json()
+
+    async def create_room(self, kind: str = "mdt", title: str = "test room") -> str:
+        status, body = await self.api("POST", "/api/rooms", {"kind": kind, "title": title})
+        assert status == 201, body
+        return str(body["id"])
+
+    async def join_url(self, room_id: str, identity: str, role: str = "specialist",
+                       name: str | None = None, ttl_s: int = 600) -> str:
+        status, body = await self.api("POST", f"/api/rooms/{room_id}/tokens", {
+            "identity": identity, "name": name or identity, "role": role, "ttl_s": ttl_s})
+        assert status == 201, body
+        return str(body["join_url"])
+
+    async def token(self, room_id: str, identity: str, role: str = "specialist",
+                    name: str | None = None, ttl_s: int = 600) -> str:
+        url = await self.join_url(room_id, identity, role, name, ttl_s)
+        return url.split("#t=", 1)[1]
+
+    async def participant(self, room_id: str, identity: str, role: str = "specialist"
+                          ) -> Participant:
+        p = Participant(self.url, room_id, await self.token(room_id, identity, role),
+                        ice=LOOPBACK)
+        await p.join()
+        return p
+
+
+class Server(HospitalSystem):
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.runner: web.AppRunner | None = None
@@ -116,39 +159,6 @@ class Server:
         assert self.app is not None
         return self.app[ROOMS]
 
-    # ---- REST as a hospital system --------------------------------------------------------
-    def api_headers(self) -> dict[str, str]:
-        key = self.settings.primary_key
-        token = mint_api_token(key.key, key.secret, self.settings.auth.audience)
-        return {"Authorization": f"Bearer {token}"}
-
-    async def api(self, method: str, path: str, json: Any = None,
-                  headers: dict[str, str] | None = None) -> tuple[int, Any]:
-        assert self.http is not None
-        async with self.http.request(method, self.url + path, json=json,
-                                     headers=headers if headers is not None
-                                     else self.api_headers()) as resp:
-            return resp.status, await resp.json()
-
-    async def create_room(self, kind: str = "mdt", title: str = "test room") -> str:
-        status, body = await self.api("POST", "/api/rooms", {"kind": kind, "title": title})
-        assert status == 201, body
-        return str(body["id"])
-
-    async def token(self, room_id: str, identity: str, role: str = "specialist",
-                    name: str | None = None, ttl_s: int = 600) -> str:
-        status, body = await self.api("POST", f"/api/rooms/{room_id}/tokens", {
-            "identity": identity, "name": name or identity, "role": role, "ttl_s": ttl_s})
-        assert status == 201, body
-        return str(body["token"])
-
-    async def participant(self, room_id: str, identity: str, role: str = "specialist"
-                          ) -> Participant:
-        token = await self.token(room_id, identity, role)
-        p = Participant(self.url, room_id, token, ice=LOOPBACK)
-        await p.join()
-        return p
-
 
 @contextlib.asynccontextmanager
 async def running_server(data_dir: Path, **overrides: Any):  # type: ignore[no-untyped-def]
@@ -160,7 +170,7 @@ async def running_server(data_dir: Path, **overrides: Any):  # type: ignore[no-u
         await server.stop()
 
 
-class ServerProcess:
+class ServerProcess(HospitalSystem):
     """``huizhen serve`` in its own process (for restarts, kills and process-level checks)."""
 
     def __init__(self, data_dir: Path, port: int | None = None, secret: str | None = None,
@@ -221,30 +231,3 @@ class ServerProcess:
             if self.proc.poll() is None:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
-
-    def api_headers(self) -> dict[str, str]:
-        token = mint_api_token("test-key", self.secret, self.settings.auth.audience)
-        return {"Authorization": f"Bearer {token}"}
-
-    async def api(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        async with aiohttp.ClientSession() as http, http.request(
-                method, self.url + path, json=body, headers=self.api_headers()) as resp:
-            return resp.status, await resp.json()
-
-    async def create_room(self, kind: str = "mdt") -> str:
-        status, body = await self.api("POST", "/api/rooms", {"kind": kind, "title": "t"})
-        assert status == 201, body
-        return str(body["id"])
-
-    async def join_url(self, room_id: str, identity: str, role: str = "specialist") -> str:
-        status, body = await self.api("POST", f"/api/rooms/{room_id}/tokens", {
-            "identity": identity, "name": identity, "role": role, "ttl_s": 600})
-        assert status == 201, body
-        return str(body["join_url"])
-
-    async def participant(self, room_id: str, identity: str, role: str = "specialist"
-                          ) -> Participant:
-        url = await self.join_url(room_id, identity, role)
-        p = Participant(self.url, room_id, url.split("#t=", 1)[1], ice=LOOPBACK)
-        await p.join()
-        return p

@@ -86,10 +86,7 @@ def client_process(join_url: str) -> Iterator[subprocess.Popen[bytes]]:
 async def test_killed_client_process_is_seen_within_10s(server: Server) -> None:
     room = await server.create_room("mdt")
     observer = await server.participant(room, "observer")
-    status, body = await server.api("POST", f"/api/rooms/{room}/tokens", {
-        "identity": "doomed", "name": "doomed", "role": "specialist"})
-    assert status == 201
-    with client_process(body["join_url"]) as proc:
+    with client_process(await server.join_url(room, "doomed")) as proc:
         assert await observer.wait_until(
             lambda: any(s.frames > 10 for s in observer.remote.values() if s.kind == "video"),
             timeout=20), observer.summary()
@@ -105,10 +102,7 @@ async def test_frozen_client_is_timed_out_within_10s(server: Server) -> None:
     """SIGSTOP keeps the socket open but nothing answers: only the heartbeat can tell."""
     room = await server.create_room("mdt")
     observer = await server.participant(room, "observer")
-    status, body = await server.api("POST", f"/api/rooms/{room}/tokens", {
-        "identity": "frozen", "name": "frozen", "role": "specialist"})
-    assert status == 201
-    with client_process(body["join_url"]) as proc:
+    with client_process(await server.join_url(room, "frozen")) as proc:
         assert await observer.wait_until(lambda: bool(observer.participants), timeout=20)
         frozen = next(iter(observer.participants))
         await asyncio.sleep(1)
