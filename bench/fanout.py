@@ -221,6 +221,10 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+#: the publisher's encoder ceiling, kbit/s (set from --publisher-kbps)
+PUBLISHER_KBPS = 1000
+
+
 def worker_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HUIZHEN_")}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
@@ -275,7 +279,7 @@ class Target:
     async def spawn_worker(self, role: str, index: int, ready_timeout: float, n: int = 0
                            ) -> Worker:
         args = [sys.executable, str(WORKER), *await self.worker_args(role, index),
-                "--ready-timeout", str(ready_timeout)]
+                "--ready-timeout", str(ready_timeout), "--max-kbps", str(PUBLISHER_KBPS)]
         name = (f"{self.name}-publisher" if role == "publish"
                 else f"{self.name}-n{n:02d}-sub{index:02d}")
         return await self.procs.spawn(name, args, env=worker_env())
@@ -666,7 +670,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON object to stdout")
     parser.add_argument("--keep-logs", action="store_true",
                         help="keep the temp folder with every process's log")
+    parser.add_argument("--publisher-kbps", type=int, default=1000,
+                        help="the publisher's VP8 bitrate ceiling, kbit/s (default 1000: the "
+                        "~1 Mbit/s stream the targets are stated for)")
     args = parser.parse_args(argv)
+    global PUBLISHER_KBPS
+    PUBLISHER_KBPS = args.publisher_kbps
     if args.window <= 0 or args.warmup < 0 or args.settle < 0:
         parser.error("--window must be positive, --warmup and --settle not negative")
 

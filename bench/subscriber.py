@@ -40,6 +40,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
+import aiortc.codecs.vpx
 import av
 from aiortc import (
     RTCConfiguration,
@@ -321,7 +322,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--token", help="participant token (huizhen)")
     parser.add_argument("--tag", type=int, default=0, help="test pattern colour")
     parser.add_argument("--ready-timeout", type=float, default=60)
+    parser.add_argument("--max-kbps", type=int, default=1000,
+                        help="publisher: the VP8 encoder's bitrate ceiling (aiortc's is 1500)")
     args = parser.parse_args(argv)
+    # the encoder follows REMB up to this ceiling: ~1 Mbit/s is the benchmark's stream
+    aiortc.codecs.vpx.MAX_BITRATE = args.max_kbps * 1000
     if args.target == "huizhen" and not (args.room and args.token):
         parser.error("--target huizhen needs --room and --token")
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,

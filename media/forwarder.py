@@ -39,13 +39,13 @@ class Template:
     seq: int
     timestamp: int
     marker: int
-    blocks: dict[rtp.ExtensionIds, bytearray]
+    blocks: dict[rtp.ExtensionIds, rtp.PacketTemplate]
     payload: bytes
     padding: int
     audio_level: tuple[bool, int] | None
     abs_send_time: int | None
 
-    def for_ids(self, ids: rtp.ExtensionIds) -> bytearray:
+    def for_ids(self, ids: rtp.ExtensionIds) -> rtp.PacketTemplate:
         block = self.blocks.get(ids)
         if block is None:
             ext = rtp.build_extension_block(ids, self.audio_level, self.abs_send_time)

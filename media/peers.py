@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import struct
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -210,6 +211,10 @@ class SubscriberPeer(PacketSink):
         self._answered = asyncio.Event()
         self._seq = 0
         self._dtls: Any = None
+        self._pair: Any = None
+        self._sock: socket.socket | None = None
+        self._addr: tuple[str, int] = ("", 0)
+        self.dropped = 0
         self.closed = False
         self.negotiations = 0
 
@@ -262,7 +267,7 @@ class SubscriberPeer(PacketSink):
     def request_negotiation(self) -> None:
         self._dirty = True
         if self._negotiation is None or self._negotiation.done():
-            self._negotiation = asyncio.ensure_future(self._negotiate())
+            self._negotiation = spawn(self._negotiate())
 
     async def _negotiate(self) -> None:
         while self._dirty and not self.closed:
@@ -365,12 +370,24 @@ class SubscriberPeer(PacketSink):
         pair = self._dtls.transport._connection._nominated.get(1)
         if pair is None:
             return
-        protocol = pair.protocol
-        if type(protocol) is StunProtocol:
-            if protocol.transport is not None:
-                protocol.transport.sendto(data, pair.remote_addr)
+        if pair is not self._pair:
+            self._pair = pair
+            transport = getattr(pair.protocol, "transport", None)
+            # a host/srflx pair: write to its UDP socket directly (no asyncio buffering: a
+            # real-time packet that does not fit the socket buffer is dropped, not queued)
+            self._sock = (transport.get_extra_info("socket")._sock
+                          if type(pair.protocol) is StunProtocol and transport is not None
+                          else None)
+            self._addr = pair.remote_addr
+        if self._sock is not None:
+            try:
+                self._sock.sendto(data, self._addr)
+            except (BlockingIOError, InterruptedError):
+                self.dropped += 1
+            except OSError as exc:
+                log.debug("send failed", extra={"error": str(exc)})
         else:  # relayed (TURN) pairs wrap the datagram; rare on the server side
-            spawn(protocol.send_data(data, pair.remote_addr))
+            spawn(pair.protocol.send_data(data, pair.remote_addr))
 
     async def close(self) -> None:
         if self.closed:

@@ -108,25 +108,26 @@ def build_extension_block(
     return struct.pack("!HH", ONE_BYTE_PROFILE, len(body) // 4) + bytes(body)
 
 
-def build_packet(extension_block: bytes, payload: bytes, padding: int = 0) -> bytearray:
-    """A packet template: fixed header (fields zero, filled per subscriber) + extensions + payload.
+@dataclass(frozen=True)
+class PacketTemplate:
+    """A packet minus its per-subscriber header fields: the first header byte (version, P and
+    X bits) and everything after the fixed header (extensions, payload, padding)."""
 
-    Byte 0 carries version, X bit; byte 1 (marker|pt), sequence, timestamp and SSRC are patched
-    in per subscriber with :func:`stamp`.
-    """
+    first_byte: int
+    tail: bytes
+
+
+def build_packet(extension_block: bytes, payload: bytes, padding: int = 0) -> PacketTemplate:
     first = RTP_VERSION_BITS | (0x10 if extension_block else 0)
-    out = bytearray(12)
-    out[0] = first
-    out += extension_block
-    out += payload
+    tail = extension_block + payload
     if padding:
-        out[0] |= 0x20
-        out += bytes(padding - 1) + bytes([padding])
-    return out
+        first |= 0x20
+        tail += bytes(padding - 1) + bytes([padding])
+    return PacketTemplate(first, tail)
 
 
-def stamp(template: bytearray, marker_pt: int, seq: int, timestamp: int, ssrc: int) -> bytes:
-    """Copy ``template`` with one subscriber's header fields; the per-packet hot path."""
-    buf = bytearray(template)
-    _HEADER.pack_into(buf, 0, template[0], marker_pt, seq, timestamp, ssrc)
-    return bytes(buf)
+def stamp(template: PacketTemplate, marker_pt: int, seq: int, timestamp: int, ssrc: int
+          ) -> bytes:
+    """One subscriber's packet: its header fields + the shared tail (one copy of the payload);
+    the per-packet hot path."""
+    return _HEADER.pack(template.first_byte, marker_pt, seq, timestamp, ssrc) + template.tail
