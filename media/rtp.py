@@ -9,7 +9,6 @@ from dataclasses import dataclass
 RTP_VERSION_BITS = 0x80
 ONE_BYTE_PROFILE = 0xBEDE
 
-URI_MID = "urn:ietf:params:rtp-hdrext:sdes:mid"
 URI_AUDIO_LEVEL = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
 URI_ABS_SEND_TIME = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
 
@@ -24,7 +23,3 @@ class RecordingStorage:
                 f"recording.folder {self.folder} is not a writable folder ({exc.strerror}); "
                 "set recording.folder or HUIZHEN_RECORDING__FOLDER to one the service can "
                 "write") from exc
-
-    def free_bytes(self) -> int:
-        stats = os.statvfs(self.folder)
-        return stats.f_bavail * stats.f_frsize

@@ -25,9 +25,7 @@ log = logging.getLogger("huizhen.api")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-_STATUS = {
-    "unauthorized": 401, "room_not_found": 404, "room_ended": 409, "not_found": 404,
-}
+_STATUS = {"room_not_found": 404, "room_ended": 409}
 
 
 def error_response(status: int, code: str, message: str) -> web.Response:

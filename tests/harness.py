@@ -25,7 +25,6 @@ from huizhen.config import ApiKey, Settings, load_settings
 from media.ice import IcePolicy
 from signaling.app import create_app
 from signaling.auth import mint_api_token
-from signaling.keys import ROOMS
 
 LOOPBACK = IcePolicy(gather_addresses=["127.0.0.1"])
 
@@ -153,11 +152,6 @@ class Server(HospitalSystem):
         if self.runner is not None:
             await self.runner.cleanup()
             self.runner = None
-
-    @property
-    def rooms(self) -> Any:
-        assert self.app is not None
-        return self.app[ROOMS]
 
 
 @contextlib.asynccontextmanager
