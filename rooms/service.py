@@ -26,12 +26,14 @@ from rooms.models import (
     new_id,
     utcnow,
 )
-from rooms.policy import Grants, kind_policy
+from rooms.policy import Grants, kind_policy, role_policy
 from rooms.store import RoomStateStore
 
 log = logging.getLogger("huizhen.rooms")
 
 SOURCES = {"audio": ("microphone",), "video": ("camera", "screen")}
+LOBBY, ACTIVE, HELD = "lobby", "active", "held"
+CLOSE_REMOVED = 4003
 
 
 class RoomError(Exception):
@@ -141,6 +143,7 @@ class RoomService:
             await self.leave(member, "room_ended")
             with contextlib.suppress(Exception):
                 await member.sink.close(4010, "room ended")
+        await self.store.clear_room(room_id)
         return await self.get_room(room_id)
 
     # ---- participants ---------------------------------------------------------------------
@@ -150,6 +153,12 @@ class RoomService:
         if room.status != "open":
             raise RoomError("room_ended", "this consultation has ended")
         policy = kind_policy(room.kind)
+        if await self.store.identity_marked(room_id, "removed", request.identity):
+            raise RoomError("removed", "a moderator removed you from this consultation")
+        waits = (role_policy(room.kind, request.role).waits_in_lobby
+                 and not request.grants.moderate
+                 and not await self.store.identity_marked(room_id, "admitted",
+                                                          request.identity))
         async with self._lock(room_id):
             for other in list(self.members.get(room_id, {}).values()):
                 if other.info.identity == request.identity:
@@ -160,28 +169,26 @@ class RoomService:
                 raise RoomError("room_full", f"the room is full ({policy.max_participants})")
             info = ParticipantInfo(id=new_id("p"), room_id=room_id, identity=request.identity,
                                    name=request.name, role=request.role,
-                                   grants=request.grants.as_dict(), joined_at=utcnow())
+                                   grants=request.grants.as_dict(), joined_at=utcnow(),
+                                   state=LOBBY if waits else ACTIVE)
             member = Member(info=info, sink=sink, grants=request.grants)
-            others = list(self.members.get(room_id, {}).values())
             await self.store.add_participant(info)
             self.members.setdefault(room_id, {})[info.id] = member
             await self.db.session_started(SessionRecord(
                 id=info.id, room_id=room_id, identity=info.identity, name=info.name,
                 role=info.role, joined_at=info.joined_at, token_id=request.token_id or None))
             await self._event(room_id, "participant_joined", info.id,
-                              {"identity": info.identity, "role": info.role})
-            await self._broadcast(others, {"type": "participant_joined",
-                                           "participant": info.as_dict()})
-            if member.grants.subscribe:
-                member.subscriber = self.sfu.subscriber(self._offer_sender(member))
-                for other in others:
-                    for track in other.info.tracks.values():
-                        self._subscribe(member, other, track)
+                              {"identity": info.identity, "role": info.role,
+                               "state": info.state})
+            await self._broadcast(self._audience(member), {"type": "participant_joined",
+                                                           "participant": info.as_dict()})
+            if info.state == ACTIVE:
+                self._start_media(member)
         joined = {
             "room": {"id": room.id, "kind": room.kind, "title": room.title,
-                     "status": room.status},
+                     "status": room.status, "recording": False},
             "me": info.as_dict(),
-            "participants": [o.info.as_dict() for o in others],
+            "participants": self._visible_to(member),
             "ice_servers": self.sfu.policy.client_ice_servers(),
             "video_codec": self.sfu.video_codec,
         }
@@ -198,14 +205,12 @@ class RoomService:
             return
         member.left = True
         room_id = member.room_id
+        audience = self._audience(member)
         self.members.get(room_id, {}).pop(member.id, None)
         if not self.members.get(room_id):
             self.members.pop(room_id, None)
         others = list(self.members.get(room_id, {}).values())
-        for track_id in list(member.info.tracks):
-            for other in others:
-                if other.subscriber is not None:
-                    other.subscriber.unsubscribe(track_id)
+        self._stop_forwarding_from(member, others)
         for peer in member.publishers:
             await self.sfu.close_publisher(peer)
         if member.subscriber is not None:
@@ -213,8 +218,8 @@ class RoomService:
         await self.store.remove_participant(room_id, member.id)
         await self.db.session_ended(member.id, utcnow(), reason)
         await self._event(room_id, "participant_left", member.id, {"reason": reason})
-        await self._broadcast(others, {"type": "participant_left", "participant_id": member.id,
-                                       "reason": reason})
+        await self._broadcast(audience, {"type": "participant_left",
+                                         "participant_id": member.id, "reason": reason})
         log.info("participant left", extra={"room": room_id, "participant": member.id,
                                             "reason": reason})
 
@@ -231,6 +236,9 @@ class RoomService:
             if not member.grants.allows_kind(t["kind"], t["source"]):
                 raise RoomError("not_permitted", f"your role ({member.info.role}) may not "
                                                  f"publish {t['source']} {t['kind']}")
+        if member.info.state != ACTIVE:
+            raise RoomError("not_admitted", "you can publish once the doctor lets you in"
+                            if member.info.state == LOBBY else "you are on hold")
         mids = [t["mid"] for t in tracks]
         if len(set(mids)) != len(mids):
             raise RoomError("bad_message", "each track needs its own mid")
@@ -244,8 +252,7 @@ class RoomService:
                 await self.sfu.close_publisher(peer)
                 raise RoomError("not_joined", "you have left the room")
             member.publishers.append(peer)
-            others = [o for o in self.members.get(member.room_id, {}).values()
-                      if o is not member]
+            others = self._others(member)
             for spec, pub in zip(tracks, published, strict=True):
                 source = peer.sources[pub.track_id]
                 codec = source.mime_type.split("/")[1].upper()
@@ -257,8 +264,8 @@ class RoomService:
                 await self._event(member.room_id, "track_published", member.id,
                                   {"track_id": track.id, "kind": track.kind,
                                    "source": track.source})
-                await self._broadcast(others, {"type": "track_published",
-                                               "track": track.as_dict()})
+                await self._broadcast(self._audience(member), {"type": "track_published",
+                                                               "track": track.as_dict()})
                 for other in others:
                     self._subscribe(other, member, track)
         return {"sdp": answer,
@@ -276,7 +283,7 @@ class RoomService:
             await self.store.remove_track(member.room_id, member.id, track_id)
             await self._event(member.room_id, "track_unpublished", member.id,
                               {"track_id": track_id})
-            await self._broadcast(self._others(member), {
+            await self._broadcast(self._audience(member), {
                 "type": "track_unpublished", "track_id": track_id,
                 "participant_id": member.id})
 
@@ -284,11 +291,7 @@ class RoomService:
         track = member.info.tracks.get(track_id)
         if track is None:
             raise RoomError("unknown_track", f"you have no track {track_id!r}")
-        track.muted = muted
-        await self.store.set_muted(member.room_id, member.id, track_id, muted)
-        await self._broadcast(self._others(member), {
-            "type": "track_muted", "track_id": track_id, "participant_id": member.id,
-            "muted": muted})
+        await self._set_muted(member, track, muted, self._audience(member))
 
     async def subscriber_answer(self, member: Member, sdp: str, seq: int) -> None:
         if member.subscriber is None:
@@ -298,10 +301,163 @@ class RoomService:
         except SdpError as exc:
             raise RoomError("bad_sdp", str(exc)) from exc
 
+    # ---- moderation (needs the moderate grant) ----------------------------------------------
+    async def admit(self, moderator: Member, participant_id: str) -> None:
+        async with self._lock(moderator.room_id):
+            target = self._target(moderator, participant_id)
+            if target.info.state != LOBBY:
+                raise RoomError("bad_message", f"{target.info.name} is not waiting in the lobby")
+            await self._set_state(target, ACTIVE)
+            await self.store.mark_identity(target.room_id, "admitted", target.info.identity)
+            await self._event(target.room_id, "participant_admitted", target.id,
+                              {"by": moderator.info.identity})
+            await self._send(target, {"type": "admitted",
+                                      "participants": self._visible_to(target)})
+            participant = target.info.as_dict()
+            for other in self._audience(target):
+                kind = "participant_updated" if other.grants.moderate else "participant_joined"
+                await self._send(other, {"type": kind, "participant": participant})
+            self._start_media(target)
+
+    async def deny(self, moderator: Member, participant_id: str) -> None:
+        await self._dismiss(moderator, participant_id, "denied")
+
+    async def remove(self, moderator: Member, participant_id: str) -> None:
+        await self._dismiss(moderator, participant_id, "removed")
+
+    async def _dismiss(self, moderator: Member, participant_id: str, reason: str) -> None:
+        """Deny entry (lobby) or remove; the identity may not come back after a removal."""
+        async with self._lock(moderator.room_id):
+            target = self._target(moderator, participant_id)
+            if reason == "denied" and target.info.state != LOBBY:
+                raise RoomError("bad_message", f"{target.info.name} is not waiting in the lobby")
+            if reason == "removed":
+                await self.store.mark_identity(target.room_id, "removed", target.info.identity)
+            await self._send(target, {"type": reason})
+            await self._leave_locked(target, reason)
+        with contextlib.suppress(Exception):
+            await target.sink.close(CLOSE_REMOVED, reason)
+
+    async def hold(self, moderator: Member, participant_id: str, held: bool) -> None:
+        """A held participant neither sees nor hears anyone, and nobody gets its media."""
+        async with self._lock(moderator.room_id):
+            target = self._target(moderator, participant_id)
+            if target.info.state == LOBBY:
+                raise RoomError("bad_message", f"{target.info.name} is still in the lobby")
+            if (target.info.state == HELD) == held:
+                return
+            others = self._others(target)
+            if held:
+                await self._set_state(target, HELD)
+                self._stop_forwarding_from(target, others)
+                if target.subscriber is not None:
+                    for other in others:
+                        for track_id in other.info.tracks:
+                            target.subscriber.unsubscribe(track_id)
+            else:
+                await self._set_state(target, ACTIVE)
+                self._start_media(target)
+            await self._event(target.room_id, "participant_held" if held else
+                              "participant_resumed", target.id, {"by": moderator.info.identity})
+            await self._send(target, {"type": "held", "held": held})
+            await self._broadcast(self._audience(target), {
+                "type": "participant_updated", "participant": target.info.as_dict()})
+
+    async def mute_participant(self, moderator: Member, participant_id: str, kind: str) -> None:
+        target = self._target(moderator, participant_id)
+        for track in [t for t in target.info.tracks.values() if t.kind == kind]:
+            await self._set_muted(target, track, True, [*self._audience(target), target])
+        await self._send(target, {"type": "muted_by_host", "kind": kind})
+
+    async def invited(self, moderator: Member, identity: str, role: str) -> None:
+        """Record that a moderator created an invite link (the link itself is not kept)."""
+        await self._event(moderator.room_id, "invite_created", moderator.id,
+                          {"identity": identity, "role": role,
+                           "by": moderator.info.identity})
+
+    async def end_by(self, moderator: Member, reason: str) -> None:
+        self._require_moderator(moderator)
+        await self.end_room(moderator.room_id, reason, by=moderator.info.identity)
+
+    # ---- chat -----------------------------------------------------------------------------------
+    async def chat(self, member: Member, text: str) -> None:
+        if not member.grants.send_data:
+            raise RoomError("not_permitted", f"your role ({member.info.role}) may not chat")
+        if member.info.state != ACTIVE:
+            raise RoomError("not_admitted", "chat opens once you are in the consultation")
+        at = utcnow()
+        event_id = await self._event(member.room_id, "chat", member.id,
+                                     {"name": member.info.name, "text": text})
+        recipients = [m for m in self.members.get(member.room_id, {}).values()
+                      if m.info.state == ACTIVE]
+        await self._broadcast(recipients, {
+            "type": "chat", "id": event_id, "participant_id": member.id,
+            "name": member.info.name, "text": text, "at": at.isoformat()})
+
     # ---- helpers -------------------------------------------------------------------------------
+    @staticmethod
+    def _sees(viewer: Member, subject: Member) -> bool:
+        """Lobby participants see nobody; only moderators see who waits in the lobby."""
+        if viewer.info.state == LOBBY:
+            return False
+        return subject.info.state != LOBBY or viewer.grants.moderate
+
+    def _audience(self, subject: Member) -> list[Member]:
+        """The others who are told about ``subject``."""
+        return [o for o in self._others(subject) if self._sees(o, subject)]
+
+    def _visible_to(self, viewer: Member) -> list[dict[str, Any]]:
+        return [o.info.as_dict() for o in self._others(viewer) if self._sees(viewer, o)]
+
+    def _require_moderator(self, member: Member) -> None:
+        if not member.grants.moderate:
+            raise RoomError("not_permitted", f"your role ({member.info.role}) may not moderate")
+
+    def _target(self, moderator: Member, participant_id: str) -> Member:
+        self._require_moderator(moderator)
+        target = self.members.get(moderator.room_id, {}).get(participant_id)
+        if target is None or target is moderator:
+            raise RoomError("unknown_participant", f"no other participant {participant_id!r} "
+                                                   "in this room")
+        return target
+
+    async def _set_state(self, member: Member, state: str) -> None:
+        member.info.state = state
+        await self.store.set_state(member.room_id, member.id, state)
+
+    async def _set_muted(self, member: Member, track: TrackInfo, muted: bool,
+                         recipients: list[Member]) -> None:
+        track.muted = muted
+        await self.store.set_muted(member.room_id, member.id, track.id, muted)
+        await self._broadcast(recipients, {
+            "type": "track_muted", "track_id": track.id, "participant_id": member.id,
+            "muted": muted})
+
+    def _start_media(self, member: Member) -> None:
+        """An active participant receives the active others, and they receive it."""
+        if member.grants.subscribe and member.subscriber is None:
+            member.subscriber = self.sfu.subscriber(self._offer_sender(member))
+        for other in self._others(member):
+            for track in other.info.tracks.values():
+                self._subscribe(member, other, track)
+            for track in member.info.tracks.values():
+                self._subscribe(other, member, track)
+
+    @staticmethod
+    def _stop_forwarding_from(member: Member, others: list[Member]) -> None:
+        for track_id in member.info.tracks:
+            for other in others:
+                if other.subscriber is not None:
+                    other.subscriber.unsubscribe(track_id)
+
+    async def _send(self, member: Member, message: dict[str, Any]) -> None:
+        with contextlib.suppress(Exception):
+            await member.sink.send(message)
+
     def _subscribe(self, subscriber: Member, publisher: Member, track: TrackInfo) -> None:
         source = self.sfu.sources.get(track.id)
-        if subscriber.subscriber is None or source is None:
+        if (subscriber.subscriber is None or source is None
+                or subscriber.info.state != ACTIVE or publisher.info.state != ACTIVE):
             return
         subscriber.subscriber.subscribe(source, {
             "participant_id": publisher.id, "kind": track.kind, "source": track.source})
@@ -321,6 +477,6 @@ class RoomService:
                                  return_exceptions=True)
 
     async def _event(self, room_id: str, type_: str, participant_id: str | None,
-                     data: dict[str, Any]) -> None:
-        await self.db.log_event(EventRecord(room_id=room_id, type=type_, at=utcnow(),
-                                            participant_id=participant_id, data=data))
+                     data: dict[str, Any]) -> int:
+        return await self.db.log_event(EventRecord(room_id=room_id, type=type_, at=utcnow(),
+                                                   participant_id=participant_id, data=data))

@@ -33,7 +33,17 @@ class RoomStateStore(Protocol):
     async def set_muted(self, room_id: str, participant_id: str, track_id: str, muted: bool
                         ) -> TrackInfo | None: ...
 
+    async def set_state(self, room_id: str, participant_id: str, state: str) -> None: ...
+
     async def rooms(self) -> list[str]: ...
+
+    async def mark_identity(self, room_id: str, mark: str, identity: str) -> None:
+        """Remember something about an identity in a room (``admitted``, ``removed``) until
+        the room is cleared, also while that identity is not connected."""
+
+    async def identity_marked(self, room_id: str, mark: str, identity: str) -> bool: ...
+
+    async def clear_room(self, room_id: str) -> None: ...
 
 
 class MemoryRoomStateStore:
@@ -41,6 +51,7 @@ class MemoryRoomStateStore:
 
     def __init__(self) -> None:
         self._rooms: dict[str, dict[str, ParticipantInfo]] = {}
+        self._marks: dict[tuple[str, str], set[str]] = {}
 
     async def add_participant(self, participant: ParticipantInfo) -> None:
         self._rooms.setdefault(participant.room_id, {})[participant.id] = copy.deepcopy(
@@ -76,6 +87,11 @@ class MemoryRoomStateStore:
         participant = self._rooms.get(room_id, {}).get(participant_id)
         return participant.tracks.pop(track_id, None) if participant else None
 
+    async def set_state(self, room_id: str, participant_id: str, state: str) -> None:
+        participant = self._rooms.get(room_id, {}).get(participant_id)
+        if participant is not None:
+            participant.state = state
+
     async def set_muted(self, room_id: str, participant_id: str, track_id: str, muted: bool
                         ) -> TrackInfo | None:
         participant = self._rooms.get(room_id, {}).get(participant_id)
@@ -87,3 +103,14 @@ class MemoryRoomStateStore:
 
     async def rooms(self) -> list[str]:
         return list(self._rooms)
+
+    async def mark_identity(self, room_id: str, mark: str, identity: str) -> None:
+        self._marks.setdefault((room_id, mark), set()).add(identity)
+
+    async def identity_marked(self, room_id: str, mark: str, identity: str) -> bool:
+        return identity in self._marks.get((room_id, mark), set())
+
+    async def clear_room(self, room_id: str) -> None:
+        self._rooms.pop(room_id, None)
+        for key in [k for k in self._marks if k[0] == room_id]:
+            del self._marks[key]

@@ -11,13 +11,22 @@ import asyncio
 import contextlib
 import json
 import logging
+import secrets
 from typing import Any
 
 from aiohttp import WSMsgType, web
 
 from huizhen.config import Settings
+from rooms.policy import PolicyError
 from rooms.service import JoinRequest, Member, RoomError, RoomService
-from signaling.auth import AuthError, check_role_for_room, verify_participant_token
+from signaling.api import join_url
+from signaling.auth import (
+    AuthError,
+    ParticipantClaims,
+    check_role_for_room,
+    mint_participant_token,
+    verify_participant_token,
+)
 from signaling.keys import ROOMS, SETTINGS
 from signaling.protocol import PROTOCOL_VERSION, ProtocolError, parse_client_message
 
@@ -73,6 +82,7 @@ class Connection:
         )
         self.sink = WsSink(self.ws)
         self.member: Member | None = None
+        self.claims: ParticipantClaims | None = None
         self.leave_reason = "disconnected"
         self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
 
@@ -142,11 +152,51 @@ class Connection:
             await self.service.mute(member, message["track_id"], message["muted"])
         elif kind == "unpublish":
             await self.service.unpublish(member, message["track_id"])
+        elif kind == "chat":
+            await self.service.chat(member, message["text"])
+        elif kind == "admit":
+            await self.service.admit(member, message["participant_id"])
+        elif kind == "deny":
+            await self.service.deny(member, message["participant_id"])
+        elif kind == "hold":
+            await self.service.hold(member, message["participant_id"], message["held"])
+        elif kind == "mute_participant":
+            await self.service.mute_participant(member, message["participant_id"],
+                                                message["kind"])
+        elif kind == "remove":
+            await self.service.remove(member, message["participant_id"])
+        elif kind == "create_invite":
+            invite = await self._invite(member, message)
+            await self.sink.send({"type": "invite", "ref": ref, **invite})
+        elif kind == "end_room":
+            await self.service.end_by(member, message.get("reason") or "ended by the host")
         elif kind == "leave":
             self.leave_reason = "left"
             await self.service.leave(member, "left")
             self.member = None
             await self.sink.close(1000, "left")
+
+    async def _invite(self, member: Member, message: dict[str, Any]) -> dict[str, Any]:
+        """A join link for someone new (specialist, interpreter, relative), signed with the
+        key that signed the moderator's own token."""
+        if not member.grants.moderate or self.claims is None:
+            raise RoomError("not_permitted", f"your role ({member.info.role}) may not invite")
+        auth = self.settings.auth
+        ttl = min(int(message.get("ttl_s") or auth.default_token_ttl_s), auth.max_token_ttl_s)
+        room = await self.service.get_room(self.room_id)
+        role = message["role"]
+        identity = f"guest-{secrets.token_hex(4)}"
+        try:
+            token, claims = mint_participant_token(
+                api_key=self.claims.api_key, secret=self.settings.secret_for(
+                    self.claims.api_key) or "", audience=auth.audience, room_id=room.id,
+                room_kind=room.kind, identity=identity,
+                name=message.get("name") or role.capitalize(), role=role, ttl_s=ttl)
+        except PolicyError as exc:
+            raise RoomError(exc.code, str(exc)) from exc
+        await self.service.invited(member, identity, role)
+        return {"join_url": join_url(self.settings, room.id, token), "role": role,
+                "identity": identity, "expires_at": claims.expires_at}
 
     async def _join(self, message: dict[str, Any]) -> None:
         ref = message.get("id")
@@ -177,6 +227,7 @@ class Connection:
             await self._refuse(exc, ref, CLOSE_ROOM)
             return
         self.member = member
+        self.claims = claims
         await self.sink.send({"type": "joined", "ref": ref, **joined,
                               "heartbeat_s": self.settings.signaling.heartbeat_s})
         await self.sink.release()

@@ -504,7 +504,8 @@ async def test_sessions_and_events_record_the_history(server: Server) -> None:
         ("participant_left", guest.id))
     by_type = {(e["type"], e["participant_id"]): e for e in events}
     assert by_type[("participant_joined", host.id)]["data"] == {"identity": "dr-ma",
-                                                                "role": "host"}
+                                                                "role": "host",
+                                                                "state": "active"}
     assert by_type[("participant_left", host.id)]["data"] == {"reason": "left"}
     assert by_type[("participant_left", guest.id)]["data"] == {"reason": "disconnected"}
     assert by_type[("track_published", guest.id)]["data"]["kind"] == "audio"

@@ -650,12 +650,17 @@ async def test_viewer_cannot_publish_in_a_broadcast(server: Server) -> None:
 
 async def test_clinic_patient_cannot_share_a_screen(server: Server) -> None:
     room = await server.create_room("clinic")
+    doctor = await joined(server, room, "doctor", role="doctor")
     patient = await joined(server, room, "patient", role="patient")
     try:
         with pytest.raises(RequestFailed) as info:
             await patient.publish(audio=False, video=True, source="screen")
-        assert info.value.code == "not_permitted"
+        assert info.value.code == "not_permitted"  # whatever the lobby says: never allowed
+        await doctor.send({"type": "admit", "participant_id": patient.id})
+        assert await patient.wait_until(
+            lambda: any(e["type"] == "admitted" for e in patient.events), timeout=5)
         reply = await patient.publish(tag=1)  # camera and microphone are fine
         assert len(reply["tracks"]) == 2
     finally:
         await patient.leave()
+        await doctor.leave()
