@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from media.background import spawn
 from media.peers import PublisherPeer, SubscriberPeer
 from media.sfu import PublishedTrack, SdpError, Sfu
 from rooms.db import Database
@@ -137,13 +138,15 @@ class RoomService:
             raise RoomError("room_ended", f"room {room_id} has already ended")
         await self.db.end_room(room_id, utcnow(), reason)
         await self._event(room_id, "room_ended", None, {"reason": reason, "by": by})
-        for member in list(self.members.get(room_id, {}).values()):
-            with contextlib.suppress(Exception):
-                await member.sink.send({"type": "room_ended", "reason": reason})
+        members = list(self.members.get(room_id, {}).values())
+        for member in members:
+            await self._send(member, {"type": "room_ended", "reason": reason})
             await self.leave(member, "room_ended")
-            with contextlib.suppress(Exception):
-                await member.sink.close(4010, "room ended")
         await self.store.clear_room(room_id)
+        # closed apart from the caller: a moderator ending the room from its own socket would
+        # otherwise stop its own message handling half-way
+        for member in members:
+            spawn(member.sink.close(4010, "room ended"))
         return await self.get_room(room_id)
 
     # ---- participants ---------------------------------------------------------------------

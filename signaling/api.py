@@ -16,10 +16,17 @@ from typing import Any
 from aiohttp import web
 
 from huizhen.config import Settings
+from media.echo import EchoBusy
+from media.peers import SdpError
 from rooms.policy import PolicyError, kind_policy
 from rooms.service import RoomError, RoomService
-from signaling.auth import AuthError, mint_participant_token, verify_api_token
-from signaling.keys import API_KEY, ROOMS, SETTINGS
+from signaling.auth import (
+    AuthError,
+    mint_participant_token,
+    verify_api_token,
+    verify_participant_token,
+)
+from signaling.keys import API_KEY, ECHO, ROOMS, SETTINGS
 
 log = logging.getLogger("huizhen.api")
 
@@ -190,6 +197,32 @@ async def end_room(request: web.Request) -> web.Response:
     return web.json_response(room.as_dict())
 
 
+async def precheck(request: web.Request) -> web.Response:
+    """The pre-call check's WebRTC loop: authorised by the participant's own token."""
+    settings = request.app[SETTINGS]
+    header = request.headers.get("Authorization", "")
+    try:
+        claims = verify_participant_token(header.removeprefix("Bearer ").strip(),
+                                          settings.secret_for, settings.auth.audience)
+    except AuthError as exc:
+        return error_response(401, exc.code, exc.message)
+    try:
+        room = await _service(request).get_room(claims.room)
+        if room.status != "open":
+            raise RoomError("room_ended", "this consultation has ended")
+        data = await _body(request)
+        sdp = data.get("sdp")
+        if not isinstance(sdp, str):
+            raise BadRequest("field 'sdp' (the offer) is required")
+        answer = await request.app[ECHO].answer(sdp)
+    except (RoomError, BadRequest, SdpError) as exc:
+        code = getattr(exc, "code", "bad_sdp" if isinstance(exc, SdpError) else "bad_request")
+        return error_response(_STATUS.get(code, 400), code, str(exc))
+    except EchoBusy as exc:
+        return error_response(503, "busy", str(exc))
+    return web.json_response({"sdp": answer})
+
+
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
@@ -204,6 +237,7 @@ async def readyz(request: web.Request) -> web.Response:
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_post("/precheck", precheck)
     app.router.add_post("/api/rooms", create_room)
     app.router.add_get("/api/rooms", list_rooms)
     app.router.add_get("/api/rooms/{room_id}", get_room)

@@ -11,6 +11,7 @@ from pathlib import Path
 from aiohttp import web
 
 from huizhen.config import Settings
+from media.echo import EchoService
 from media.ice import IcePolicy, TurnServerSpec
 from media.sfu import Sfu
 from recording.storage import RecordingStorage
@@ -18,7 +19,7 @@ from rooms.db import Database
 from rooms.service import RoomService
 from rooms.store import MemoryRoomStateStore
 from signaling import api
-from signaling.keys import ROOMS, SETTINGS, SFU
+from signaling.keys import ECHO, ROOMS, SETTINGS, SFU
 from signaling.tls import ssl_context
 from signaling.ws import websocket_handler
 
@@ -79,11 +80,13 @@ async def _services(app: web.Application):  # type: ignore[no-untyped-def]
     await service.start()
     app[ROOMS] = service
     app[SFU] = sfu
+    app[ECHO] = EchoService(policy)
     log.info("service ready", extra={"url": settings.base_url, "mode": settings.mode,
                                      "database": db.engine.url.render_as_string(
                                          hide_password=True)})
     yield
     await service.stop()  # no-op after on_shutdown; covers a failed start
+    await app[ECHO].close()
     await db.close()
 
 

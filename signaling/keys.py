@@ -5,10 +5,12 @@ from __future__ import annotations
 from aiohttp import web
 
 from huizhen.config import Settings
+from media.echo import EchoService
 from media.sfu import Sfu
 from rooms.service import RoomService
 
 SETTINGS = web.AppKey("settings", Settings)
 ROOMS = web.AppKey("rooms", RoomService)
 SFU = web.AppKey("sfu", Sfu)
+ECHO = web.AppKey("echo", EchoService)
 API_KEY = web.RequestKey("api_key", str)
