@@ -100,6 +100,7 @@ async def test_deny_and_remove_close_the_socket_and_remove_bars_the_identity(
             await server.participant(room, "patient-zhou", "patient")
         assert info.value.code == "removed"
         status, state = await server.api("GET", f"/api/rooms/{room}")
+        assert status == 200
         assert [p["identity"] for p in state["participants"]] == ["dr-lin"]
     finally:
         await doctor.leave()
@@ -153,8 +154,10 @@ async def test_mute_participant_and_chat(server: Server) -> None:
             assert await p.wait_until(
                 lambda p=p: len([e for e in p.events if e["type"] == "chat"]) == 2, timeout=5)
         texts = [(e["name"], e["text"]) for e in doctor.events if e["type"] == "chat"]
-        assert texts == [("patient-zhou", "我能听到您 — I can hear you"), ("dr-lin", "Good. 请稍等")]
+        assert texts == [("patient-zhou", "我能听到您 — I can hear you"),
+                         ("dr-lin", "Good. 请稍等")]
         status, events = await server.api("GET", f"/api/rooms/{room}/events")
+        assert status == 200
         assert [e["data"]["text"] for e in events["events"] if e["type"] == "chat"] == [
             "我能听到您 — I can hear you", "Good. 请稍等"]
     finally:
@@ -209,7 +212,7 @@ async def test_host_ends_the_consultation_for_everyone(server: Server) -> None:
             assert await p.wait_until(p.closed.is_set, timeout=5)
             assert got(p, "room_ended", reason="consultation finished")
         status, state = await server.api("GET", f"/api/rooms/{room}")
-        assert state["status"] == "ended" and state["participants"] == []
+        assert status == 200 and state["status"] == "ended" and state["participants"] == []
     finally:
         await patient.close()
         await doctor.close()

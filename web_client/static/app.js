@@ -1,11 +1,17 @@
 // Huizhen web client: the join page (/join/{room_id}#t=<participant token>).
 //
 // Flow: read the room id from the path and the token from the fragment → ask for the
-// microphone/camera the token allows → connect and join → publish what the grants allow →
-// receive everyone else on the subscribe connection. See session.js for the protocol side.
+// microphone/camera the token allows → the pre-call check (precheck.js) → Join → connect and
+// join → in the lobby until a moderator admits us (clinic patients) → publish what the grants
+// allow → receive everyone else on the subscribe connection. See session.js for the protocol.
 //
-// For tests (read-only): window.huizhen = {state, pcs: {publish, subscribe}, participants, …}
-// and the stable ids #btn-mic #btn-cam #btn-leave #tiles #banner (tiles: [data-participant-id]).
+// Views (body[data-view]): precheck | call | lobby | hold | end.
+//
+// For tests (read-only): window.huizhen = {state, view, pcs: {publish, subscribe, screen},
+// participants, lobby, chat, quality, precheck, activeSpeaker, …} and the stable ids
+// #btn-mic #btn-cam #btn-leave #btn-chat #btn-screen #btn-invite #btn-end #btn-join #btn-care
+// #tiles #banner #precheck #lobby-wait #lobby-list #hold-screen #chat-panel #chat-log #quality
+// #rec-indicator (tiles: [data-participant-id], moderator menu buttons [data-action]).
 
 import {
   applyTranslations,
@@ -16,14 +22,22 @@ import {
   t,
   toggleLang,
 } from './i18n.js';
+import { ChatView } from './chat.js';
+import { confirmAction, InviteDialog, LobbyList } from './host.js';
 import { ICONS } from './icons.js';
 import { countCameras, getLocalMedia, kindsFromToken, openOtherCamera, reopenCamera } from './media.js';
+import { CallMonitor } from './monitor.js';
+import { PrecheckView } from './precheck.js';
 import { Session } from './session.js';
 import { TileView } from './tiles.js';
 
 const NOTICE_HIDE_MS = 12000;
 // banners about the connection itself, cleared once we are back
 const RECONNECT_NOTICES = new Set(['connection_lost', 'media_connection_failed']);
+const CARE_KEY = 'huizhen.care';
+const SKIP_CHECK_KEY = 'huizhen.skipcheck';
+// narrow screens (phones upright): the active speaker large, the others small
+const NARROW = window.matchMedia('(max-width: 799px)');
 
 const $ = (id) => document.getElementById(id);
 
@@ -45,6 +59,21 @@ const ui = {
   flip: $('btn-flip'),
   leave: $('btn-leave'),
   live: $('live'),
+  care: $('btn-care'),
+  quality: $('quality'),
+  rec: $('rec-indicator'),
+  precheck: $('precheck'),
+  join: $('btn-join'),
+  lobbyWait: $('lobby-wait'),
+  lobbyVideo: $('lobby-video'),
+  lobbyList: $('lobby-list'),
+  hold: $('hold-screen'),
+  screen: $('btn-screen'),
+  chat: $('btn-chat'),
+  more: $('btn-more'),
+  hostTools: $('host-tools'),
+  invite: $('btn-invite'),
+  end: $('btn-end'),
 };
 
 let appState = 'idle';
@@ -56,9 +85,23 @@ let leaveRequested = false;
 let cameraCount = 0;
 let flipping = false;
 let soundBlocked = false;
+let view = 'start';
+let precheck = null;
+let precheckResult = null;
+let monitor = null;
+let quality = { level: 'unknown', rtt_ms: null, loss_pct: null };
+let activeSpeaker = null; // participant id shown large
+let speaking = new Set();
+let moreOpen = false;
+let screenBusy = false;
+let lastInvite = null;
+let localMedia = { stream: null, problem: null };
 
 const remoteTiles = new Map(); // participant id -> TileView
 const localTile = new TileView({ local: true });
+let chatView = null;
+let lobbyList = null;
+let inviteDialog = null;
 
 // ---- read-only view for tests and debugging ---------------------------------------------------
 
@@ -67,11 +110,55 @@ window.huizhen = Object.freeze({
   get state() {
     return appState;
   },
+  /** precheck|call|lobby|hold|end */
+  get view() {
+    return view;
+  },
   get pcs() {
     return {
       publish: session ? session.pcs.publish : null,
       subscribe: session ? session.pcs.subscribe : null,
+      screen: session ? session.pcs.screen : null,
     };
+  },
+  /** our state in the room: lobby|active|held (null before joining) */
+  get admission() {
+    return session ? session.admission : null;
+  },
+  /** moderators: who waits in the lobby [{id, identity, name, role}] */
+  get lobby() {
+    return session
+      ? Object.values(session.lobby).map((p) => ({
+          id: p.id,
+          identity: p.identity,
+          name: p.name,
+          role: p.role,
+        }))
+      : [];
+  },
+  /** chat messages, oldest first [{id, participant_id, name, text, at, mine}] */
+  get chat() {
+    return session ? session.chat.map((m) => ({ ...m })) : [];
+  },
+  /** {level: good|fair|poor|unknown, rtt_ms, loss_pct} */
+  get quality() {
+    return { ...quality };
+  },
+  /** the pre-call check's result, or null while it runs */
+  get precheck() {
+    return precheckResult ? { ...precheckResult } : null;
+  },
+  get activeSpeaker() {
+    return activeSpeaker;
+  },
+  get screenSharing() {
+    return !!(session && session.isSharingScreen);
+  },
+  get care() {
+    return document.body.classList.contains('care');
+  },
+  get invite() {
+    return lastInvite ? { ...lastInvite } : null;
   },
   /** id -> {id, identity, name, role, grants, state, tracks: {track_id: {…, muted}}, receiving} */
   get participants() {

@@ -22,16 +22,32 @@
 //   'notice'                ({key?, code?, message?, level, sticky?})   for the banner
 //   'notice-clear'          ()
 //   'end'                   ({state, key, code?, message?, rejoin})     terminal
+//   'admission'             (state)          our own state in the room: lobby|active|held
+//   'lobby'                 ()               the lobby list changed (moderators)
+//   'chat'                  (message)        a chat message {id, participant_id, name, text, at, mine}
+//   'invite'                (invite)         {join_url, role, identity, expires_at}
+//   'room-updated'          (room)
 
 import { CLOSE_STALE, Signaling, SignalingError } from './signaling.js';
 
 const ICE_GATHER_TIMEOUT_MS = 10000;
-const RECONNECT_BASE_MS = 500;
-const RECONNECT_MAX_MS = 10000;
+const RECONNECT_BASE_MS = 400;
+const RECONNECT_FACTOR = 1.6;
+const RECONNECT_MAX_MS = 8000;
 const RECONNECT_GIVE_UP_MS = 5 * 60 * 1000;
 const LEAVE_CLOSE_DELAY_MS = 1500;
 
 const TERMINAL = new Set(['left', 'ended', 'failed']);
+const CHAT_KEEP = 500; // messages kept in memory
+
+/** Close codes (docs/protocol.md, "Close codes"). */
+export const CLOSE_LEFT = 1000;
+export const CLOSE_RESTARTING = 1012;
+export const CLOSE_TOKEN = 4001;
+export const CLOSE_MODERATOR = 4003;
+export const CLOSE_ROOM = 4004;
+export const CLOSE_REPLACED = 4009;
+export const CLOSE_ENDED = 4010;
 
 /** Join errors worth retrying (anything else is final: bad link, no room, room full…). */
 const RETRYABLE_JOIN_ERRORS = new Set(['timeout', 'disconnected', 'internal']);
@@ -115,6 +131,8 @@ function makeParticipant(p) {
     tracks: {},
     // track ids whose media is currently attached (arriving on the subscribe connection)
     receiving: [],
+    // the server paused this participant's video for us (weak network)
+    videoPaused: false,
   };
   for (const tr of p.tracks || []) record.tracks[tr.id] = trackRecord(tr);
   return record;
@@ -147,7 +165,20 @@ export class Session {
     this.iceServers = [];
     this.videoCodec = 'VP8';
     this.heartbeatS = 3;
-    this.pcs = { publish: null, subscribe: null };
+    this.pcs = { publish: null, subscribe: null, screen: null };
+    /** our own state in the room: lobby|active|held (null before the first join) */
+    this.admission = null;
+    /** participants waiting in the lobby (moderators only): id -> record */
+    this.lobby = {};
+    /** chat messages, oldest first */
+    this.chat = [];
+    /**
+     * Identities a moderator has seen in the call. Should the server forget an admission (a
+     * restart), they are admitted again at once when they come back through the lobby.
+     */
+    this.knownAdmitted = new Set();
+    /** our screen share: {track, trackId, mid} or null */
+    this.screen = null;
 
     // our own tracks: {track, kind, source, muted, trackId, sentMuted, mid, sender}
     this.local = { audio: null, video: null };
@@ -205,6 +236,17 @@ export class Session {
 
   get isTerminal() {
     return TERMINAL.has(this.state);
+  }
+
+  get isModerator() {
+    return !!(this.me && this.me.grants && this.me.grants.moderate);
+  }
+
+  setAdmission(state) {
+    if (this.me) this.me.state = state;
+    if (this.admission === state) return;
+    this.admission = state;
+    this.emit('admission', state);
   }
 
   // ---- local tracks -------------------------------------------------------------------------
@@ -277,6 +319,8 @@ export class Session {
     for (const item of [this.local.audio, this.local.video]) {
       if (item) item.track.stop();
     }
+    if (this.screen) this.screen.track.stop();
+    this.screen = null;
   }
 
   // ---- connection lifecycle -----------------------------------------------------------------
@@ -324,7 +368,26 @@ export class Session {
     this.setState('joined');
     if (wasReconnecting) this.emit('notice-clear');
     this.emit('joined');
-    await this.publish(gen);
+    this.setAdmission(this.me && this.me.state ? this.me.state : 'active');
+    // a lobby we can skip: a moderator admits those it has already seen in the call
+    for (const p of Object.values(this.lobby)) this.maybeAutoAdmit(p);
+    if (this.admission === 'active') await this.publishAll(gen);
+  }
+
+  /** Camera and microphone, then the screen share if one was running before a reconnect. */
+  async publishAll(gen) {
+    if (gen !== this.gen) return;
+    if (!this.pcs.publish) await this.publish(gen);
+    if (gen !== this.gen) return;
+    if (this.screen && !this.pcs.screen && this.screen.track.readyState === 'live') {
+      try {
+        await this.negotiateScreen(gen);
+      } catch (err) {
+        if (gen !== this.gen) return;
+        console.warn('[huizhen] screen share could not be sent again', err);
+        this.stopScreenShare();
+      }
+    }
   }
 
   wireSignaling(sig, gen) {
@@ -337,7 +400,16 @@ export class Session {
     sig.on('track_published', live((m) => this.onTrackPublished(m)));
     sig.on('track_unpublished', live((m) => this.onTrackUnpublished(m)));
     sig.on('track_muted', live((m) => this.onTrackMuted(m)));
-    sig.on('room_ended', live(() => this.finish('ended', { key: 'ended' })));
+    sig.on('room_ended', live(() => this.finish('ended', { key: 'ended', code: 'room_ended' })));
+    sig.on('participant_updated', live((m) => this.onParticipantUpdated(m)));
+    sig.on('admitted', live((m) => this.onAdmitted(m, gen)));
+    sig.on('denied', live(() => this.finish('failed', { key: 'denied', code: 'denied' })));
+    sig.on('removed', live(() => this.finish('failed', { key: 'removed', code: 'removed' })));
+    sig.on('held', live((m) => this.onHeld(m, gen)));
+    sig.on('muted_by_host', live((m) => this.onMutedByHost(m)));
+    sig.on('chat', live((m) => this.onChat(m)));
+    sig.on('invite', live((m) => this.emit('invite', m)));
+    sig.on('video_paused', live((m) => this.onVideoPaused(m)));
     sig.on('error', live((m) => this.onServerError(m)));
     sig.on('close', live((ev) => this.onSocketClosed(ev)));
   }
@@ -349,12 +421,8 @@ export class Session {
     this.videoCodec = j.video_codec || 'VP8';
     this.heartbeatS = Number(j.heartbeat_s) > 0 ? Number(j.heartbeat_s) : 3;
 
-    this.participants = {};
-    for (const p of j.participants || []) {
-      if (this.me && p.id === this.me.id) continue;
-      this.participants[p.id] = makeParticipant(p);
-      this.emit('participant-added', this.participants[p.id]);
-    }
+    this.emit('room-updated', this.room);
+    this.setParticipants(j.participants || []);
 
     // Captured something the grants do not allow (the token hint was wider)? Release it.
     const grants = (this.me && this.me.grants) || {};
@@ -369,30 +437,67 @@ export class Session {
     this.emit('local-updated');
   }
 
+  /** Replace everyone we know with `list` (joined / admitted). */
+  setParticipants(list) {
+    if (Object.keys(this.participants).length) {
+      for (const mid of [...this.attached.keys()]) {
+        const a = this.attached.get(mid);
+        if (!list.some((p) => p.id === a.participantId)) this.detachMid(mid);
+      }
+    }
+    const previous = this.participants;
+    this.participants = {};
+    this.lobby = {};
+    for (const p of list) {
+      if (!p || !p.id || (this.me && p.id === this.me.id)) continue;
+      if (p.state === 'lobby') {
+        this.lobby[p.id] = makeParticipant(p);
+        continue;
+      }
+      const record = makeParticipant(p);
+      const old = previous[p.id];
+      if (old) {
+        record.receiving = old.receiving;
+        record.tracks = { ...old.tracks, ...record.tracks };
+      }
+      this.participants[p.id] = record;
+      this.noteAdmitted(record);
+      this.emit(old ? 'participant-updated' : 'participant-added', record);
+    }
+    for (const [id, old] of Object.entries(previous)) {
+      if (!this.participants[id]) this.emit('participant-removed', old, 'left');
+    }
+    this.emit('lobby');
+  }
+
   onSocketClosed({ code }) {
-    if (code === 4010) {
-      this.finish('ended', { key: 'ended' });
+    if (code === CLOSE_ENDED) {
+      this.finish('ended', { key: 'ended', code: 'room_ended' });
       return;
     }
-    if (code === 4009) {
+    if (code === CLOSE_MODERATOR) {
+      // normally `denied` / `removed` came first and ended the session already
+      const denied = this.admission === 'lobby';
+      this.finish('failed', {
+        key: denied ? 'denied' : 'removed',
+        code: denied ? 'denied' : 'removed',
+      });
+      return;
+    }
+    if (code === CLOSE_REPLACED) {
       // the same identity joined from another tab or device: rejoining by ourselves would take
       // the call back from it, so let the user decide
       this.finish('failed', { key: 'replaced', code: 'replaced', rejoin: true });
       return;
     }
-    if ((code === 4001 || code === 4004) && this.state === 'joining') {
+    if ((code === CLOSE_TOKEN || code === CLOSE_ROOM) && this.state === 'joining') {
       // normally the `error` reply came first and ended the session; this is the fallback
       this.finish('failed', { key: 'error_generic', code: String(code) });
       return;
     }
-    if (code === 1000) {
-      // The server closed us on purpose (it does so after `leave`, and after replacing this
-      // session with a newer one of the same identity). Rejoining by ourselves could take the
-      // call away from the participant's other tab or device, so let the user decide.
-      this.finish('failed', { key: 'disconnected', code: 'closed', rejoin: true });
-      return;
-    }
-    // network loss, server restart (1001), stale connection (4000), …: join again
+    // 1000 after our own `leave` never gets here (the session has finished by then). Anything
+    // else — network loss (1006), a server restart (1012, 1001), a stale connection (4000), or
+    // a plain close nobody asked for — means: join again with the same token.
     this.scheduleReconnect();
   }
 
@@ -409,7 +514,10 @@ export class Session {
     }
     this.setState('reconnecting');
     this.emit('notice', { key: 'connection_lost', level: 'warning', sticky: true });
-    const delay = Math.min(RECONNECT_BASE_MS * 2 ** this.reconnectAttempts, RECONNECT_MAX_MS);
+    const base = Math.min(RECONNECT_BASE_MS * RECONNECT_FACTOR ** this.reconnectAttempts,
+      RECONNECT_MAX_MS);
+    // jitter: after a server restart, not everyone knocks at the same moment
+    const delay = Math.round(base * (0.75 + Math.random() * 0.5));
     this.reconnectAttempts++;
     clearTimeout(this.reconnectTimer);
     this.reconnectTimer = setTimeout(() => {
@@ -427,7 +535,7 @@ export class Session {
 
   /** Close both peer connections and forget all remote media (keeps local tracks). */
   teardownConnections() {
-    for (const which of ['publish', 'subscribe']) {
+    for (const which of ['publish', 'subscribe', 'screen']) {
       const pc = this.pcs[which];
       if (pc) {
         pc.onconnectionstatechange = null;
@@ -447,8 +555,15 @@ export class Session {
         item.sender = null;
       }
     }
+    if (this.screen) {
+      // the track keeps running: it is sent again after the reconnect
+      this.screen.trackId = null;
+      this.screen.mid = null;
+    }
     this.participants = {};
+    this.lobby = {};
     this.emit('participants-reset');
+    this.emit('lobby');
     this.emit('local-updated');
   }
 
@@ -457,6 +572,7 @@ export class Session {
     if (this.isTerminal) return;
     const sig = this.sig;
     if (sig && this.state === 'joined') sig.send({ type: 'leave' });
+    if (this.screen) this.screen.track.stop();
     this.finish('left', { key: 'left', rejoin: true }, { keepSocket: true });
     // the server closes the socket (1000) after `leave`; close it ourselves if it does not
     if (sig) setTimeout(() => sig.close(1000, 'left'), LEAVE_CLOSE_DELAY_MS);
@@ -490,8 +606,20 @@ export class Session {
   onParticipantJoined({ participant }) {
     if (!participant || !participant.id || (this.me && participant.id === this.me.id)) return;
     this.departed.delete(participant.id);
+    if (participant.state === 'lobby') {
+      // only moderators hear of people in the lobby
+      this.lobby[participant.id] = makeParticipant(participant);
+      this.emit('lobby');
+      this.maybeAutoAdmit(this.lobby[participant.id]);
+      return;
+    }
+    if (this.lobby[participant.id]) {
+      delete this.lobby[participant.id];
+      this.emit('lobby');
+    }
     const existing = this.participants[participant.id];
     const record = makeParticipant(participant);
+    this.noteAdmitted(record);
     if (existing) {
       // we created a placeholder when its media arrived first; keep what we know
       record.receiving = existing.receiving;
@@ -512,6 +640,10 @@ export class Session {
       else this.forceReconnect('connection_lost');
       return;
     }
+    if (this.lobby[id]) {
+      delete this.lobby[id];
+      this.emit('lobby');
+    }
     const record = this.participants[id];
     if (!record) {
       this.departed.add(id);
@@ -521,6 +653,247 @@ export class Session {
     delete this.participants[id];
     this.departed.add(id);
     this.emit('participant-removed', record, reason);
+  }
+
+  /** A participant's state changed: lobby → active, active ↔ held (docs/protocol.md). */
+  onParticipantUpdated({ participant: p }) {
+    if (!p || !p.id) return;
+    if (this.me && p.id === this.me.id) {
+      if (p.state === 'held' || p.state === 'active') this.setAdmission(p.state);
+      return;
+    }
+    if (p.state === 'lobby') {
+      this.lobby[p.id] = makeParticipant(p);
+      this.emit('lobby');
+      return;
+    }
+    if (this.lobby[p.id]) {
+      delete this.lobby[p.id];
+      this.emit('lobby');
+    }
+    const existing = this.participants[p.id];
+    if (!existing) {
+      this.onParticipantJoined({ participant: p });
+      return;
+    }
+    existing.state = p.state || existing.state;
+    if (p.name) existing.name = p.name;
+    if (p.role) existing.role = p.role;
+    if (p.grants) existing.grants = { ...p.grants };
+    for (const tr of p.tracks || []) {
+      existing.tracks[tr.id] = { ...(existing.tracks[tr.id] || {}), ...trackRecord(tr) };
+    }
+    this.noteAdmitted(existing);
+    this.emit('participant-updated', existing);
+  }
+
+  /** We were let in from the lobby: the room as in `joined`, then media offers follow. */
+  async onAdmitted(msg, gen) {
+    if (Array.isArray(msg.participants)) this.setParticipants(msg.participants);
+    if (msg.room && typeof msg.room === 'object') {
+      this.room = { ...(this.room || {}), ...msg.room };
+      this.emit('room-updated', this.room);
+    }
+    this.setAdmission('active');
+    await this.publishAll(gen);
+  }
+
+  async onHeld({ held }, gen) {
+    this.setAdmission(held ? 'held' : 'active');
+    // publishing is refused while on hold; a reconnect during the hold publishes now
+    if (!held) await this.publishAll(gen);
+  }
+
+  onMutedByHost({ kind }) {
+    if (kind !== 'audio' && kind !== 'video') return;
+    const item = this.local[kind];
+    if (item && !item.muted) {
+      item.muted = true;
+      item.track.enabled = false;
+      // the server has marked the track muted already
+      item.sentMuted = true;
+      this.emit('local-updated');
+    }
+    this.emit('notice', {
+      key: kind === 'audio' ? 'muted_by_host_audio' : 'muted_by_host_video',
+      level: 'info',
+    });
+  }
+
+  onChat(m) {
+    if (typeof m.text !== 'string') return;
+    const id = Number(m.id);
+    if (Number.isFinite(id) && this.chat.some((c) => c.id === id)) return;
+    const message = {
+      id: Number.isFinite(id) ? id : null,
+      participant_id: m.participant_id || null,
+      name: m.name || '',
+      text: m.text,
+      at: m.at || new Date().toISOString(),
+      mine: !!(this.me && m.participant_id === this.me.id),
+    };
+    this.chat.push(message);
+    if (message.id !== null) this.chat.sort((a, b) => (a.id ?? Infinity) - (b.id ?? Infinity));
+    if (this.chat.length > CHAT_KEEP) this.chat.splice(0, this.chat.length - CHAT_KEEP);
+    this.emit('chat', message);
+  }
+
+  onVideoPaused({ participant_id: pid, paused }) {
+    const record = this.participants[pid];
+    if (!record) return;
+    record.videoPaused = !!paused;
+    this.emit('participant-updated', record);
+  }
+
+  /** Moderators remember who has been in the call (see knownAdmitted). */
+  noteAdmitted(record) {
+    if (record && record.identity && record.state !== 'lobby') {
+      this.knownAdmitted.add(record.identity);
+    }
+  }
+
+  maybeAutoAdmit(record) {
+    if (!record || !this.isModerator || this.state !== 'joined') return;
+    if (!record.identity || !this.knownAdmitted.has(record.identity)) return;
+    console.info('[huizhen] admitting', record.identity, 'again (was in the call before)');
+    this.sig.request({ type: 'admit', participant_id: record.id }).catch(() => {
+      // admitted by someone else meanwhile, or gone: nothing to do
+    });
+  }
+
+  // ---- moderation and chat (docs/protocol.md, "Lobby, hold and moderation", "Chat") -------
+
+  /** Send a message to the server; false when not connected. */
+  sendMessage(msg) {
+    if (!this.sig || this.state !== 'joined') return false;
+    return this.sig.send(msg);
+  }
+
+  admit(participantId) {
+    return this.sendMessage({ type: 'admit', participant_id: participantId });
+  }
+
+  deny(participantId) {
+    const record = this.lobby[participantId];
+    if (record) this.knownAdmitted.delete(record.identity);
+    return this.sendMessage({ type: 'deny', participant_id: participantId });
+  }
+
+  hold(participantId, held) {
+    return this.sendMessage({ type: 'hold', participant_id: participantId, held: !!held });
+  }
+
+  muteParticipant(participantId, kind = 'audio') {
+    return this.sendMessage({ type: 'mute_participant', participant_id: participantId, kind });
+  }
+
+  remove(participantId) {
+    const record = this.participants[participantId] || this.lobby[participantId];
+    if (record) this.knownAdmitted.delete(record.identity);
+    return this.sendMessage({ type: 'remove', participant_id: participantId });
+  }
+
+  endRoom(reason) {
+    const msg = { type: 'end_room' };
+    if (reason) msg.reason = reason;
+    return this.sendMessage(msg);
+  }
+
+  /** A chat message; it comes back from the server (to everyone, us included) as `chat`. */
+  sendChat(text) {
+    const clean = String(text || '').trim().slice(0, 2000);
+    if (!clean) return false;
+    // no `id`: the echo must reach the 'chat' handler, not a pending request
+    return this.sendMessage({ type: 'chat', text: clean });
+  }
+
+  /** Ask for an invitation link: resolves with {join_url, role, identity, expires_at}. */
+  async createInvite(role, name) {
+    if (!this.sig || this.state !== 'joined') throw new SignalingError('disconnected', 'offline');
+    const msg = { type: 'create_invite', role };
+    if (name) msg.name = name;
+    return this.sig.request(msg);
+  }
+
+  // ---- screen share: a second publish connection with one video track (source "screen") --
+
+  get isSharingScreen() {
+    return !!this.screen;
+  }
+
+  /** Start sending a screen (a MediaStream from getDisplayMedia). */
+  async startScreenShare(stream) {
+    const track = stream.getVideoTracks()[0];
+    if (!track) throw new Error('no video track to share');
+    if (this.screen) this.stopScreenShare();
+    try {
+      track.contentHint = 'detail';
+    } catch {
+      // not supported: fine
+    }
+    this.screen = { track, trackId: null, mid: null };
+    // "Stop sharing" in the browser's own bar
+    track.addEventListener('ended', () => {
+      if (this.screen && this.screen.track === track) this.stopScreenShare();
+    });
+    this.emit('local-updated');
+    const gen = this.gen;
+    try {
+      if (this.state === 'joined' && this.admission === 'active') await this.negotiateScreen(gen);
+    } catch (err) {
+      if (this.screen && this.screen.track === track) this.stopScreenShare();
+      throw err;
+    }
+  }
+
+  stopScreenShare() {
+    const screen = this.screen;
+    if (!screen) return;
+    this.screen = null;
+    if (screen.trackId) this.sendMessage({ type: 'unpublish', track_id: screen.trackId });
+    const pc = this.pcs.screen;
+    if (pc) {
+      pc.onconnectionstatechange = null;
+      pc.close();
+    }
+    this.pcs.screen = null;
+    screen.track.stop();
+    this.emit('local-updated');
+  }
+
+  async negotiateScreen(gen) {
+    const screen = this.screen;
+    const pc = new RTCPeerConnection({ iceServers: this.iceServers });
+    this.pcs.screen = pc;
+    pc.onconnectionstatechange = () => this.onPcState(gen, pc, 'screen');
+    const transceiver = pc.addTransceiver(screen.track, {
+      direction: 'sendonly',
+      streams: [new MediaStream([screen.track])],
+    });
+    preferVideoCodec(transceiver, this.videoCodec);
+    await pc.setLocalDescription(await pc.createOffer());
+    await waitForIceGathering(pc);
+    if (gen !== this.gen || this.screen !== screen) {
+      pc.close();
+      return;
+    }
+    const answer = await this.sig.request({
+      type: 'publish',
+      sdp: pc.localDescription.sdp,
+      tracks: [{ mid: transceiver.mid, kind: 'video', source: 'screen', muted: false }],
+    });
+    if (gen !== this.gen || this.screen !== screen) {
+      // stopped meanwhile: take it down again
+      const entry = (answer.tracks || [])[0];
+      if (entry && gen === this.gen) this.sendMessage({ type: 'unpublish', track_id: entry.track_id });
+      pc.close();
+      return;
+    }
+    await pc.setRemoteDescription({ type: 'answer', sdp: answer.sdp });
+    const entry = (answer.tracks || []).find((e) => String(e.mid) === String(transceiver.mid));
+    screen.trackId = entry ? entry.track_id : null;
+    screen.mid = transceiver.mid;
+    this.emit('local-updated');
   }
 
   onTrackPublished({ track }) {
@@ -573,6 +946,7 @@ export class Session {
   // ---- publish connection -------------------------------------------------------------------
 
   async publish(gen) {
+    if (this.pcs.publish) return; // already sending
     const grants = (this.me && this.me.grants) || {};
     const items = [];
     const a = this.local.audio;
@@ -595,6 +969,7 @@ export class Session {
         // bad_sdp: "the connection it was for is discarded; retry" (docs/protocol.md)
         if (code === 'bad_sdp' && attempt < 2) continue;
         if (code === 'disconnected') return; // the reconnect publishes again
+        if (code === 'not_admitted') return; // sent again once we are let in / back from hold
         this.emit('notice', {
           key: 'publish_failed',
           code,

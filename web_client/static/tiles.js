@@ -10,6 +10,12 @@
 //   data-cam-muted        "true" when no unmuted camera track
 //   data-video            "on" when camera media is attached and not muted
 //   data-playing          "true" once video frames are being shown
+//   data-held             "true" while a moderator has put the participant on hold
+//   data-video-paused     "true" while the server pauses its video for us (weak network)
+//   data-speaking         "true" while the participant is talking
+//   data-speaker          "main" on the tile shown large (phones: the active speaker)
+// Moderators get a menu button (.tile-menu-btn) opening .tile-menu with buttons
+// [data-action="hold"|"mute"|"remove"].
 
 import { ICONS } from './icons.js';
 
@@ -42,6 +48,22 @@ function makeVideo(className, muted) {
   }
   return video;
 }
+
+let openMenuTile = null;
+
+document.addEventListener('click', (ev) => {
+  if (openMenuTile && !openMenuTile.el.contains(ev.target)) openMenuTile.closeMenu();
+});
+document.addEventListener('keydown', (ev) => {
+  if (ev.key === 'Escape' && openMenuTile) {
+    const tile = openMenuTile;
+    tile.closeMenu();
+    tile.menuBtn.focus();
+  }
+});
+window.addEventListener('resize', () => {
+  if (openMenuTile) openMenuTile.closeMenu();
+});
 
 export class TileView {
   /**
@@ -91,7 +113,13 @@ export class TileView {
     this.camBadge.innerHTML = ICONS.camOff;
     label.append(this.micBadge, this.camBadge, this.nameEl, this.roleEl);
 
-    root.append(this.avatar, this.video, label);
+    // "on hold" / "video paused" notes over the picture
+    this.statusEl = el('div', 'tile-status', { 'aria-live': 'polite' });
+    this.statusEl.hidden = true;
+
+    root.append(this.avatar, this.video, this.statusEl, label);
+    this.menuBtn = null;
+    this.menu = null;
     // tap a remote tile to switch between "whole picture" and "fill the tile"
     if (!local) root.addEventListener('click', () => root.classList.toggle('fit-cover'));
     this.el = root;
@@ -116,6 +144,119 @@ export class TileView {
     this.camBadge.title = camLabel;
     this.el.setAttribute('aria-label', groupLabel);
     this.updateVideoFlag();
+  }
+
+  /** Hold / paused-video notes. Labels are already translated. */
+  setConditions({ held, videoPaused, heldLabel, pausedLabel }) {
+    this.el.dataset.held = String(!!held);
+    this.el.dataset.videoPaused = String(!!videoPaused);
+    const text = held ? heldLabel : videoPaused ? pausedLabel : '';
+    this.statusEl.textContent = text;
+    this.statusEl.hidden = !text;
+    this.statusEl.dataset.kind = held ? 'held' : videoPaused ? 'paused' : '';
+  }
+
+  setSpeaking(speaking) {
+    this.el.dataset.speaking = String(!!speaking);
+  }
+
+  setMain(main) {
+    if (main) this.el.dataset.speaker = 'main';
+    else delete this.el.dataset.speaker;
+  }
+
+  // ---- moderator menu ------------------------------------------------------------------------
+
+  /**
+   * Add (or remove, with null) the moderator menu.
+   * @param {{onAction: (action: string) => void}|null} options
+   */
+  setMenu(options) {
+    if (!options) {
+      if (this.menuBtn) {
+        this.closeMenu();
+        this.menuBtn.remove();
+        this.menu.remove();
+        this.menuBtn = null;
+        this.menu = null;
+      }
+      return;
+    }
+    this.onAction = options.onAction;
+    if (this.menuBtn) return;
+    this.menuBtn = el('button', 'tile-menu-btn', {
+      type: 'button',
+      'aria-haspopup': 'menu',
+      'aria-expanded': 'false',
+    });
+    this.menuBtn.innerHTML = ICONS.more;
+    this.menuBtn.addEventListener('click', (ev) => {
+      ev.stopPropagation();
+      if (this.menu.hidden) this.openMenu();
+      else this.closeMenu();
+    });
+    this.menu = el('div', 'tile-menu', { role: 'menu' });
+    this.menu.hidden = true;
+    for (const action of ['hold', 'mute', 'remove']) {
+      const b = el('button', `tile-action tile-action-${action}`, {
+        type: 'button',
+        role: 'menuitem',
+      });
+      b.dataset.action = action;
+      b.innerHTML = `<span class="tile-action-icon" aria-hidden="true">${ICONS[action === 'hold' ? 'pause' : action === 'mute' ? 'micOff' : 'remove']}</span><span class="tile-action-text"></span>`;
+      b.addEventListener('click', (ev) => {
+        ev.stopPropagation();
+        this.closeMenu();
+        if (this.onAction) this.onAction(action);
+      });
+      this.menu.append(b);
+    }
+    this.menu.addEventListener('click', (ev) => ev.stopPropagation());
+    this.el.append(this.menuBtn, this.menu);
+  }
+
+  /** @param {{menu: string, hold: string, mute: string, remove: string, muteDisabled: boolean}} labels */
+  setMenuLabels(labels) {
+    if (!this.menuBtn) return;
+    this.menuBtn.setAttribute('aria-label', labels.menu);
+    this.menuBtn.title = labels.menu;
+    for (const b of this.menu.querySelectorAll('[data-action]')) {
+      b.querySelector('.tile-action-text').textContent = labels[b.dataset.action];
+    }
+    const mute = this.menu.querySelector('[data-action="mute"]');
+    mute.disabled = !!labels.muteDisabled;
+    const hold = this.menu.querySelector('[data-action="hold"]');
+    hold.dataset.held = String(!!labels.held);
+  }
+
+  openMenu() {
+    if (!this.menu) return;
+    if (openMenuTile && openMenuTile !== this) openMenuTile.closeMenu();
+    openMenuTile = this;
+    this.menu.hidden = false;
+    this.menuBtn.setAttribute('aria-expanded', 'true');
+    this.el.classList.add('menu-open');
+    // fixed position next to the button, kept on screen (tiles clip their content)
+    const r = this.menuBtn.getBoundingClientRect();
+    const m = this.menu.getBoundingClientRect();
+    const vw = document.documentElement.clientWidth;
+    const vh = document.documentElement.clientHeight;
+    let left = r.right - m.width;
+    let top = r.bottom + 4;
+    if (top + m.height > vh - 8) top = Math.max(8, r.top - m.height - 4);
+    left = Math.min(Math.max(8, left), vw - m.width - 8);
+    this.menu.style.left = `${Math.round(left)}px`;
+    this.menu.style.top = `${Math.round(top)}px`;
+    const first = this.menu.querySelector('button:not(:disabled)');
+    if (first) first.focus({ preventScroll: true });
+  }
+
+  closeMenu() {
+    if (!this.menu || this.menu.hidden) return;
+    this.menu.hidden = true;
+    this.menuBtn.setAttribute('aria-expanded', 'false');
+    this.el.classList.remove('menu-open');
+    if (openMenuTile === this) openMenuTile = null;
   }
 
   updateVideoFlag() {
@@ -223,6 +364,7 @@ export class TileView {
   }
 
   destroy() {
+    this.closeMenu();
     this.video.srcObject = null;
     if (this.screenVideo) this.screenVideo.srcObject = null;
     this.el.remove();
