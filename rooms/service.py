@@ -88,6 +88,7 @@ class RoomService:
         self.sfu = sfu
         self.members: dict[str, dict[str, Member]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self._marks_restored: set[str] = set()
 
     # ---- life cycle ---------------------------------------------------------------------
     async def start(self) -> None:
@@ -156,6 +157,7 @@ class RoomService:
         if room.status != "open":
             raise RoomError("room_ended", "this consultation has ended")
         policy = kind_policy(room.kind)
+        await self._restore_marks(room_id)
         if await self.store.identity_marked(room_id, "removed", request.identity):
             raise RoomError("removed", "a moderator removed you from this consultation")
         waits = (role_policy(room.kind, request.role).waits_in_lobby
@@ -313,7 +315,8 @@ class RoomService:
             await self._set_state(target, ACTIVE)
             await self.store.mark_identity(target.room_id, "admitted", target.info.identity)
             await self._event(target.room_id, "participant_admitted", target.id,
-                              {"by": moderator.info.identity})
+                              {"identity": target.info.identity,
+                               "by": moderator.info.identity})
             await self._send(target, {"type": "admitted",
                                       "participants": self._visible_to(target)})
             participant = target.info.as_dict()
@@ -336,6 +339,9 @@ class RoomService:
                 raise RoomError("bad_message", f"{target.info.name} is not waiting in the lobby")
             if reason == "removed":
                 await self.store.mark_identity(target.room_id, "removed", target.info.identity)
+                await self._event(target.room_id, "participant_removed", target.id,
+                                  {"identity": target.info.identity,
+                                   "by": moderator.info.identity})
             await self._send(target, {"type": reason})
             await self._leave_locked(target, reason)
         with contextlib.suppress(Exception):
@@ -398,6 +404,23 @@ class RoomService:
             "name": member.info.name, "text": text, "at": at.isoformat()})
 
     # ---- helpers -------------------------------------------------------------------------------
+    async def _restore_marks(self, room_id: str) -> None:
+        """After a start, bring back who was admitted or removed (from the event log)."""
+        if room_id in self._marks_restored:
+            return
+        self._marks_restored.add(room_id)
+        marks = {"participant_admitted": "admitted", "participant_removed": "removed"}
+        after = 0
+        while True:
+            events = await self.db.events_for_room(room_id, after_id=after)
+            for event in events:
+                identity = event.data.get("identity")
+                if event.type in marks and isinstance(identity, str):
+                    await self.store.mark_identity(room_id, marks[event.type], identity)
+            if not events:
+                return
+            after = events[-1].id or after
+
     @staticmethod
     def _sees(viewer: Member, subject: Member) -> bool:
         """Lobby participants see nobody; only moderators see who waits in the lobby."""

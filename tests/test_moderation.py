@@ -248,3 +248,32 @@ async def test_precheck_echoes_a_data_channel(server: Server) -> None:
         assert time.monotonic() - start < 1
     finally:
         await pc.close()
+
+
+async def test_admission_and_removal_survive_a_restart(tmp_path: Any) -> None:
+    from tests.harness import ServerProcess
+
+    first = await ServerProcess(tmp_path).start()
+    try:
+        room = await first.create_room("clinic")
+        doctor = await first.participant(room, "dr-lin", "doctor")
+        patient = await first.participant(room, "patient-zhou", "patient")
+        relative = await first.participant(room, "relative", "guardian")
+        await admit(doctor, patient)
+        await admit(doctor, relative)
+        await doctor.send({"type": "remove", "participant_id": relative.id})
+        assert await relative.wait_until(relative.closed.is_set, timeout=5)
+    finally:
+        first.stop()
+    for p in (doctor, patient, relative):
+        await p.close()
+    second = await ServerProcess(tmp_path, port=first.port, secret=first.secret).start()
+    try:
+        again = await second.participant(room, "patient-zhou", "patient")
+        assert again.joined["me"]["state"] == "active"  # not back in the lobby
+        with pytest.raises(JoinRefused) as info:
+            await second.participant(room, "relative", "guardian")
+        assert info.value.code == "removed"
+        await again.leave()
+    finally:
+        second.stop()
