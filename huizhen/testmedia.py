@@ -90,9 +90,10 @@ class PatternVideoTrack(MediaStreamTrack):
 class ToneAudioTrack(MediaStreamTrack):
     kind = "audio"
 
-    def __init__(self, frequency: float = 440.0) -> None:
+    def __init__(self, frequency: float = 440.0, amplitude: float = 0.3) -> None:
         super().__init__()
         self.frequency = frequency
+        self.amplitude = amplitude
         self._samples = int(AUDIO_RATE * AUDIO_PTIME)
         self._count = 0
         self._start: float | None = None
@@ -106,7 +107,7 @@ class ToneAudioTrack(MediaStreamTrack):
             await asyncio.sleep(delay)
         t0 = self._count * self._samples
         t = (np.arange(self._samples) + t0) / AUDIO_RATE
-        wave = (0.3 * 32767 * np.sin(2 * math.pi * self.frequency * t)).astype(np.int16)
+        wave = (self.amplitude * 32767 * np.sin(2 * math.pi * self.frequency * t)).astype(np.int16)
         frame = av.AudioFrame.from_ndarray(wave.reshape(1, -1), format="s16", layout="mono")
         frame.sample_rate = AUDIO_RATE
         frame.pts = t0

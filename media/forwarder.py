@@ -96,6 +96,9 @@ class SourceTrack:
         self._pli_pending = False
         self.plis_sent = 0
         self.closed = False
+        # audio loudness (127 - RFC 6464 level, so 0 = silence) summed since take_loudness()
+        self._loudness_sum = 0
+        self._loudness_n = 0
 
     # ---- keyframes --------------------------------------------------------------------
     @property
@@ -142,6 +145,9 @@ class SourceTrack:
                 self.request_keyframe()
         self.packets += 1
         self.bytes += len(payload)
+        if audio_level is not None:
+            self._loudness_sum += 127 - audio_level[1]
+            self._loudness_n += 1
         key_start = self._is_keyframe_start is not None and self._is_keyframe_start(payload)
         if key_start:
             self.keyframes += 1
@@ -154,6 +160,15 @@ class SourceTrack:
                 waiting = True
         if waiting and time.monotonic() - self._last_pli > KEYFRAME_RETRY_S:
             self.request_keyframe()
+
+    def take_loudness(self) -> float | None:
+        """Mean loudness (0 = silence … 127 = 0 dBov) since the last call; None if the
+        publisher sent no audio levels meanwhile."""
+        if not self._loudness_n:
+            return None
+        mean = self._loudness_sum / self._loudness_n
+        self._loudness_sum = self._loudness_n = 0
+        return mean
 
     def on_sender_report(self, ntp: int, rtp_timestamp: int) -> None:
         self.last_sr = (ntp, rtp_timestamp)

@@ -28,6 +28,7 @@ from rooms.models import (
     utcnow,
 )
 from rooms.policy import Grants, kind_policy, role_policy
+from rooms.speakers import SpeakerDetector
 from rooms.store import RoomStateStore
 
 log = logging.getLogger("huizhen.rooms")
@@ -35,6 +36,7 @@ log = logging.getLogger("huizhen.rooms")
 SOURCES = {"audio": ("microphone",), "video": ("camera", "screen")}
 LOBBY, ACTIVE, HELD = "lobby", "active", "held"
 CLOSE_REMOVED = 4003
+SPEAKER_TICK_S = 0.2
 
 
 class RoomError(Exception):
@@ -89,15 +91,20 @@ class RoomService:
         self.members: dict[str, dict[str, Member]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._marks_restored: set[str] = set()
+        self._speakers: dict[str, SpeakerDetector] = {}
+        self._speaker_task: asyncio.Task[None] | None = None
 
     # ---- life cycle ---------------------------------------------------------------------
     async def start(self) -> None:
         closed = await self.db.close_open_sessions(utcnow(), "server_restart")
         if closed:
             log.info("closed sessions left open by the previous run", extra={"count": closed})
+        self._speaker_task = spawn(self._speaker_loop())
 
     async def stop(self) -> None:
         """Record everyone as gone (before their sockets close), then close the sockets."""
+        if self._speaker_task is not None:
+            self._speaker_task.cancel()
         for room_id in list(self.members):
             for member in list(self.members.get(room_id, {}).values()):
                 await self.leave(member, "server_shutdown")
@@ -221,6 +228,8 @@ class RoomService:
         if member.subscriber is not None:
             await self.sfu.close_subscriber(member.subscriber)
         await self.store.remove_participant(room_id, member.id)
+        if room_id in self._speakers:
+            self._speakers[room_id].forget(member.id)
         await self.db.session_ended(member.id, utcnow(), reason)
         await self._event(room_id, "participant_left", member.id, {"reason": reason})
         await self._broadcast(audience, {"type": "participant_left",
@@ -402,6 +411,34 @@ class RoomService:
         await self._broadcast(recipients, {
             "type": "chat", "id": event_id, "participant_id": member.id,
             "name": member.info.name, "text": text, "at": at.isoformat()})
+
+    # ---- active speaker ----------------------------------------------------------------------
+    async def _speaker_loop(self) -> None:
+        while True:
+            await asyncio.sleep(SPEAKER_TICK_S)
+            for room_id in list(self._speakers.keys() - self.members.keys()):
+                del self._speakers[room_id]
+            for room_id, members in list(self.members.items()):
+                try:
+                    await self._speaker_tick(room_id, list(members.values()))
+                except Exception:
+                    log.exception("active speaker detection failed", extra={"room": room_id})
+
+    async def _speaker_tick(self, room_id: str, members: list[Member]) -> None:
+        loudness: dict[str, float | None] = {}
+        for member in members:
+            if member.info.state != ACTIVE:
+                continue
+            for track in member.info.tracks.values():
+                source = self.sfu.sources.get(track.id)
+                if track.kind == "audio" and source is not None:
+                    level = source.take_loudness()
+                    loudness[member.id] = None if track.muted else level
+        detector = self._speakers.setdefault(room_id, SpeakerDetector())
+        speaker = detector.tick(loudness)
+        if speaker is not None:
+            await self._broadcast([m for m in members if m.info.state == ACTIVE],
+                                  {"type": "active_speaker", "participant_id": speaker})
 
     # ---- helpers -------------------------------------------------------------------------------
     async def _restore_marks(self, room_id: str) -> None:
