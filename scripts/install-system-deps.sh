@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Install the Debian packages Huizhen needs, only those that are missing.
 #   install-system-deps.sh run    python3-venv (to make the virtualenv)
-#   install-system-deps.sh test   + chromium (browser tests), postgresql (persistence tests),
+#   install-system-deps.sh test   + chromium (browser tests), a small CJK font (readable
+#                                 Chinese in screenshots), iproute2 (the tests' private
+#                                 network namespace), postgresql (persistence tests),
 #                                 redis-server (cluster state tests)
 set -euo pipefail
 what=${1:-run}
@@ -10,6 +12,8 @@ need=()
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 if [ "$what" = test ]; then
   command -v chromium >/dev/null 2>&1 || need+=(chromium)
+  [ -e /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ] || need+=(fonts-wqy-microhei)
+  command -v ip >/dev/null 2>&1 || need+=(iproute2)
   command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
   if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
     need+=(postgresql)
