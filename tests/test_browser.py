@@ -42,6 +42,10 @@ async def test_browser_and_aiortc_participant_decode_each_other(server: Server,
     page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
     try:
         await page.goto(body["join_url"])
+        # the pre-call check runs first; then the participant taps Join
+        await page.wait_for_function(
+            "() => !document.querySelector('#btn-join').disabled", timeout=15000)
+        await page.locator("#btn-join").click()
         # the browser decodes the robot's video and receives its audio
         assert await wait_for(lambda: _more_than(page, 60), timeout=20), console[-20:]
         first = await frames_decoded(page)
