@@ -139,6 +139,12 @@ class SourceTrack:
         abs_send_time: int | None,
     ) -> None:
         if self.ssrc != ssrc:
+            if self.ssrc is not None:
+                # the publisher restarted its stream (new SSRC, unrelated sequence numbers):
+                # every subscriber continues its own numbering from where it was
+                for down in self.down_tracks:
+                    down.rebase()
+                self._pli_pending = self.is_video
             self.ssrc = ssrc
             if self._pli_pending:
                 self._pli_pending = False
@@ -257,6 +263,12 @@ class DownTrack:
             self.source.remove(self)
             self.source = None
         self._started = False
+
+    def rebase(self) -> None:
+        """The source's numbering restarted: start again at its next keyframe (video) or
+        packet (audio), continuing this m-line's sequence numbers and timestamps."""
+        self._started = False
+        self.waiting_keyframe = self.source is not None and self.source.is_video
 
     # ---- the hot path ------------------------------------------------------------------
     def forward(self, template: Template, key_start: bool) -> bool:

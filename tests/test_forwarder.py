@@ -210,3 +210,23 @@ async def test_inactive_down_track_gets_nothing() -> None:
     assert sink.rtp == []
     down.detach()
     assert source.down_tracks == []
+
+
+async def test_publisher_ssrc_change_keeps_subscriber_numbering_continuous() -> None:
+    source, plis, _ = make_source()
+    sink = Sink()
+    down = make_down(sink)
+    down.attach(source)
+    for i in range(4):
+        feed(source, 100 + i, 3000 * i, KEY if i == 0 else DELTA, ssrc=1000)
+    plis.clear()
+    # the publisher's encoder restarts: new SSRC, sequence numbers and timestamps elsewhere
+    feed(source, 40000, 777_000, DELTA, ssrc=2000)
+    await asyncio.sleep(0.25)  # the subscription's own PLI was just sent: this one is deferred
+    assert plis == [2000]  # a keyframe is asked of the new stream
+    feed(source, 40001, 780_000, KEY, ssrc=2000)
+    feed(source, 40002, 783_000, DELTA, ssrc=2000)
+    seqs = [p.sequence_number for p in sink.rtp]
+    assert len(seqs) == 6
+    assert all((b - a) & 0xFFFF == 1 for a, b in itertools.pairwise(seqs)), seqs
+    assert {p.ssrc for p in sink.rtp} == {5555}
