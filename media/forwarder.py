@@ -30,6 +30,8 @@ log = logging.getLogger("huizhen.media")
 
 HISTORY_SIZE = 512  # packets kept per source for retransmission (≈ 1.5 s of 2.5 Mbit/s video)
 KEYFRAME_RETRY_S = 1.0  # re-ask for a keyframe when a waiting subscriber got none by then
+LOST_FOR_GOOD_S = 0.3  # an upstream video gap still open after this is given up on
+MAX_TRACKED_GAP = 64  # a larger jump is a stream restart, not loss
 
 
 @dataclass
@@ -96,6 +98,10 @@ class SourceTrack:
         self._pli_pending = False
         self.plis_sent = 0
         self.closed = False
+        # upstream loss: highest sequence number seen, and missing ones with their deadline
+        self._max_seq: int | None = None
+        self._gaps: dict[int, float] = {}
+        self.lost_for_good = 0
         # audio loudness (127 - RFC 6464 level, so 0 = silence) summed since take_loudness()
         self._loudness_sum = 0
         self._loudness_n = 0
@@ -139,6 +145,8 @@ class SourceTrack:
         abs_send_time: int | None,
     ) -> None:
         if self.ssrc != ssrc:
+            self._max_seq = None
+            self._gaps.clear()
             if self.ssrc is not None:
                 # the publisher restarted its stream (new SSRC, unrelated sequence numbers):
                 # every subscriber continues its own numbering from where it was
@@ -151,6 +159,8 @@ class SourceTrack:
                 self.request_keyframe()
         self.packets += 1
         self.bytes += len(payload)
+        if self.is_video:
+            self._track_gaps(seq)
         if audio_level is not None:
             self._loudness_sum += 127 - audio_level[1]
             self._loudness_n += 1
@@ -166,6 +176,44 @@ class SourceTrack:
                 waiting = True
         if waiting and time.monotonic() - self._last_pli > KEYFRAME_RETRY_S:
             self.request_keyframe()
+
+    def _track_gaps(self, seq: int) -> None:
+        """Notice upstream losses; give up on a video gap that retransmission did not fill:
+        ask for a keyframe and let every subscriber resume there without a hole in its
+        sequence numbers, so a lost packet costs one frame, not a stalled jitter buffer."""
+        now = time.monotonic()
+        if self._max_seq is None:
+            self._max_seq = seq
+        else:
+            ahead = (seq - self._max_seq) & 0xFFFF
+            if 0 < ahead < 0x8000:
+                if 1 < ahead <= MAX_TRACKED_GAP:
+                    deadline = now + LOST_FOR_GOOD_S
+                    for missing in range(self._max_seq + 1, self._max_seq + ahead):
+                        self._gaps[missing & 0xFFFF] = deadline
+                self._max_seq = seq
+            else:
+                self._gaps.pop(seq, None)  # a retransmission (or late packet) filled it
+        if self._gaps and min(self._gaps.values()) <= now:
+            lost = list(self._gaps)
+            self._gaps.clear()
+            self.lost_for_good += len(lost)
+            for down in self.down_tracks:
+                down.plug_holes(lost)
+                down.rebase()
+            self.request_keyframe()
+
+    def frame_timestamp_of(self, seq: int) -> int | None:
+        """The RTP timestamp a lost packet most likely had: its predecessor's when that frame
+        was not finished (no marker), else its successor's; None if neither is known."""
+        before = self.history[(seq - 1) & 0xFFFF % HISTORY_SIZE]
+        if before is not None and before.seq == (seq - 1) & 0xFFFF and not before.marker:
+            return before.timestamp
+        after = self.history[((seq + 1) & 0xFFFF) % HISTORY_SIZE]
+        if after is not None and after.seq == (seq + 1) & 0xFFFF:
+            return after.timestamp
+        return before.timestamp if before is not None and before.seq == (seq - 1) & 0xFFFF \
+            else None
 
     def take_loudness(self) -> float | None:
         """Mean loudness (0 = silence … 127 = 0 dBov) since the last call; None if the
@@ -263,6 +311,23 @@ class DownTrack:
             self.source.remove(self)
             self.source = None
         self._started = False
+
+    def plug_holes(self, src_seqs: list[int]) -> None:
+        """Send a padding-only packet for each lost source packet this subscriber has already
+        passed: receivers' jitter buffers wait at a hole, but not at a damaged frame. The
+        filler carries the timestamp of the frame the lost packet belonged to, so it joins
+        that frame (an empty frame of its own would end the receiver's decoder stream)."""
+        if not self._started or not self.active or self.source is None:
+            return
+        for src_seq in src_seqs:
+            if (src_seq - self._first_src_seq) & 0xFFFF >= 0x8000:
+                continue
+            seq = (src_seq + self._seq_offset) & 0xFFFF
+            src_ts = self.source.frame_timestamp_of(src_seq)
+            if src_ts is not None and ((self._last_out_seq - seq) & 0xFFFF) < 0x8000:
+                self.sink.send_rtp(rtp.stamp(rtp.PADDING_ONLY, self.payload_type, seq,
+                                             (src_ts + self._ts_offset) & 0xFFFFFFFF,
+                                             self.ssrc))
 
     def rebase(self) -> None:
         """The source's numbering restarted: start again at its next keyframe (video) or

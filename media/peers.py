@@ -43,6 +43,7 @@ from media import rtp
 from media.background import spawn
 from media.forwarder import DownTrack, PacketSink, SourceTrack
 from media.ice import IcePolicy
+from media.impairment import Impairment
 
 log = logging.getLogger("huizhen.media")
 
@@ -81,8 +82,10 @@ class PublishedTrack:
 class PublisherPeer:
     """A client's publish connection: the client offers, we answer receive-only."""
 
-    def __init__(self, policy: IcePolicy, video_codec: str, pli_throttle_s: float) -> None:
+    def __init__(self, policy: IcePolicy, video_codec: str, pli_throttle_s: float,
+                 impairment: Impairment | None = None) -> None:
         self._policy = policy
+        self._impairment = impairment
         self._video_mime = "video/" + video_codec.lower()
         self._pli_throttle_s = pli_throttle_s
         self.pc = RTCPeerConnection(policy.configuration())
@@ -150,9 +153,16 @@ class PublisherPeer:
         handle_rtcp = receiver._handle_rtcp_packet
         main_pt = main.payloadType
 
+        impairment = self._impairment
+
         async def on_rtp(packet: RtpPacket, arrival_time_ms: int) -> None:
             pt = packet.payload_type
             ext = packet.extensions
+            if impairment is not None and impairment.drops(
+                    track.kind, packet.sequence_number if pt == main_pt
+                    else struct.unpack_from("!H", packet.payload)[0] if len(packet.payload) > 1
+                    else -1):
+                return
             if pt == main_pt:
                 source.on_packet(packet.ssrc, packet.sequence_number, packet.timestamp,
                                  packet.marker, packet.payload, packet.padding_size,

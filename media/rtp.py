@@ -125,6 +125,10 @@ def build_packet(extension_block: bytes, payload: bytes, padding: int = 0) -> Pa
     return PacketTemplate(first, tail)
 
 
+#: an empty packet with one byte of padding: fills a sequence number, carries nothing
+PADDING_ONLY = PacketTemplate(RTP_VERSION_BITS | 0x20, b"\x01")
+
+
 def stamp(template: PacketTemplate, marker_pt: int, seq: int, timestamp: int, ssrc: int
           ) -> bytes:
     """One subscriber's packet: its header fields + the shared tail (one copy of the payload);

@@ -10,6 +10,7 @@ from typing import Any
 
 from media.forwarder import SourceTrack
 from media.ice import IcePolicy
+from media.impairment import Impairment
 from media.peers import OfferSender, PublishedTrack, PublisherPeer, SdpError, SubscriberPeer
 
 log = logging.getLogger("huizhen.media")
@@ -26,11 +27,14 @@ class Sfu:
         self.sources: dict[str, SourceTrack] = {}
         self.publishers: set[PublisherPeer] = set()
         self.subscribers: set[SubscriberPeer] = set()
+        #: tests only: simulated loss on publishers' uplinks (see media/impairment.py)
+        self.impairment: Impairment | None = None
 
     async def publish(self, offer_sdp: str, tracks: list[PublishedTrack]
                       ) -> tuple[PublisherPeer, str]:
         """Answer a client's publish offer. Raises SdpError; nothing is kept on error."""
-        peer = PublisherPeer(self.policy, self.video_codec, self.pli_throttle_s)
+        peer = PublisherPeer(self.policy, self.video_codec, self.pli_throttle_s,
+                             self.impairment)
         try:
             answer = await peer.answer(offer_sdp, tracks)
         except BaseException:

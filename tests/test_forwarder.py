@@ -230,3 +230,33 @@ async def test_publisher_ssrc_change_keeps_subscriber_numbering_continuous() -> 
     assert len(seqs) == 6
     assert all((b - a) & 0xFFFF == 1 for a, b in itertools.pairwise(seqs)), seqs
     assert {p.ssrc for p in sink.rtp} == {5555}
+
+
+async def test_packet_lost_for_good_upstream_costs_one_frame_not_a_stall() -> None:
+    source, plis, _ = make_source()
+    sink = Sink()
+    down = make_down(sink)
+    down.attach(source)
+    feed(source, 10, 0, KEY)
+    feed(source, 11, 3000, DELTA)
+    feed(source, 13, 6000, DELTA)  # 12 is missing
+    feed(source, 12, 3000, DELTA)  # … and a retransmission fills it: nothing given up
+    feed(source, 15, 9000, DELTA)  # 14 is missing and never comes back
+    await asyncio.sleep(0.35)
+    plis.clear()
+    feed(source, 16, 12000, DELTA)  # the gap is now too old: give up on it
+    assert source.lost_for_good == 1
+    assert down.waiting_keyframe
+    await asyncio.sleep(0.25)
+    assert plis == [1000]  # asked for a keyframe (deferred past the throttle window)
+    sent_before = len(sink.rtp)
+    feed(source, 17, 15000, DELTA)  # not forwarded: the subscriber resumes at a keyframe
+    assert len(sink.rtp) == sent_before
+    feed(source, 18, 18000, KEY)
+    feed(source, 19, 21000, DELTA)
+    seqs = [p.sequence_number for p in sink.rtp]
+    # what the subscriber got is gap-free: the hole it had already passed (14) was plugged
+    # with an empty padding packet, and the rest of the lost frame is simply not there
+    assert all((b - a) & 0xFFFF == 1 for a, b in itertools.pairwise(sorted(seqs))), seqs
+    (filler,) = [p for p in sink.rtp if not p.payload]
+    assert filler.padding_size == 1 and filler.sequence_number == sink.rtp[0].sequence_number + 4
