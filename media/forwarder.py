@@ -206,14 +206,16 @@ class SourceTrack:
     def frame_timestamp_of(self, seq: int) -> int | None:
         """The RTP timestamp a lost packet most likely had: its predecessor's when that frame
         was not finished (no marker), else its successor's; None if neither is known."""
-        before = self.history[(seq - 1) & 0xFFFF % HISTORY_SIZE]
-        if before is not None and before.seq == (seq - 1) & 0xFFFF and not before.marker:
+        prev_seq, next_seq = (seq - 1) & 0xFFFF, (seq + 1) & 0xFFFF
+        before = self.history[prev_seq % HISTORY_SIZE]
+        after = self.history[next_seq % HISTORY_SIZE]
+        before = before if before is not None and before.seq == prev_seq else None
+        after = after if after is not None and after.seq == next_seq else None
+        if before is not None and not before.marker:
             return before.timestamp
-        after = self.history[((seq + 1) & 0xFFFF) % HISTORY_SIZE]
-        if after is not None and after.seq == (seq + 1) & 0xFFFF:
+        if after is not None:
             return after.timestamp
-        return before.timestamp if before is not None and before.seq == (seq - 1) & 0xFFFF \
-            else None
+        return before.timestamp if before is not None else None
 
     def take_loudness(self) -> float | None:
         """Mean loudness (0 = silence … 127 = 0 dBov) since the last call; None if the
