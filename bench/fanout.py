@@ -7,6 +7,11 @@ received frame rate are measured over the same window. The slope of server CPU a
 (least squares) is the cost of one more subscriber. The same is done against
 bench/relay_baseline.py (decode once, re-encode per subscriber) and the two are compared.
 
+In the same window, the latency the server adds is measured: publisher send → subscriber
+arrival of each RTP packet (matched by a hash of its payload, which Huizhen forwards
+unchanged), and of the first packet of each frame (matched by RTP timestamp; the only way for
+the re-encoding baseline). All processes read the same clock (CLOCK_MONOTONIC).
+
 Every process is started here, in its own process group, on 127.0.0.1 only, and every group is
 killed on exit (also on Ctrl-C, SIGTERM or an error). Progress goes to stderr; the result goes
 to stdout (tables, or one JSON object with ``--json``). See bench/README.md.
@@ -16,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
+import collections
 import contextlib
 import ctypes
 import importlib.metadata
@@ -46,6 +53,11 @@ API_KEY = "bench"
 AUDIENCE = "huizhen"
 STARTED = time.monotonic()
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
+#: a worker's JSON line can hold every packet of a window (~45 bytes each): no 64 KiB limit
+LINE_LIMIT = 64 * 1024 * 1024
+#: publisher packets sent up to this long before the window are kept for matching (a
+#: saturated MediaRelay queues frames for seconds)
+LATENCY_LOOKBACK_S = 8.0
 
 
 class BenchError(Exception):
@@ -182,7 +194,7 @@ class Processes:
             proc = await asyncio.create_subprocess_exec(
                 *args, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
                 stderr=log_fd, env=env, cwd=cwd, start_new_session=True,
-                preexec_fn=_die_with_parent)
+                preexec_fn=_die_with_parent, limit=LINE_LIMIT)
         finally:
             os.close(log_fd)
         worker = Worker(name, proc, log_path, exits_on_eof)
@@ -418,6 +430,120 @@ async def wait_bitrate(target: Target, publisher: Worker, n: int, opts: Options
         await asyncio.sleep(1)
 
 
+# ---- added latency ---------------------------------------------------------------------------
+def percentiles(values: list[float]) -> tuple[float | None, float | None]:
+    """(p50, p95) rounded to µs-in-ms; None for no values."""
+    if not values:
+        return None, None
+    if len(values) == 1:
+        return round(values[0], 3), round(values[0], 3)
+    cuts = statistics.quantiles(values, n=100, method="inclusive")
+    return round(statistics.median(values), 3), round(cuts[94], 3)
+
+
+def packet_latencies(sent: dict[str, Any], arrivals: dict[str, Any]) -> tuple[list[float], int]:
+    """Per-packet publisher send → subscriber arrival in ms, matched by payload hash; and the
+    number of packets that arrived with no matching send (the re-encoding baseline: all)."""
+    send_at: dict[int, float] = {}
+    for key, t in zip(sent["keys"], sent["t"], strict=True):
+        send_at.setdefault(key, t)
+    out: list[float] = []
+    unmatched = 0
+    for key, t in zip(arrivals["keys"], arrivals["t"], strict=True):
+        t_sent = send_at.get(key)
+        if t_sent is None:
+            unmatched += 1
+        else:
+            out.append((t - t_sent) * 1000)
+    return out, unmatched
+
+
+#: a subscriber's frame is looked for among the frames sent up to this long before it arrived
+FRAME_MATCH_WINDOW_S = 6.0
+#: timestamps may come back a tick or two off (the baseline's decoder/encoder time bases)
+FRAME_MATCH_TOLERANCE = 2
+
+
+def match_frames(sent: dict[str, Any], arrivals: dict[str, Any]) -> list[float] | None:
+    """Frame latency in ms (publisher's first packet of a frame → subscriber's first packet of
+    the same frame), or None when the frames cannot be matched unambiguously.
+
+    A forwarding or re-encoding server keeps the differences between RTP timestamps but not
+    their origin: the subscriber's timestamp is the publisher's plus a constant C (mod 2**32;
+    a random origin per sender; the baseline's decode/re-encode also rounds some timestamps by
+    a tick). For every subscriber frame, each publisher frame sent up to
+    ``FRAME_MATCH_WINDOW_S`` before it arrived votes for C = ts_sub - ts_pub; the publisher's
+    timestamps jitter pseudo-randomly by 0–89 ticks (``CameraPatternTrack``), so only the true
+    C (± the tolerance) gets a vote from (nearly) every frame. It must win at least half of
+    the frames and 3x the votes of the best C elsewhere, else the result is None."""
+    pub_t: list[float] = list(sent["frame_t"])
+    pub_ts: list[int] = list(sent["frame_ts"])
+    sub = list(zip(arrivals["ts"], arrivals["t"], strict=True))
+    if not sub or not pub_t:
+        return None
+    votes: collections.Counter[int] = collections.Counter()
+    for ts, t in sub:
+        lo = bisect.bisect_left(pub_t, t - FRAME_MATCH_WINDOW_S)
+        hi = bisect.bisect_right(pub_t, t)
+        votes.update((ts - pub_ts[j]) & 0xFFFFFFFF for j in range(lo, hi))
+    if not votes:
+        return None
+    tol = FRAME_MATCH_TOLERANCE
+
+    def score(c: int) -> int:
+        return sum(votes.get((c + d) & 0xFFFFFFFF, 0) for d in range(-tol, tol + 1))
+
+    scored = sorted(((score(c), c) for c in votes), reverse=True)
+    best, offset = scored[0]
+
+    def near(c: int) -> bool:
+        return min((c - offset) & 0xFFFFFFFF, (offset - c) & 0xFFFFFFFF) <= 2 * tol
+
+    runner_up = next((n for n, c in scored if not near(c)), 0)
+    if best < 0.5 * len(sub) or best < 3 * runner_up:
+        return None
+    sent_at: dict[int, float] = {}
+    for ts, t in zip(pub_ts, pub_t, strict=True):
+        sent_at.setdefault(ts, t)
+    out = []
+    for ts, t in sub:
+        for d in sorted(range(-tol, tol + 1), key=abs):
+            t_sent = sent_at.get((ts - offset + d) & 0xFFFFFFFF)
+            if t_sent is not None:
+                if t >= t_sent:
+                    out.append((t - t_sent) * 1000)
+                break
+    return out
+
+
+def latency_fields(sent: dict[str, Any], stats: list[dict[str, Any]]) -> dict[str, Any]:
+    """The added-latency columns of one row (pooled over its subscribers), and the raw
+    samples (``_samples``, popped by the caller for the pooled totals)."""
+    packets: list[float] = []
+    unmatched = 0
+    frames: list[float] = []
+    unmatched_subscribers = 0
+    for s in stats:
+        lat, miss = packet_latencies(sent, s.get("arrivals") or {"keys": [], "t": []})
+        packets += lat
+        unmatched += miss
+        matched = match_frames(sent, s.get("frame_arrivals") or {"ts": [], "t": []})
+        if matched is None:
+            unmatched_subscribers += 1
+        else:
+            frames += matched
+    p50, p95 = percentiles(packets)
+    f50, f95 = percentiles(frames)
+    return {
+        "latency_ms_p50": p50, "latency_ms_p95": p95,
+        "latency_packets": len(packets), "latency_unmatched_packets": unmatched,
+        "frame_latency_ms_p50": f50, "frame_latency_ms_p95": f95,
+        "frame_latency_frames": len(frames),
+        "frame_latency_unmatched_subscribers": unmatched_subscribers,
+        "_samples": {"packets": packets, "frames": frames},
+    }
+
+
 async def measure_n(target: Target, publisher: Worker, n: int, opts: Options
                     ) -> dict[str, Any]:
     assert target.server is not None
@@ -442,6 +568,8 @@ async def measure_n(target: Target, publisher: Worker, n: int, opts: Options
         t1, c1, h1 = time.monotonic(), cpu_seconds(pid), host_busy_seconds()
         await publisher.send(f"window {t0!r} {t1!r}")
         sent = await publisher.event("stats", 20)
+        await publisher.send(f"packets {t0 - LATENCY_LOOKBACK_S!r} {t1!r}")
+        sent_packets = await publisher.event("packets", 20)
         for s in subs:
             await s.send(f"stop {t0!r} {t1!r}")
         stats = await gather_or_cancel(*(s.event("stats", 20) for s in subs))
@@ -464,11 +592,14 @@ async def measure_n(target: Target, publisher: Worker, n: int, opts: Options
         "bitrate_recovered": recovered,
         "subscribers": [{k: s.get(k) for k in ("fps", "mbps", "max_gap_s", "duplicate_packets")}
                         for s in stats],
+        **latency_fields(sent_packets, stats),
     }
     progress(f"{target.name} N={n}: server {row['server_cores']:.3f} cores; received fps min "
              f"{row['min_fps']:.1f} mean {row['mean_fps']:.1f}, {row['bitrate_mbps']:.2f} "
              f"Mbit/s; publisher sent {row['publisher_fps']:.1f} fps, "
-             f"{row['publisher_mbps']:.2f} Mbit/s")
+             f"{row['publisher_mbps']:.2f} Mbit/s; added latency ms p50/p95: packets "
+             f"{fmt_pair(row['latency_ms_p50'], row['latency_ms_p95'])}, frames "
+             f"{fmt_pair(row['frame_latency_ms_p50'], row['frame_latency_ms_p95'])}")
     await wait_drained(target)
     return row
 
@@ -530,17 +661,26 @@ def forwarded_mbps(point: dict[str, Any]) -> float:
     return float(point["n"] * point["bitrate_mbps"])
 
 
+def fmt_pair(a: float | None, b: float | None) -> str:
+    """``p50/p95`` in ms, or ``n/a``."""
+    if a is None or b is None:
+        return "n/a"
+    return f"{a:.1f}/{b:.1f}" if max(a, b) >= 10 else f"{a:.2f}/{b:.2f}"
+
+
 def table(title: str, points: list[dict[str, Any]], slope: float | None,
           intercept: float | None, extra: str = "") -> str:
     lines = [title,
              f"  {'N':>3}  {'server cores':>12}  {'min fps':>7}  {'mean fps':>8}  "
              f"{'Mbit/s':>6}  {'max gap s':>9}  {'sent fps':>8}  {'sent Mbit/s':>11}  "
-             f"{'host busy':>9}"]
+             f"{'host busy':>9}  {'pkt lat ms':>11}  {'frame lat ms':>12}"]
     for p in points:
         lines.append(f"  {p['n']:>3}  {p['server_cores']:>12.3f}  {p['min_fps']:>7.1f}  "
                      f"{p['mean_fps']:>8.1f}  {p['bitrate_mbps']:>6.2f}  {p['max_gap_s']:>9.3f}  "
                      f"{p['publisher_fps']:>8.1f}  {p['publisher_mbps']:>11.2f}  "
-                     f"{p['host_busy_cores']:>9.2f}"
+                     f"{p['host_busy_cores']:>9.2f}  "
+                     f"{fmt_pair(p.get('latency_ms_p50'), p.get('latency_ms_p95')):>11}  "
+                     f"{fmt_pair(p.get('frame_latency_ms_p50'), p.get('frame_latency_ms_p95')):>12}"
                      + ("  *" if p.get("bitrate_recovered") is False else ""))
     if slope is None or intercept is None:
         lines.append("  core per extra subscriber: n/a (needs at least two values of N)")
@@ -568,7 +708,10 @@ def report(result: dict[str, Any]) -> str:
            "columns: server CPU in cores over the window; frames per second each subscriber "
            "received (min/mean); mean received RTP payload Mbit/s; longest gap between frames "
            "at any subscriber; what the publisher sent in the same window; cores busy on the "
-           f"whole machine (all processes, of {m['nproc']})", ""]
+           f"whole machine (all processes, of {m['nproc']}); added latency p50/p95 in ms, "
+           "publisher send → subscriber arrival, of each RTP packet (matched by payload hash: "
+           "Huizhen only, the baseline re-encodes) and of each frame's first packet (matched by "
+           "RTP timestamp)", ""]
     per_mbps = result["core_per_forwarded_mbps"]
     extra = ("" if per_mbps is None else
              f"  core per forwarded Mbit/s: {per_mbps:.4f}  (fit of cores against N × received "
@@ -582,6 +725,15 @@ def report(result: dict[str, Any]) -> str:
         ratio = result["ratio"]
         out += ["", "ratio baseline/ours (core per extra subscriber): "
                 + (f"{ratio:.1f}x" if ratio is not None else "n/a")]
+    out += ["", "added latency, all rows pooled, p50/p95 ms: Huizhen per packet "
+            + fmt_pair(result["added_latency_ms_p50"], result["added_latency_ms_p95"])
+            + ", Huizhen per frame "
+            + fmt_pair(result["added_frame_latency_ms_p50"], result["added_frame_latency_ms_p95"])]
+    if result["baseline_points"]:
+        out[-1] += (", baseline per frame "
+                    + fmt_pair(result["baseline_added_latency_ms_p50"],
+                               result["baseline_added_latency_ms_p95"])
+                    + " (re-encoded: per packet n/a)")
     return "\n".join(out)
 
 
@@ -608,7 +760,21 @@ async def bench(args: argparse.Namespace, procs: Processes, tmp: Path) -> dict[s
     slope, intercept = fit(ours)
     per_mbps, _ = fit(ours, forwarded_mbps)
     b_slope, b_intercept = fit(baseline) if baseline else (None, None)
+    samples = [p.pop("_samples") for p in ours]
+    b_samples = [p.pop("_samples") for p in baseline]
+    lat50, lat95 = percentiles([x for s in samples for x in s["packets"]])
+    f50, f95 = percentiles([x for s in samples for x in s["frames"]])
+    b50, b95 = percentiles([x for s in b_samples for x in s["frames"]])
     return {
+        # publisher send → subscriber arrival, ms, every row's subscribers pooled: per RTP
+        # packet for Huizhen; per frame (first packet) for both; the re-encoding baseline has
+        # no per-packet figure (its payloads are new), so its figures are per frame
+        "added_latency_ms_p50": lat50,
+        "added_latency_ms_p95": lat95,
+        "added_frame_latency_ms_p50": f50,
+        "added_frame_latency_ms_p95": f95,
+        "baseline_added_latency_ms_p50": b50,
+        "baseline_added_latency_ms_p95": b95,
         "core_per_extra_subscriber": None if slope is None else round(slope, 5),
         "intercept_cores": None if intercept is None else round(intercept, 4),
         "core_per_forwarded_mbps": None if per_mbps is None else round(per_mbps, 5),

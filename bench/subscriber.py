@@ -19,7 +19,18 @@ when the first frame arrived / the publisher is connected, ``{"event": "stats", 
 ``time.monotonic()`` values; CLOCK_MONOTONIC is shared by all processes on Linux) prints the
 frames received (subscriber) or sent (publisher) in [T0, T1); ``stop T0 T1`` does the same and
 then leaves and exits; ``stop`` alone or the end of input makes the worker leave and exit, so
-a worker never outlives its parent.
+a worker never outlives its parent. ``packets T0 T1`` (publisher) prints the RTP packets it
+sent in [T0, T1) (``{"event": "packets", …}``).
+
+Added latency: the publisher notes, for every RTP packet it sends, the send time (taken when
+aiortc's ``RTCDtlsTransport._send_rtp`` is entered, before SRTP) under a key made of a hash of
+the packet's payload, and the packet's RTP timestamp; subscribers note the arrival time of every
+packet (taken when ``RTCDtlsTransport._handle_rtp_data`` is entered, just after SRTP, before
+parsing) under the same key, and the arrival of the first packet of each frame (RTP
+timestamp). Huizhen forwards payloads unchanged, so keys match packet for packet; the
+MediaRelay baseline re-encodes, so there only frames can be matched (by RTP timestamp: see
+``fanout.match_frames``). The subscriber's ``stats`` carry these lists (``arrivals``,
+``frame_arrivals``).
 
 Every peer connection gathers ICE candidates on 127.0.0.1 only and uses no STUN/TURN server.
 """
@@ -31,9 +42,11 @@ import asyncio
 import bisect
 import collections
 import contextlib
+import hashlib
 import itertools
 import json
 import logging
+import random
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -49,6 +62,8 @@ from aiortc import (
     RTCRtpSender,
     RTCSessionDescription,
 )
+from aiortc.rtcdtlstransport import RTCDtlsTransport
+from aiortc.rtp import is_rtcp
 
 from huizhen.client import Participant
 from huizhen.testmedia import PatternVideoTrack
@@ -62,6 +77,107 @@ log = logging.getLogger("bench.subscriber")
 
 def emit(event: str, **fields: Any) -> None:
     print(json.dumps({"event": event, **fields}), flush=True)
+
+
+# ---- per-packet times, for the added latency ----------------------------------------------------
+def payload_key(payload: bytes) -> int:
+    """A key for one RTP packet that survives forwarding: a hash of its payload (the SFU
+    rewrites the header, never the payload). 64 bits, the same in every process (Python's own
+    ``hash()`` of bytes is salted per process)."""
+    return int.from_bytes(hashlib.blake2b(payload, digest_size=8).digest(), "big")
+
+
+def parse_rtp(data: bytes) -> tuple[int, bytes] | None:
+    """(RTP timestamp, payload without padding) of a serialised RTP packet, or None."""
+    if len(data) < 12:
+        return None
+    first = data[0]
+    pos = 12 + 4 * (first & 0x0F)
+    if first & 0x10:  # header extension
+        if len(data) < pos + 4:
+            return None
+        pos += 4 + 4 * int.from_bytes(data[pos + 2:pos + 4], "big")
+    end = len(data) - (data[-1] if first & 0x20 else 0)
+    if end <= pos:
+        return None
+    return int.from_bytes(data[4:8], "big"), data[pos:end]
+
+
+class PacketTimes:
+    """Times of RTP packets (sent or received), with each packet's payload key and RTP
+    timestamp; plus the time of the first packet of every frame (RTP timestamp)."""
+
+    #: beyond this many packets, the oldest half is dropped (~10 min of 1 Mbit/s video)
+    LIMIT = 60000
+    RECENT = 64  # RTP timestamps remembered to recognise a frame already seen
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self.keys: list[int] = []
+        self.ts: list[int] = []
+        self.frame_times: list[float] = []
+        self.frame_ts: list[int] = []
+        self._recent: collections.deque[int] = collections.deque(maxlen=self.RECENT)
+
+    def add(self, t: float, payload: bytes, timestamp: int) -> None:
+        if not payload:  # padding only: nothing to match
+            return
+        self.times.append(t)
+        self.keys.append(payload_key(payload))
+        self.ts.append(timestamp)
+        if timestamp not in self._recent:
+            self._recent.append(timestamp)
+            self.frame_times.append(t)
+            self.frame_ts.append(timestamp)
+        if len(self.times) > self.LIMIT:
+            half = self.LIMIT // 2
+            del self.times[:half], self.keys[:half], self.ts[:half]
+            cut = bisect.bisect_left(self.frame_times, self.times[0])
+            del self.frame_times[:cut], self.frame_ts[:cut]
+
+    def window(self, t0: float, t1: float) -> dict[str, Any]:
+        """The packets and frames of [t0, t1) (times rounded to µs)."""
+        lo, hi = bisect.bisect_left(self.times, t0), bisect.bisect_left(self.times, t1)
+        flo = bisect.bisect_left(self.frame_times, t0)
+        fhi = bisect.bisect_left(self.frame_times, t1)
+        return {
+            "keys": self.keys[lo:hi], "ts": self.ts[lo:hi],
+            "t": [round(t, 6) for t in self.times[lo:hi]],
+            "frame_ts": self.frame_ts[flo:fhi],
+            "frame_t": [round(t, 6) for t in self.frame_times[flo:fhi]],
+        }
+
+
+def record_sent_packets(log: PacketTimes) -> None:
+    """Note every RTP packet this process sends (publisher): the time is taken on entering
+    ``RTCDtlsTransport._send_rtp``, before SRTP protection and the socket."""
+    original = RTCDtlsTransport._send_rtp
+
+    async def _send_rtp(self: RTCDtlsTransport, data: bytes) -> None:
+        t = time.monotonic()
+        if not is_rtcp(data) and (parsed := parse_rtp(data)) is not None:
+            log.add(t, parsed[1], parsed[0])
+        await original(self, data)
+
+    RTCDtlsTransport._send_rtp = _send_rtp  # type: ignore[method-assign]
+
+
+ARRIVAL_ATTR = "_bench_rtp_arrival"
+
+
+def stamp_rtp_arrivals() -> None:
+    """Note on each DTLS transport when its latest RTP packet arrived: on entering
+    ``RTCDtlsTransport._handle_rtp_data`` (just after SRTP, before parsing and routing). The
+    jitter-buffer tap, reached for the same packet, reads it (one transport handles one packet
+    at a time)."""
+    original = RTCDtlsTransport._handle_rtp_data
+
+    async def _handle_rtp_data(self: RTCDtlsTransport, data: bytes, arrival_time_ms: int
+                               ) -> None:
+        setattr(self, ARRIVAL_ATTR, time.monotonic())
+        await original(self, data, arrival_time_ms)
+
+    RTCDtlsTransport._handle_rtp_data = _handle_rtp_data  # type: ignore[method-assign]
 
 
 # ---- counting frames without decoding --------------------------------------------------------
@@ -80,12 +196,16 @@ class FrameLog:
         self._pending = 0
         self._seen: set[int] = set()
         self._seen_order: collections.deque[int] = collections.deque()
+        #: arrival of every packet (subscriber) or send of every packet (publisher)
+        self.packets = PacketTimes()
 
-    def on_packet(self, packet: Any) -> None:
+    def on_packet(self, packet: Any, arrived: float | None = None) -> None:
         seq = int(packet.sequence_number)
         if seq in self._seen:  # a retransmission of a packet we already had
             self.duplicates += 1
             return
+        self.packets.add(time.monotonic() if arrived is None else arrived,
+                         bytes(packet.payload), int(packet.timestamp))
         self._seen.add(seq)
         self._seen_order.append(seq)
         if len(self._seen_order) > self.SEEN:
@@ -118,7 +238,16 @@ class FrameLog:
             "total_frames": len(self.times),
             "duplicate_packets": self.duplicates,
             "first_frame_delay_s": self.first_frame_delay,
+            **self._arrivals(t0, t1),
         }
+
+    def _arrivals(self, t0: float, t1: float) -> dict[str, Any]:
+        """Packet and frame arrival times of the window, for the added latency."""
+        if not self.packets.times:  # the publisher (sends, receives nothing)
+            return {}
+        w = self.packets.window(t0, t1)
+        return {"arrivals": {"keys": w["keys"], "t": w["t"]},
+                "frame_arrivals": {"ts": w["frame_ts"], "t": w["frame_t"]}}
 
     @property
     def first_frame_delay(self) -> float | None:
@@ -133,12 +262,14 @@ class FrameTap:
     ``Participant(decode=False)`` installs) is called too.
     """
 
-    def __init__(self, frames: FrameLog, inner: Any = None) -> None:
+    def __init__(self, frames: FrameLog, inner: Any = None, receiver: Any = None) -> None:
         self.frames = frames
         self.inner = inner
+        self.receiver = receiver
 
     def add(self, packet: Any) -> tuple[bool, None]:
-        self.frames.on_packet(packet)
+        transport = getattr(self.receiver, "transport", None)
+        self.frames.on_packet(packet, getattr(transport, ARRIVAL_ATTR, None))
         if self.inner is not None:
             self.inner.add(packet)
         return False, None
@@ -148,7 +279,7 @@ def install_tap(receiver: Any, frames: FrameLog, chain: bool = False) -> None:
     if not hasattr(receiver, JITTER_BUFFER_ATTR):
         raise RuntimeError("aiortc's RTCRtpReceiver has no jitter buffer attribute any more")
     inner = getattr(receiver, JITTER_BUFFER_ATTR) if chain else None
-    setattr(receiver, JITTER_BUFFER_ATTR, FrameTap(frames, inner))
+    setattr(receiver, JITTER_BUFFER_ATTR, FrameTap(frames, inner, receiver))
 
 
 def count_sent_frames(sender: RTCRtpSender, frames: FrameLog) -> None:
@@ -172,14 +303,26 @@ def vp8_preferences() -> list[RTCRtpCodecCapability]:
 class CameraPatternTrack(PatternVideoTrack):
     """The test pattern paced like a camera: when the sender fell behind (CPU contention),
     frames that are already late are skipped rather than sent in a burst above the frame rate
-    (``PatternVideoTrack`` alone catches up on every frame it owes)."""
+    (``PatternVideoTrack`` alone catches up on every frame it owes).
+
+    Like a camera's capture times, the timestamps jitter a little: 0–1 ms (0–89 ticks of the
+    90 kHz clock), pseudo-random. A re-encoding server (the MediaRelay baseline) keeps the
+    differences between timestamps but not their origin; this jitter makes the sequence of
+    differences unique, so its frames can be matched to the publisher's
+    (``fanout.match_frames``). Huizhen forwards timestamps shifted by a constant as well."""
+
+    def __init__(self, tag: int = 0) -> None:
+        super().__init__(tag)
+        self._jitter = random.Random(f"huizhen-bench-pts-{tag}")
 
     async def recv(self) -> av.VideoFrame:
         if self._start is not None:
             late = int((time.monotonic() - self._start) * self.fps) - self._count
             if late > 0:
                 self._count += late
-        return await super().recv()
+        frame = await super().recv()
+        frame.pts = (frame.pts or 0) + self._jitter.randrange(90)
+        return frame
 
 
 # ---- Huizhen ---------------------------------------------------------------------------------
@@ -256,15 +399,20 @@ async def stdin_reader() -> asyncio.StreamReader:
     return reader
 
 
-async def serve_commands(reader: asyncio.StreamReader, frames: FrameLog) -> None:
-    """``window T0 T1``: print the frames of that window. ``stop [T0 T1]`` (printing that
-    window first) or the end of input: return, and the worker leaves."""
+async def serve_commands(reader: asyncio.StreamReader, frames: FrameLog,
+                         sent: PacketTimes) -> None:
+    """``window T0 T1``: print the frames of that window. ``packets T0 T1``: print the RTP
+    packets sent in that window (publisher). ``stop [T0 T1]`` (printing that window first) or
+    the end of input: return, and the worker leaves."""
     while True:
         line = await reader.readline()
         if not line:
             return
         words = line.decode().split()
-        if not words or words[0] not in ("window", "stop"):
+        if not words or words[0] not in ("window", "stop", "packets"):
+            continue
+        if words[0] == "packets" and len(words) == 3:
+            emit("packets", **sent.window(float(words[1]), float(words[2])))
             continue
         if len(words) == 3:
             emit("stats", **frames.window(float(words[1]), float(words[2])))
@@ -275,8 +423,13 @@ async def serve_commands(reader: asyncio.StreamReader, frames: FrameLog) -> None
 async def run(args: argparse.Namespace) -> int:
     LOOPBACK.install()
     frames = FrameLog()
+    sent = PacketTimes()
+    if args.role == "publish":
+        record_sent_packets(sent)
+    else:
+        stamp_rtp_arrivals()
     reader = await stdin_reader()
-    stop = asyncio.ensure_future(serve_commands(reader, frames))
+    stop = asyncio.ensure_future(serve_commands(reader, frames, sent))
     connect = huizhen_client if args.target == "huizhen" else relay_client
     close: Callable[[], Awaitable[None]] | None = None
     try:

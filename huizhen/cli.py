@@ -277,6 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="local address to gather ICE candidates on (repeatable)")
     join.set_defaults(func=cmd_join, is_async=True)
 
+    from huizhen.loadtest import add_parser as add_loadtest_parser  # huizhen loadtest …
+    add_loadtest_parser(sub)
+
     key = sub.add_parser("key", help="API keys").add_subparsers(dest="key_cmd", required=True)
     gen = key.add_parser("generate", help="print a new API key and secret")
     gen.add_argument("--name", default="hospital")
