@@ -147,12 +147,11 @@ class RoomService:
         await self.db.end_room(room_id, utcnow(), reason)
         await self._event(room_id, "room_ended", None, {"reason": reason, "by": by})
         members = list(self.members.get(room_id, {}).values())
-        for member in members:
+        for member in members:  # everyone hears it first, before anything else can fail
             await self._send(member, {"type": "room_ended", "reason": reason})
+        for member in members:
             await self.leave(member, "room_ended")
         await self.store.clear_room(room_id)
-        # closed apart from the caller: a moderator ending the room from its own socket would
-        # otherwise stop its own message handling half-way
         for member in members:
             spawn(member.sink.close(4010, "room ended"))
         return await self.get_room(room_id)
@@ -394,8 +393,12 @@ class RoomService:
                            "by": moderator.info.identity})
 
     async def end_by(self, moderator: Member, reason: str) -> None:
+        """End the room from a moderator's own connection. The work runs in its own task: a
+        moderator whose client hangs up on ``room_ended`` cancels its connection's handler,
+        which must not stop the room ending for everyone else."""
         self._require_moderator(moderator)
-        await self.end_room(moderator.room_id, reason, by=moderator.info.identity)
+        await asyncio.shield(spawn(self.end_room(moderator.room_id, reason,
+                                                 by=moderator.info.identity)))
 
     # ---- chat -----------------------------------------------------------------------------------
     async def chat(self, member: Member, text: str) -> None:

@@ -32,6 +32,7 @@ from signaling.protocol import PROTOCOL_VERSION, ProtocolError, parse_client_mes
 
 log = logging.getLogger("huizhen.signaling")
 
+DRAIN_TIMEOUT_S = 3.0  # keeps "gone from the room within 10 s" true
 CLOSE_TOKEN = 4001
 CLOSE_ROOM = 4004
 HARD_CAP_FACTOR = 16
@@ -84,7 +85,7 @@ class Connection:
         self.member: Member | None = None
         self.claims: ParticipantClaims | None = None
         self.leave_reason = "disconnected"
-        self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
 
     async def run(self) -> web.WebSocketResponse:
         await self.ws.prepare(self.request)
@@ -100,9 +101,14 @@ class Connection:
             if isinstance(self.ws.exception(), (asyncio.TimeoutError, TimeoutError)):
                 self.leave_reason = "timeout"
         finally:
-            worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await worker
+            # what the client sent before it hung up (say, end_room) is still carried out
+            self.queue.put_nowait(None)
+            try:
+                await asyncio.wait_for(asyncio.shield(worker), DRAIN_TIMEOUT_S)
+            except (TimeoutError, asyncio.CancelledError):
+                worker.cancel()
+            except Exception:
+                log.exception("message worker failed")
             if self.member is not None:
                 await self.service.leave(self.member, self.leave_reason)
         return self.ws
@@ -124,6 +130,8 @@ class Connection:
     async def _work(self) -> None:
         while True:
             message = await self.queue.get()
+            if message is None:
+                return
             ref = message.get("id")
             try:
                 await self._dispatch(message)

@@ -277,3 +277,21 @@ async def test_admission_and_removal_survive_a_restart(tmp_path: Any) -> None:
         await again.leave()
     finally:
         second.stop()
+
+
+async def test_room_ends_for_everyone_even_if_the_host_hangs_up_at_once(
+        server: Server) -> None:
+    room, doctor, patient = await clinic(server)
+    nurse = await server.participant(room, "nurse", "nurse")
+    try:
+        await admit(doctor, patient)
+        await doctor.send({"type": "end_room"})
+        await doctor.close()  # the host's tab closes the moment it sent the message
+        for p in (patient, nurse):
+            assert await p.wait_until(p.closed.is_set, timeout=5)
+            assert got(p, "room_ended")
+        status, state = await server.api("GET", f"/api/rooms/{room}")
+        assert status == 200 and state["status"] == "ended" and state["participants"] == []
+    finally:
+        await patient.close()
+        await nurse.close()
