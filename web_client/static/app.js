@@ -210,18 +210,70 @@ function wsUrl(roomId) {
   return `${scheme}://${location.host}/ws/${encodeURIComponent(roomId)}`;
 }
 
-// ---- state & banner ---------------------------------------------------------------------------
+// ---- state, view & banner ---------------------------------------------------------------------
+
+const TERMINAL_STATES = ['left', 'ended', 'failed'];
 
 function setAppState(state) {
   appState = state;
   document.body.dataset.state = state;
+  renderView();
+}
+
+function computeView() {
+  if (TERMINAL_STATES.includes(appState)) return 'end';
+  if (!session) return precheck ? 'precheck' : 'start';
+  if (session.admission === 'lobby') return 'lobby';
+  if (session.admission === 'held') return 'hold';
+  return 'call';
+}
+
+/** Show what belongs to the current view; everything else follows from it. */
+function renderView() {
+  const v = computeView();
+  const changed = v !== view;
+  view = v;
+  document.body.dataset.view = v;
+  ui.precheck.hidden = v !== 'precheck';
+  // on the check page the message sits in the page's flow (above the preview), elsewhere it
+  // floats over the call
+  const bannerHome = v === 'precheck' ? ui.precheck.querySelector('.precheck-inner') : document.body;
+  if (ui.banner.parentElement !== bannerHome) {
+    if (v === 'precheck') bannerHome.prepend(ui.banner);
+    else ui.precheck.before(ui.banner);
+  }
+  ui.stage.hidden = v === 'precheck' || v === 'start';
+  ui.lobbyWait.hidden = v !== 'lobby';
+  ui.hold.hidden = v !== 'hold';
+  ui.tiles.hidden = v === 'lobby' || v === 'hold';
+  if (v === 'lobby') {
+    const track = session && session.local.video ? session.local.video.track : null;
+    if (track && (!ui.lobbyVideo.srcObject || ui.lobbyVideo.srcObject.getVideoTracks()[0] !== track)) {
+      ui.lobbyVideo.srcObject = new MediaStream([track]);
+      ui.lobbyVideo.play().catch(() => {});
+    }
+    ui.lobbyWait.dataset.video = track ? 'on' : 'off';
+  } else if (ui.lobbyVideo.srcObject) {
+    ui.lobbyVideo.srcObject = null;
+  }
+  if (v !== 'call' && chatView && chatView.open) chatView.setOpen(false);
+  if (changed && v !== 'call') setMoreOpen(false);
   renderStatus();
   renderControls();
   renderWaiting();
+  renderLobbyList();
+  renderRecording();
+  renderQuality();
 }
 
 function renderStatus() {
-  ui.status.textContent = t(`status_${appState}`);
+  let key = `status_${appState}`;
+  if (appState === 'joined' && session) {
+    if (session.admission === 'lobby') key = 'status_lobby';
+    else if (session.admission === 'held') key = 'status_held';
+  }
+  if (view === 'precheck') key = 'status_precheck';
+  ui.status.textContent = t(key);
   const title = session && session.room && session.room.title;
   ui.roomTitle.textContent = title || '';
   ui.roomTitle.hidden = !title;
@@ -253,12 +305,16 @@ function renderBanner() {
     ui.banner.hidden = true;
     ui.bannerText.textContent = '';
     delete ui.banner.dataset.level;
+    delete ui.banner.dataset.code;
+    delete ui.banner.dataset.key;
     return;
   }
   ui.banner.hidden = false;
   ui.banner.dataset.level = notice.fatal ? 'fatal' : notice.level || 'info';
   if (notice.code) ui.banner.dataset.code = notice.code;
   else delete ui.banner.dataset.code;
+  if (notice.key) ui.banner.dataset.key = notice.key;
+  else delete ui.banner.dataset.key;
   ui.bannerText.textContent = noticeText(notice);
   ui.bannerClose.hidden = !!notice.fatal;
   ui.rejoin.hidden = !(notice.fatal && notice.rejoin);
@@ -274,6 +330,18 @@ function showEnd(info) {
   remoteTiles.clear();
   localTile.setLocalStream(null);
   ui.sound.hidden = true;
+  if (monitor) monitor.stop();
+  monitor = null;
+  if (precheck) {
+    precheck.destroy();
+    precheck = null;
+  }
+  if (!session && localMedia.stream) {
+    for (const track of localMedia.stream.getTracks()) track.stop();
+  }
+  if (inviteDialog && inviteDialog.dialog.open) inviteDialog.dialog.close();
+  const confirm = $('confirm-dialog');
+  if (confirm.open) confirm.close();
   setAppState(info.state);
 }
 
@@ -283,6 +351,47 @@ function announce(text) {
   setTimeout(() => {
     ui.live.textContent = text;
   }, 50);
+}
+
+// ---- care mode (large type, big buttons) --------------------------------------------------------
+
+function loadCare() {
+  try {
+    return localStorage.getItem(CARE_KEY) === '1';
+  } catch {
+    return false;
+  }
+}
+
+function setCare(on) {
+  document.body.classList.toggle('care', on);
+  ui.care.setAttribute('aria-pressed', String(on));
+  try {
+    localStorage.setItem(CARE_KEY, on ? '1' : '0');
+  } catch {
+    // not remembered
+  }
+  renderLayout();
+}
+
+// ---- top bar: recording, quality -----------------------------------------------------------------
+
+function renderRecording() {
+  const on = !!(session && session.room && session.room.recording === true) && view !== 'end';
+  ui.rec.hidden = !on;
+}
+
+function renderQuality() {
+  const show = !!session && (view === 'call' || view === 'hold') && appState !== 'idle';
+  ui.quality.hidden = !show;
+  const level = appState === 'reconnecting' ? 'poor' : quality.level;
+  ui.quality.dataset.level = level;
+  let label = t(`quality_${level}`);
+  if (quality.rtt_ms !== null && level !== 'unknown') {
+    label += ` (${t('quality_detail', { rtt: quality.rtt_ms, loss: quality.loss_pct ?? 0 })})`;
+  }
+  ui.quality.setAttribute('aria-label', label);
+  ui.quality.title = label;
 }
 
 // ---- controls ---------------------------------------------------------------------------------
@@ -310,6 +419,12 @@ function renderToggle(button, item, keys) {
   button.title = label;
 }
 
+function canShareScreen() {
+  const grants = (session && session.me && session.me.grants) || {};
+  const mobile = /Android|iPhone|iPad|iPod|Mobile/i.test(navigator.userAgent);
+  return !!(grants.publish_screen && navigator.mediaDevices && navigator.mediaDevices.getDisplayMedia && !mobile);
+}
+
 function renderControls() {
   const local = session ? session.local : { audio: null, video: null };
   renderToggle(ui.mic, local.audio, {
@@ -328,19 +443,53 @@ function renderControls() {
     none: 'cam_none',
     noneLabel: 'cam_none_label',
   });
-  const terminal = ['left', 'ended', 'failed'].includes(appState);
-  ui.controls.hidden = terminal;
+  const terminal = TERMINAL_STATES.includes(appState);
+  ui.controls.hidden = terminal || view === 'precheck' || view === 'start';
   ui.leave.disabled = terminal;
   const video = local.video;
   ui.flip.hidden = !(video && !video.ended && cameraCount > 1);
   ui.flip.disabled = flipping || !!(video && video.muted);
+
+  const inCall = view === 'call';
+  const joined = appState === 'joined';
+  const grants = (session && session.me && session.me.grants) || {};
+  // chat: in the call (lobby and hold have none)
+  ui.chat.hidden = !(inCall && session && session.me && grants.send_data !== false);
+  ui.chat.disabled = !joined;
+  // screen share: desktops, with the grant
+  const sharing = !!(session && session.isSharingScreen);
+  ui.screen.hidden = !(inCall && canShareScreen());
+  ui.screen.disabled = !joined || screenBusy;
+  ui.screen.dataset.sharing = String(sharing);
+  ui.screen.dataset.muted = 'false';
+  ui.screen.querySelector('.ctrl-text').textContent = t(sharing ? 'screen_stop' : 'screen_start');
+  ui.screen.setAttribute('aria-label', t(sharing ? 'screen_stop_label' : 'screen_start_label'));
+  ui.screen.title = ui.screen.getAttribute('aria-label');
+  ui.screen.setAttribute('aria-pressed', String(sharing));
+  // moderator tools: in the bar on wide screens, behind "More" on phones
+  const moderator = !!(inCall && session && session.isModerator);
+  const narrow = NARROW.matches;
+  ui.more.hidden = !(moderator && narrow);
+  ui.more.setAttribute('aria-expanded', String(moreOpen));
+  ui.hostTools.hidden = !moderator || (narrow && !moreOpen);
+  ui.hostTools.dataset.popover = String(narrow);
+  ui.invite.disabled = !joined;
+  ui.end.disabled = !joined;
+  ui.controls.dataset.count = String(
+    [...ui.controls.querySelectorAll(':scope > .ctrl')].filter((b) => !b.hidden).length,
+  );
   renderLocalTile();
+}
+
+function setMoreOpen(open) {
+  moreOpen = !!open;
+  renderControls();
+  if (moreOpen) ui.invite.focus();
 }
 
 function renderLocalTile() {
   const local = session ? session.local : { audio: null, video: null };
-  const terminal = ['left', 'ended', 'failed'].includes(appState);
-  const show = !terminal && !!(local.audio || local.video);
+  const show = view === 'call' && !!(local.audio || local.video);
   localTile.el.hidden = !show;
   if (!show) return;
   const micMuted = !local.audio || local.audio.muted || local.audio.ended;
@@ -365,6 +514,7 @@ function setLocalPreview() {
   const track = local && local.video ? local.video.track : null;
   // the preview shows only video (and is muted anyway)
   localTile.setLocalStream(track ? new MediaStream([track]) : null);
+  if (view === 'lobby') renderView();
 }
 
 function installIcons() {
@@ -377,7 +527,18 @@ function installIcons() {
   put(ui.cam, ICONS.cam, ICONS.camOff);
   put(ui.flip, ICONS.flip);
   put(ui.leave, ICONS.leave);
+  put(ui.screen, ICONS.screen);
+  put(ui.chat, ICONS.chat);
+  put(ui.more, ICONS.moreH);
+  put(ui.invite, ICONS.invite);
+  put(ui.end, ICONS.end);
   ui.sound.insertAdjacentHTML('afterbegin', ICONS.sound);
+  $('btn-chat-close').innerHTML = ICONS.close;
+  $('btn-chat-send').innerHTML = ICONS.send;
+  ui.hold.querySelector('.hold-icon').innerHTML = ICONS.pause;
+  for (const mark of document.querySelectorAll('.check-mark')) {
+    mark.innerHTML = `<span class="mark-ok">${ICONS.check}</span><span class="mark-warn">${ICONS.warn}</span>`;
+  }
 }
 
 async function flipCamera() {
@@ -409,14 +570,49 @@ async function flipCamera() {
   }
 }
 
+async function toggleScreenShare() {
+  if (!session || screenBusy) return;
+  if (session.isSharingScreen) {
+    session.stopScreenShare();
+    return;
+  }
+  screenBusy = true;
+  renderControls();
+  let stream = null;
+  try {
+    stream = await navigator.mediaDevices.getDisplayMedia({
+      video: { frameRate: { ideal: 15, max: 30 } },
+      audio: false,
+    });
+    await session.startScreenShare(stream);
+  } catch (err) {
+    if (stream) for (const track of stream.getTracks()) track.stop();
+    // NotAllowedError: the user cancelled the picker — nothing to say
+    if (!err || err.name !== 'NotAllowedError') {
+      console.warn('[huizhen] screen share failed', err);
+      showNotice({ key: 'screen_failed', level: 'error' });
+    }
+  } finally {
+    screenBusy = false;
+    renderControls();
+  }
+}
+
 function onLeave() {
   if (!session) {
-    // still waiting for camera permission
+    // still in the pre-call check, or waiting for camera permission
     leaveRequested = true;
     showEnd({ state: 'left', key: 'left', rejoin: true });
     return;
   }
   session.leave();
+}
+
+async function onEndForAll() {
+  if (!session) return;
+  setMoreOpen(false);
+  const yes = await confirmAction(t('end_confirm'), t('end_confirm_yes'));
+  if (yes && session && !session.isTerminal) session.endRoom();
 }
 
 function wireControls() {
@@ -429,15 +625,91 @@ function wireControls() {
     if (item) session.setMuted('video', !item.muted);
   });
   ui.flip.addEventListener('click', flipCamera);
+  ui.screen.addEventListener('click', toggleScreenShare);
   ui.leave.addEventListener('click', onLeave);
-  ui.rejoin.addEventListener('click', () => location.reload());
+  ui.rejoin.addEventListener('click', () => {
+    try {
+      sessionStorage.setItem(SKIP_CHECK_KEY, location.pathname);
+    } catch {
+      // the check runs again: harmless
+    }
+    location.reload();
+  });
   ui.bannerClose.addEventListener('click', hideNotice);
   ui.lang.addEventListener('click', toggleLang);
+  ui.care.addEventListener('click', () => setCare(!document.body.classList.contains('care')));
   ui.sound.addEventListener('click', () => {
     soundBlocked = false;
     ui.sound.hidden = true;
     for (const tile of remoteTiles.values()) tile.unmute();
   });
+  ui.more.addEventListener('click', (ev) => {
+    ev.stopPropagation();
+    setMoreOpen(!moreOpen);
+  });
+  document.addEventListener('click', (ev) => {
+    if (moreOpen && !ui.hostTools.contains(ev.target) && !ui.more.contains(ev.target)) setMoreOpen(false);
+  });
+  document.addEventListener('keydown', (ev) => {
+    if (ev.key === 'Escape' && moreOpen) {
+      setMoreOpen(false);
+      ui.more.focus();
+    }
+  });
+  ui.invite.addEventListener('click', () => {
+    setMoreOpen(false);
+    if (session && session.room) inviteDialog.open(session.room.kind);
+  });
+  ui.end.addEventListener('click', onEndForAll);
+  NARROW.addEventListener('change', () => {
+    moreOpen = false;
+    renderControls();
+    renderLayout();
+  });
+
+  chatView = new ChatView({
+    panel: $('chat-panel'),
+    log: $('chat-log'),
+    input: $('chat-input'),
+    send: $('btn-chat-send'),
+    form: $('chat-form'),
+    toggle: ui.chat,
+    badge: $('chat-unread'),
+    close: $('btn-chat-close'),
+    empty: $('chat-empty'),
+    onSend: (text) => {
+      if (session && session.sendChat(text)) return true;
+      showNotice({ key: 'chat_offline', level: 'warning' });
+      return false;
+    },
+    lookup: (pid) => (session ? session.participants[pid] || null : null),
+    announce,
+  });
+  lobbyList = new LobbyList({
+    root: ui.lobbyList,
+    onAdmit: (id) => session && session.admit(id),
+    onDeny: (id) => session && session.deny(id),
+  });
+  inviteDialog = new InviteDialog({
+    create: async (role, name) => {
+      const invite = await session.createInvite(role, name);
+      lastInvite = invite;
+      return invite;
+    },
+  });
+}
+
+// ---- lobby (moderators) -------------------------------------------------------------------------
+
+function renderLobbyList() {
+  if (!lobbyList) return;
+  const people = session && session.isModerator && view === 'call' ? Object.values(session.lobby) : [];
+  const before = lobbyList.items.length;
+  lobbyList.render(people);
+  if (people.length > before) {
+    const newest = people[people.length - 1];
+    announce(t('announce_lobby', { name: newest.name || newest.identity }));
+  }
 }
 
 // ---- remote tiles -----------------------------------------------------------------------------
@@ -459,6 +731,19 @@ function tileFor(participant) {
   return tile;
 }
 
+async function onTileAction(participantId, action) {
+  if (!session) return;
+  const p = session.participants[participantId];
+  if (!p) return;
+  const name = p.name || p.identity || '';
+  if (action === 'hold') session.hold(participantId, p.state !== 'held');
+  else if (action === 'mute') session.muteParticipant(participantId, 'audio');
+  else if (action === 'remove') {
+    const yes = await confirmAction(t('remove_confirm', { name }), t('remove_confirm_yes'));
+    if (yes && session && !session.isTerminal) session.remove(participantId);
+  }
+}
+
 function renderTile(participant) {
   const tile = tileFor(participant);
   const tracks = Object.values(participant.tracks);
@@ -467,15 +752,36 @@ function renderTile(participant) {
   const name = participant.name || participant.identity || '…';
   const role = roleLabel(participant.role);
   tile.el.dataset.role = participant.role || '';
+  const micMuted = !tracks.some((tr) => isMic(tr) && !tr.muted);
   tile.setInfo({
     name,
     role,
-    micMuted: !tracks.some((tr) => isMic(tr) && !tr.muted),
+    micMuted,
     camMuted: !tracks.some((tr) => isCam(tr) && !tr.muted),
     micLabel: t('mic_muted_badge'),
     camLabel: t('cam_off_badge'),
     groupLabel: role ? t('tile_label', { name, role }) : name,
   });
+  tile.setConditions({
+    held: participant.state === 'held',
+    videoPaused: !!participant.videoPaused,
+    heldLabel: t('tile_held'),
+    pausedLabel: t('tile_video_paused'),
+  });
+  if (session && session.isModerator) {
+    tile.setMenu({ onAction: (action) => onTileAction(participant.id, action) });
+    const held = participant.state === 'held';
+    tile.setMenuLabels({
+      menu: t('tile_menu_label', { name }),
+      hold: t(held ? 'action_resume' : 'action_hold'),
+      mute: t('action_mute'),
+      remove: t('action_remove'),
+      muteDisabled: micMuted,
+      held,
+    });
+  } else {
+    tile.setMenu(null);
+  }
 }
 
 function removeTile(id) {
@@ -483,17 +789,48 @@ function removeTile(id) {
   if (!tile) return;
   tile.destroy();
   remoteTiles.delete(id);
+  if (activeSpeaker === id) activeSpeaker = null;
   renderLayout();
+}
+
+/** The participant shown large: a screen share first, then the active speaker. */
+function mainParticipant() {
+  for (const [id, tile] of remoteTiles) if (tile.el.classList.contains('has-screen')) return id;
+  if (activeSpeaker && remoteTiles.has(activeSpeaker)) return activeSpeaker;
+  // nobody has spoken yet: a patient sees the doctor first
+  for (const [id, tile] of remoteTiles) {
+    if (['doctor', 'host', 'moderator'].includes(tile.el.dataset.role)) return id;
+  }
+  return remoteTiles.size ? remoteTiles.keys().next().value : null;
 }
 
 function renderLayout() {
   const n = remoteTiles.size;
   ui.tiles.dataset.count = String(n);
+  const screen = [...remoteTiles.values()].some((tile) => tile.el.classList.contains('has-screen'));
+  const speakerLayout = n >= 2 && (NARROW.matches || screen);
+  ui.tiles.dataset.layout = speakerLayout ? 'speaker' : 'grid';
+  const main = speakerLayout ? mainParticipant() : null;
+  for (const [id, tile] of remoteTiles) tile.setMain(id === main);
+  // the large tile first in the document (screen readers, tab order)
+  if (main) {
+    const el = remoteTiles.get(main).el;
+    if (ui.tiles.firstElementChild !== el) ui.tiles.prepend(el);
+  }
   renderWaiting();
 }
 
 function renderWaiting() {
-  ui.waiting.hidden = !(remoteTiles.size === 0 && appState === 'joined');
+  ui.waiting.hidden = !(remoteTiles.size === 0 && appState === 'joined' && view === 'call');
+}
+
+function onSpeakers(info) {
+  speaking = info.speaking;
+  for (const [id, tile] of remoteTiles) tile.setSpeaking(speaking.has(id));
+  if (info.active !== activeSpeaker) {
+    activeSpeaker = info.active;
+    if (ui.tiles.dataset.layout === 'speaker') renderLayout();
+  }
 }
 
 // ---- session wiring ---------------------------------------------------------------------------
@@ -501,15 +838,26 @@ function renderWaiting() {
 function wireSession(s) {
   s.on('state', (state) => setAppState(state));
   s.on('joined', () => {
-    renderStatus();
+    renderView();
     setLocalPreview();
-    renderControls();
   });
+  s.on('admission', (state) => {
+    renderView();
+    if (state === 'active') for (const p of Object.values(s.participants)) renderTile(p);
+  });
+  s.on('room-updated', () => {
+    renderStatus();
+    renderRecording();
+  });
+  s.on('lobby', () => renderLobbyList());
   s.on('participant-added', (p) => {
     renderTile(p);
     if (s.state === 'joined') announce(t('announce_joined', { name: p.name || p.identity }));
   });
-  s.on('participant-updated', (p) => renderTile(p));
+  s.on('participant-updated', (p) => {
+    renderTile(p);
+    renderLayout();
+  });
   s.on('participant-removed', (p) => {
     removeTile(p.id);
     announce(t('announce_left', { name: p.name || p.identity }));
@@ -520,13 +868,20 @@ function wireSession(s) {
   s.on('remote-track', (att) => {
     const p = s.participants[att.participantId];
     if (p) tileFor(p).addTrack(att);
+    if (att.source === 'screen') renderLayout();
   });
   s.on('remote-track-removed', (att) => {
     const tile = remoteTiles.get(att.participantId);
     if (tile) tile.removeTrack(att);
+    if (att.source === 'screen') renderLayout();
   });
   s.on('local-updated', () => {
     renderControls();
+  });
+  s.on('chat', (m) => chatView.add(m));
+  s.on('invite', (invite) => {
+    lastInvite = invite;
+    inviteDialog.show(invite);
   });
   s.on('notice', (n) => showNotice(n));
   s.on('notice-clear', () => {
@@ -536,13 +891,48 @@ function wireSession(s) {
 }
 
 function rerenderAll() {
-  renderStatus();
-  renderControls();
+  renderView();
+  if (lobbyList) lobbyList.render(lobbyList.items, true);
   renderBanner();
   if (session) for (const p of Object.values(session.participants)) renderTile(p);
+  if (chatView) chatView.rerender();
+  if (inviteDialog) inviteDialog.rerender();
+  if (precheck) precheck.render();
 }
 
 // ---- start ------------------------------------------------------------------------------------
+
+function startCall(roomId, token) {
+  if (session || leaveRequested) return;
+  if (precheck) {
+    precheck.destroy();
+    precheck = null;
+  }
+  const { stream } = localMedia;
+  session = new Session({ wsUrl: wsUrl(roomId), token, localStream: stream });
+  wireSession(session);
+  setLocalPreview();
+  renderView();
+  monitor = new CallMonitor({
+    session,
+    onSpeakers,
+    onQuality: (q) => {
+      quality = q;
+      renderQuality();
+    },
+  });
+  session.start();
+}
+
+function skipCheckOnce() {
+  try {
+    const skip = sessionStorage.getItem(SKIP_CHECK_KEY) === location.pathname;
+    sessionStorage.removeItem(SKIP_CHECK_KEY);
+    return skip;
+  } catch {
+    return false;
+  }
+}
 
 async function main() {
   installIcons();
@@ -551,6 +941,7 @@ async function main() {
   ui.stage.append(localTile.el);
   localTile.el.hidden = true;
   wireControls();
+  setCare(loadCare());
   setAppState('idle');
 
   const { roomId, token } = parseLink();
@@ -558,25 +949,55 @@ async function main() {
     showEnd({ state: 'failed', key: 'link_incomplete', code: 'link_incomplete' });
     return;
   }
-  if (!window.RTCPeerConnection || !window.WebSocket) {
+  const wants = kindsFromToken(token);
+  const noGum = !(navigator.mediaDevices && navigator.mediaDevices.getUserMedia);
+  if (
+    !window.RTCPeerConnection ||
+    !window.WebSocket ||
+    (noGum && window.isSecureContext && (wants.audio || wants.video))
+  ) {
     showEnd({ state: 'failed', key: 'browser_unsupported', code: 'browser_unsupported' });
     return;
   }
 
+  const skipCheck = skipCheckOnce();
+  if (!skipCheck) {
+    precheck = new PrecheckView({
+      root: ui.precheck,
+      wsUrl: wsUrl(roomId),
+      token,
+      onResult: (result) => {
+        precheckResult = result;
+      },
+      onLinkError: (code, message) => {
+        precheckResult = { verdict: 'link', code };
+        // already joining: the join itself says what is wrong with the link
+        if (!session) showEnd({ state: 'failed', code, message });
+      },
+    });
+    renderView();
+    ui.join.addEventListener('click', () => startCall(roomId, token));
+    // the connection check needs no camera: run both at once
+    precheck.runConnectivity();
+  }
+
   setAppState('media');
-  const { stream, problem } = await getLocalMedia(kindsFromToken(token));
-  if (leaveRequested) {
+  localMedia = await getLocalMedia(wants);
+  const { stream, problem } = localMedia;
+  if (leaveRequested || TERMINAL_STATES.includes(appState)) {
     if (stream) for (const track of stream.getTracks()) track.stop();
     return;
   }
-  if (problem) showNotice({ key: problem, level: 'warning', sticky: true });
+  if (problem) showNotice({ key: problem, code: problem, level: 'warning', sticky: true });
   if (stream && stream.getVideoTracks().length) cameraCount = await countCameras();
-
-  session = new Session({ wsUrl: wsUrl(roomId), token, localStream: stream });
-  wireSession(session);
-  setLocalPreview();
-  renderControls();
-  session.start();
+  if (precheck) {
+    precheck.setStream(stream, problem);
+    setAppState('idle');
+    ui.join.disabled = false;
+    ui.join.focus({ preventScroll: true });
+  } else {
+    startCall(roomId, token);
+  }
 }
 
 // Leaving the page: say goodbye so the others see "left" at once. A page restored from the

@@ -36,6 +36,10 @@ const RECONNECT_FACTOR = 1.6;
 const RECONNECT_MAX_MS = 8000;
 const RECONNECT_GIVE_UP_MS = 5 * 60 * 1000;
 const LEAVE_CLOSE_DELAY_MS = 1500;
+// After `room_ended` / `denied` / `removed` the server closes the socket itself; we close it only
+// if it has not after this long. (Closing at once can cut short the server's own work: the
+// moderator who ended the room must not hang up while the server is still telling the others.)
+const SERVER_CLOSE_WAIT_MS = 5000;
 
 const TERMINAL = new Set(['left', 'ended', 'failed']);
 const CHAT_KEEP = 500; // messages kept in memory
@@ -400,11 +404,11 @@ export class Session {
     sig.on('track_published', live((m) => this.onTrackPublished(m)));
     sig.on('track_unpublished', live((m) => this.onTrackUnpublished(m)));
     sig.on('track_muted', live((m) => this.onTrackMuted(m)));
-    sig.on('room_ended', live(() => this.finish('ended', { key: 'ended', code: 'room_ended' })));
+    sig.on('room_ended', live(() => this.finishByServer('ended', { key: 'ended', code: 'room_ended' })));
     sig.on('participant_updated', live((m) => this.onParticipantUpdated(m)));
     sig.on('admitted', live((m) => this.onAdmitted(m, gen)));
-    sig.on('denied', live(() => this.finish('failed', { key: 'denied', code: 'denied' })));
-    sig.on('removed', live(() => this.finish('failed', { key: 'removed', code: 'removed' })));
+    sig.on('denied', live(() => this.finishByServer('failed', { key: 'denied', code: 'denied' })));
+    sig.on('removed', live(() => this.finishByServer('failed', { key: 'removed', code: 'removed' })));
     sig.on('held', live((m) => this.onHeld(m, gen)));
     sig.on('muted_by_host', live((m) => this.onMutedByHost(m)));
     sig.on('chat', live((m) => this.onChat(m)));
@@ -576,6 +580,13 @@ export class Session {
     this.finish('left', { key: 'left', rejoin: true }, { keepSocket: true });
     // the server closes the socket (1000) after `leave`; close it ourselves if it does not
     if (sig) setTimeout(() => sig.close(1000, 'left'), LEAVE_CLOSE_DELAY_MS);
+  }
+
+  /** The server ended our session and will close the socket: let it, with a fallback. */
+  finishByServer(state, info) {
+    const sig = this.sig;
+    this.finish(state, info, { keepSocket: true });
+    if (sig) setTimeout(() => sig.close(1000, state), SERVER_CLOSE_WAIT_MS);
   }
 
   /** End the session for good: state left|ended|failed. */
