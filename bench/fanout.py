@@ -44,6 +44,8 @@ from typing import Any
 
 import aiohttp
 
+from huizhen.procgroup import signal_group, stop_group
+
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 WORKER = BENCH / "subscriber.py"
@@ -160,23 +162,13 @@ class Worker:
                 await self.proc.stdin.drain()
 
     def signal_group(self, sig: signal.Signals) -> None:
-        if self.proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.proc.pid, sig)
+        signal_group(self.proc, sig)
 
     async def stop(self, grace: float = 8) -> None:
         """Close stdin (workers leave and exit), then SIGTERM, then SIGKILL the whole group."""
         if self.proc.stdin is not None and not self.proc.stdin.is_closing():
             self.proc.stdin.close()
-        steps: list[tuple[signal.Signals | None, float]] = [
-            (None, grace if self.exits_on_eof else 0.0), (signal.SIGTERM, 8.0),
-            (signal.SIGKILL, 5.0)]
-        for sig, wait in steps:
-            if sig is not None:
-                self.signal_group(sig)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.proc.wait(), wait)
-                break
+        await stop_group(self.proc, grace if self.exits_on_eof else 0.0, term_wait=8.0)
         if self.reader is not None:
             self.reader.cancel()
 

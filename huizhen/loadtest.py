@@ -42,9 +42,11 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlparse
 
+from huizhen.cli import EXIT_FAILED, Api, CliError
+
 # when the command runs as ``python -m huizhen.cli``, this is a second copy of that module: its
 # CliError is not the one ``main()`` catches, so ``cmd_loadtest`` reports its own errors
-from huizhen.cli import EXIT_FAILED, Api, CliError
+from huizhen.procgroup import signal_group, stop_group
 
 #: default (publisher role, subscriber role) per room kind; ``--publisher-role`` /
 #: ``--subscriber-role`` override them (roles that wait in a lobby would never get media)
@@ -466,21 +468,14 @@ class WorkerProc:
                 await self.proc.stdin.drain()
 
     def signal_group(self, sig: signal.Signals) -> None:
-        if self.proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.proc.pid, sig)
+        signal_group(self.proc, sig)
 
     async def stop(self, grace: float = 15) -> None:
         """Ask it to stop (its participants leave), then SIGTERM, then SIGKILL its group."""
         await self.send({"cmd": "stop"})
         if self.proc.stdin is not None and not self.proc.stdin.is_closing():
             self.proc.stdin.close()
-        for sig, wait in ((None, grace), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
-            if sig is not None:
-                self.signal_group(sig)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.proc.wait(), wait)
-                break
+        await stop_group(self.proc, grace)
         if self.reader is not None:
             self.reader.cancel()
 

@@ -8,23 +8,15 @@ decoded (with the right content) in the aiortc client.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
-from playwright.async_api import Browser, async_playwright
+from playwright.async_api import Browser
 
-from tests.browser import KEEP_PCS, audio_samples, frames_decoded, launch
+from tests.browser import KEEP_PCS, audio_samples, frames_decoded
 from tests.harness import Server, wait_for
 
 pytestmark = pytest.mark.browser
 
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as pw:
-        b = await launch(pw)
-        yield b
-        await b.close()
 
 
 async def test_browser_and_aiortc_participant_decode_each_other(server: Server,

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 
 import pytest
-from playwright.async_api import Browser, FloatRect, ViewportSize, async_playwright
+from playwright.async_api import Browser, FloatRect, ViewportSize
 
-from tests.browser import audio_samples, frames_decoded, launch
-from tests.harness import Server, sign
+from tests.browser import audio_samples, frames_decoded
+from tests.harness import Server, sign, wait_for
 from tests.web_support import (
     CUT_SOCKETS,
     DESKTOP,
@@ -34,18 +33,10 @@ from tests.web_support import (
     tile_js,
     video_streams,
     wait_js,
-    wait_until,
 )
 
 pytestmark = pytest.mark.browser
 
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as pw:
-        b = await launch(pw)
-        yield b
-        await b.close()
 
 
 # ---- helpers ---------------------------------------------------------------------------------
@@ -72,7 +63,7 @@ async def decodes(client: Client, streams: int = 1, frames: int = 30) -> bool:
 
 
 async def both_decode(a: Client, b: Client, timeout: float = 20) -> None:
-    ok = await wait_until(lambda: _both(a, b), timeout)
+    ok = await wait_for(lambda: _both(a, b), timeout)
     assert ok, (f"no video both ways: {a.name} {await frames_decoded(a.page)}, "
                 f"{b.name} {await frames_decoded(b.page)}\n{a.log()}\n{b.log()}")
 
@@ -220,7 +211,7 @@ async def test_chat_mute_screen_share_and_hold(server: Server, browser: Browser)
         await wait_js(doctor, "window.huizhen.screenSharing && window.huizhen.pcs.screen")
         await wait_js(patient, f"document.querySelector('{doc_tile}')"
                                ".classList.contains('has-screen')")
-        ok = await wait_until(lambda: decodes(patient, streams=2, frames=20), 15)
+        ok = await wait_for(lambda: decodes(patient, streams=2, frames=20), 15)
         assert ok, (await video_streams(patient, 1), patient.log())
         await wait_js(patient, f"document.querySelector('{doc_tile} .tile-screen').videoWidth > 0")
         # large: the screen fills the doctor's tile, which fills most of the stage
@@ -243,7 +234,7 @@ async def test_chat_mute_screen_share_and_hold(server: Server, browser: Browser)
         await tile.locator('[data-action="hold"]').click()
         await patient.page.locator("#hold-screen").wait_for(state="hidden")
         frames = await frames_decoded(patient.page)
-        assert await wait_until(lambda: _more(patient, frames + 20), 10), patient.log()
+        assert await wait_for(lambda: _more(patient, frames + 20), 10), patient.log()
     finally:
         await close_all(doctor, patient)
 
@@ -268,7 +259,7 @@ async def test_cut_socket_reconnects_within_10s(server: Server, browser: Browser
         await wait_js(patient, f"window.huizhen.state === 'joined' && window.huizhen.me.id !== "
                                f"'{old_id}' && window.huizhen.admission === 'active'", timeout=10)
         new_id = await me_id(patient)
-        ok = await wait_until(lambda: _recovered(doctor, patient, base), 10 - (time.monotonic()
+        ok = await wait_for(lambda: _recovered(doctor, patient, base), 10 - (time.monotonic()
                                                                                - cut_at))
         took = time.monotonic() - cut_at
         assert ok, (took, await frames_decoded(doctor.page), base, await sub_video_frames(patient),
@@ -296,7 +287,7 @@ async def test_server_restart_reconnects_within_10s(server: Server, browser: Bro
         restart_at = time.monotonic()
         await server.stop()  # sockets closed with 1012 "service restarting"
         await server.start()  # same port, same data folder
-        ok = await wait_until(lambda: _fresh_media(doctor, patient), 10 - (time.monotonic()
+        ok = await wait_for(lambda: _fresh_media(doctor, patient), 10 - (time.monotonic()
                                                                            - restart_at))
         took = time.monotonic() - restart_at
         assert ok, (took, await sub_video_frames(doctor), await sub_video_frames(patient),
@@ -331,7 +322,7 @@ async def test_mdt_three_browsers_decode_each_other(server: Server, browser: Bro
             clients.append(c)
         for c in clients:
             await wait_js(c, "window.huizhen.view === 'call'")
-        ok = await wait_until(lambda: _all_decode_two(clients), 25)
+        ok = await wait_for(lambda: _all_decode_two(clients), 25)
         assert ok, [(c.name, await video_streams(c, 1)) for c in clients] + [
             c.log() for c in clients]
         for c in clients:
@@ -404,7 +395,7 @@ async def test_layout_and_screenshots(server: Server, browser: Browser) -> None:
         try:
             await join(guardian, await server.join_url(room, "guard-1", "guardian", "Wang Jun"))
             await doctor.page.locator("#lobby-list .btn-admit").click()
-            ok = await wait_until(lambda: decodes(patient, streams=2, frames=20), 20)
+            ok = await wait_for(lambda: decodes(patient, streams=2, frames=20), 20)
             assert ok, patient.log()
             await wait_js(patient, "document.querySelector('#tiles').dataset.layout === 'speaker'")
             main = patient.page.locator('#tiles [data-speaker="main"]')
@@ -602,7 +593,7 @@ async def test_end_for_everyone_and_invite(server: Server, browser: Browser) -> 
             await join(interpreter, link.replace("https://", "http://"))
             await wait_js(interpreter, "window.huizhen.view === 'call' && "
                                        "window.huizhen.me?.role === 'interpreter'")
-            ok = await wait_until(lambda: decodes(interpreter, streams=2, frames=10), 20)
+            ok = await wait_for(lambda: decodes(interpreter, streams=2, frames=10), 20)
             assert ok, interpreter.log()
 
             # end for everyone (confirmed): every page says the consultation has ended

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -115,16 +112,6 @@ async def open_client(browser: Browser, name: str, viewport: ViewportSize | None
     page.on("console", lambda m: client.console.append(f"{m.type}: {m.text}"))
     page.on("pageerror", lambda e: client.console.append(f"PAGE ERROR: {e}"))
     return client
-
-
-async def wait_until(predicate: Callable[[], Awaitable[bool]], timeout: float,
-                     interval: float = 0.1) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if await predicate():
-            return True
-        await asyncio.sleep(interval)
-    return bool(await predicate())
 
 
 async def precheck_done(client: Client, timeout: float = 15) -> str:
