@@ -33,6 +33,8 @@ async def test_receiver_and_sender_hooks_exist() -> None:
     dtls = sender.transport
     assert isinstance(dtls, RTCDtlsTransport)
     assert hasattr(dtls, "_tx_srtp") and callable(dtls._register_rtp_sender)
+    # bench/ times packets where they leave the publisher and reach a subscriber
+    assert callable(dtls._send_rtp) and callable(dtls._handle_rtp_data)
     assert callable(dtls._unregister_rtp_sender)
     ice = dtls.transport
     assert isinstance(ice, RTCIceTransport)
