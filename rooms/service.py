@@ -105,11 +105,13 @@ class RoomService:
         """Record everyone as gone (before their sockets close), then close the sockets."""
         if self._speaker_task is not None:
             self._speaker_task.cancel()
+        closing = []
         for room_id in list(self.members):
             for member in list(self.members.get(room_id, {}).values()):
                 await self.leave(member, "server_shutdown")
-                with contextlib.suppress(Exception):
-                    await member.sink.close(1012, "server restarting")
+                closing.append(spawn(member.sink.close(1012, "server restarting")))
+        if closing:  # concurrently, and a dead client's close handshake is not waited out
+            await asyncio.wait(closing, timeout=2)
         await self.sfu.close()
 
     def _lock(self, room_id: str) -> asyncio.Lock:
@@ -173,9 +175,10 @@ class RoomService:
         async with self._lock(room_id):
             for other in list(self.members.get(room_id, {}).values()):
                 if other.info.identity == request.identity:
-                    with contextlib.suppress(Exception):
-                        await other.sink.close(4009, "joined elsewhere")
+                    # after a network switch the old socket may be half dead: its close
+                    # handshake must not hold up the rejoin (or the room)
                     await self._leave_locked(other, "replaced")
+                    spawn(other.sink.close(4009, "joined elsewhere"))
             if await self.store.count(room_id) >= policy.max_participants:
                 raise RoomError("room_full", f"the room is full ({policy.max_participants})")
             info = ParticipantInfo(id=new_id("p"), room_id=room_id, identity=request.identity,
@@ -352,8 +355,7 @@ class RoomService:
                                    "by": moderator.info.identity})
             await self._send(target, {"type": reason})
             await self._leave_locked(target, reason)
-        with contextlib.suppress(Exception):
-            await target.sink.close(CLOSE_REMOVED, reason)
+        spawn(target.sink.close(CLOSE_REMOVED, reason))
 
     async def hold(self, moderator: Member, participant_id: str, held: bool) -> None:
         """A held participant neither sees nor hears anyone, and nobody gets its media."""
