@@ -260,11 +260,6 @@ class SourceTrack:
             down.detach()
         self.down_tracks.clear()
 
-    def stats(self) -> dict[str, Any]:
-        return {"track_id": self.track_id, "kind": self.kind, "packets": self.packets,
-                "bytes": self.bytes, "keyframes": self.keyframes, "plis_sent": self.plis_sent,
-                "subscribers": len(self.down_tracks)}
-
 
 class DownTrack:
     """One subscriber m-line: rewrites and sends whatever source is attached to it."""
@@ -292,7 +287,6 @@ class DownTrack:
         self.octets = 0
         self.retransmissions = 0
         self.keyframe_requests = 0
-        self.fraction_lost = 0
 
     def configure(self, payload_type: int, clock_rate: int, ext_ids: rtp.ExtensionIds,
                   cname: str) -> None:
@@ -411,9 +405,3 @@ class DownTrack:
             packets.append(RtcpSdesPacket(chunks=[
                 RtcpSourceInfo(ssrc=self.ssrc, items=[(1, self.cname.encode())])]))
         self.sink.send_rtcp(b"".join(bytes(p) for p in packets))
-
-    def stats(self) -> dict[str, Any]:
-        return {"kind": self.kind, "ssrc": self.ssrc, "packets": self.packets,
-                "octets": self.octets, "retransmissions": self.retransmissions,
-                "keyframe_requests": self.keyframe_requests, "waiting_keyframe":
-                self.waiting_keyframe, "source": self.source.track_id if self.source else None}

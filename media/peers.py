@@ -32,7 +32,6 @@ from aiortc.rtp import (
     RTCP_PSFB_PLI,
     RTCP_RTPFB_NACK,
     RtcpPsfbPacket,
-    RtcpRrPacket,
     RtcpRtpfbPacket,
     RtcpSrPacket,
     RtpPacket,
@@ -226,7 +225,6 @@ class SubscriberPeer(PacketSink):
         self._addr: tuple[str, int] = ("", 0)
         self.dropped = 0
         self.closed = False
-        self.negotiations = 0
 
     # ---- what to receive -----------------------------------------------------------------
     def subscribe(self, source: SourceTrack, meta: dict[str, Any]) -> None:
@@ -292,7 +290,6 @@ class SubscriberPeer(PacketSink):
                 {"mid": s.transceiver.mid, "track_id": s.track_id, **(s.meta or {})}
                 for s in self.slots if s.track_id is not None
             ]
-            self.negotiations += 1
             await self._send_offer(self._policy.rewrite_local_sdp(self.pc.localDescription.sdp),
                                    tracks, self._seq)
             try:
@@ -354,10 +351,6 @@ class SubscriberPeer(PacketSink):
                 down.on_keyframe_request()
             elif isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
                 down.on_nack(packet.lost)
-            elif isinstance(packet, (RtcpRrPacket, RtcpSrPacket)):
-                for report in packet.reports:
-                    if report.ssrc == down.ssrc:
-                        down.fraction_lost = report.fraction_lost
 
         sender.send = send
         sender.stop = stop
@@ -409,6 +402,3 @@ class SubscriberPeer(PacketSink):
         if self._negotiation is not None:
             self._negotiation.cancel()
         await self.pc.close()
-
-    def stats(self) -> list[dict[str, Any]]:
-        return [s.down.stats() for s in self.slots if s.track_id is not None]

@@ -6,7 +6,6 @@ It knows nothing of rooms or roles: tracks and peers are identified by opaque id
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from media.forwarder import SourceTrack
 from media.ice import IcePolicy
@@ -72,10 +71,3 @@ class Sfu:
             await self.close_publisher(pub)
         for sub in list(self.subscribers):
             await self.close_subscriber(sub)
-
-    def stats(self) -> dict[str, Any]:
-        return {
-            "publishers": len(self.publishers),
-            "subscribers": len(self.subscribers),
-            "sources": [s.stats() for s in self.sources.values()],
-        }

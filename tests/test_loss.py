@@ -25,6 +25,19 @@ async def _viewers(server: Server, room: str, n: int) -> list[Participant]:
     return viewers
 
 
+async def _streaming(server: Server, impairment: Impairment, tag: int
+                     ) -> tuple[Participant, list[Participant]]:
+    """A presenter streaming video to two decoding viewers through an impaired uplink."""
+    server.app[SFU].impairment = impairment
+    room = await server.create_room("broadcast")
+    publisher = await server.participant(room, "surgeon", "presenter")
+    viewers = await _viewers(server, room, 2)
+    await publisher.publish(audio=False, tag=tag)
+    assert await viewers[0].wait_until(
+        lambda: all(v.frames_from(publisher.id, "video") > 30 for v in viewers), timeout=15)
+    return publisher, viewers
+
+
 async def _measure(publisher: Participant, viewers: list[Participant], seconds: float
                    ) -> list[tuple[float, float]]:
     """(fps, longest gap between decoded frames in s) per viewer over the window."""
@@ -47,15 +60,8 @@ async def _measure(publisher: Participant, viewers: list[Participant], seconds: 
 
 async def test_five_percent_uplink_loss_keeps_25_fps_without_freezes(server: Server) -> None:
     impairment = Impairment(loss=0.05, seed=7)
-    server.app[SFU].impairment = impairment  # type: ignore[index]
-    room = await server.create_room("broadcast")
-    publisher = await server.participant(room, "surgeon", "presenter")
-    viewers = await _viewers(server, room, 2)
+    publisher, viewers = await _streaming(server, impairment, tag=2)
     try:
-        await publisher.publish(audio=False, tag=2)
-        assert await viewers[0].wait_until(
-            lambda: all(v.frames_from(publisher.id, "video") > 30 for v in viewers),
-            timeout=15)
         results = await _measure(publisher, viewers, 30)
         for fps, gap in results:
             assert fps >= 25, results
@@ -71,15 +77,8 @@ async def test_five_percent_uplink_loss_keeps_25_fps_without_freezes(server: Ser
 async def test_packet_lost_for_good_upstream_stalls_nobody_over_a_second(
         server: Server) -> None:
     impairment = Impairment()
-    server.app[SFU].impairment = impairment  # type: ignore[index]
-    room = await server.create_room("broadcast")
-    publisher = await server.participant(room, "surgeon", "presenter")
-    viewers = await _viewers(server, room, 2)
+    publisher, viewers = await _streaming(server, impairment, tag=3)
     try:
-        await publisher.publish(audio=False, tag=3)
-        assert await viewers[0].wait_until(
-            lambda: all(v.frames_from(publisher.id, "video") > 30 for v in viewers),
-            timeout=15)
         (source,) = [s for s in server.app[SFU].sources.values() if s.kind == "video"]
         assert source._max_seq is not None
         doomed = (source._max_seq + 40) & 0xFFFF  # about half a second ahead
