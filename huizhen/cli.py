@@ -232,7 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     def remote(p: argparse.ArgumentParser) -> None:
         p.add_argument("--server", help="service URL (default: from the configuration)")
         p.add_argument("--api-key", help="API key id (default: the configured one)")
-        p.add_argument("--api-secret", help="its secret")
+        p.add_argument("--api-secret", help="its secret (or HUIZHEN_API_SECRET; write "
+                       "--api-secret=VALUE if it starts with '-')")
         p.add_argument("--json", action="store_true", help="print JSON")
         p.add_argument("--insecure", action="store_true",
                        help="accept a self-signed certificate (dev/LAN testing only)")

@@ -50,6 +50,7 @@ class RemoteTrackStats:
     kind: str
     subscribed_at: float
     frames: int = 0
+    payload_bytes: int = 0  # RTP payload received (counted without decoding only)
     first_frame_at: float | None = None
     last_frame_at: float | None = None
     tags: Counter[int | None] = field(default_factory=Counter)
@@ -57,6 +58,8 @@ class RemoteTrackStats:
     distinct_frames: int = 0
     audio_rms: float = 0.0
     max_gap_s: float = 0.0
+    frame_size: tuple[int, int] | None = None  # (width, height) of the latest decoded frame
+    sizes: Counter[tuple[int, int]] = field(default_factory=Counter)  # frames per size
     _last_hash: int | None = None
 
     @property
@@ -242,8 +245,10 @@ class Participant:
             def add(self, packet: Any) -> tuple[bool, None]:
                 info = participant._mid_tracks.get(mid)
                 stats = participant.remote.get(info["track_id"]) if info else None
-                if stats is not None and (stats.kind == "audio" or packet.marker):
-                    participant._count_frame(stats)
+                if stats is not None:
+                    stats.payload_bytes += len(packet.payload)
+                    if stats.kind == "audio" or packet.marker:
+                        participant._count_frame(stats)
                 return False, None
 
         receiver._RTCRtpReceiver__jitter_buffer = Counter()
@@ -271,6 +276,8 @@ class Participant:
                 continue
             self._count_frame(stats)
             if isinstance(frame, av.VideoFrame):
+                stats.frame_size = (frame.width, frame.height)
+                stats.sizes[stats.frame_size] += 1
                 if stats.frames % self.check_every == 1:
                     stats.last_tag = frame_tag(frame)
                     stats.tags[stats.last_tag] += 1

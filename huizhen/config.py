@@ -292,7 +292,12 @@ def check_secure(settings: Settings) -> None:
 
 
 def generate_secret() -> str:
-    return secrets.token_urlsafe(36)
+    """A random API secret (48 URL-safe characters). Never one starting with "-": on a command
+    line (``--api-secret SECRET``) that would read as an option."""
+    while True:
+        secret = secrets.token_urlsafe(36)
+        if not secret.startswith("-"):
+            return secret
 
 
 def _stored_dev_secret(data_dir: Path) -> str | None:

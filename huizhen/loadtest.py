@@ -969,7 +969,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                     "fps, bitrate, loss, join-to-first-frame and (local server) server CPU.")
     p.add_argument("--server", help="service URL (default: from the configuration)")
     p.add_argument("--api-key", help="API key id (default: the configured one)")
-    p.add_argument("--api-secret", help="its secret")
+    p.add_argument("--api-secret", help="its secret (or HUIZHEN_API_SECRET; write "
+                   "--api-secret=VALUE if it starts with '-')")
     p.add_argument("--publishers", type=int, default=1, help="publishers (default 1)")
     p.add_argument("--subscribers", type=int, default=10, help="subscribers (default 10)")
     where = p.add_mutually_exclusive_group()

@@ -7,9 +7,18 @@ timestamp into a copy, protects it with its connection's SRTP session and sends 
 * Video subscribers start at a keyframe; the source asks the publisher for one (PLI), throttled
   to one per ``pli_throttle_s`` with requests in between deferred, never dropped.
 * Sequence numbers and timestamps stay continuous on a DownTrack across source switches.
-* Subscribers' NACKs are answered from the source's packet history; PLI/FIR go upstream.
+* Subscribers' NACKs are answered from the source's packet history (as RTX, RFC 4588, when the
+  subscriber negotiated it); PLI/FIR go upstream.
 * Publishers' sender reports are translated per DownTrack (same NTP time, the DownTrack's RTP
   timestamp), so receivers keep lip sync.
+* A simulcast track has one SourceTrack per layer (MediaTrack groups them); a DownTrack moves
+  to another layer at that layer's next keyframe, and can be paused (video on a weak link).
+* abs-send-time is stamped with the SFU's own clock, so a subscriber's REMB measures the
+  SFU → subscriber path, not the publisher's uplink.
+* Silent audio (RFC 6464 level at or below -120 dBov, no voice flag; a muted browser
+  microphone sends such packets 50 times a second) is not forwarded once it has lasted
+  200 ms: subscribers' sequence numbers skip nothing (they see a pause in timestamps, as with
+  Opus DTX), and speech resumes with its first packet.
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ from typing import Any
 from aiortc.rtp import RtcpSdesPacket, RtcpSenderInfo, RtcpSourceInfo, RtcpSrPacket
 
 from media import rtp
+from media.bandwidth import PACKET_OVERHEAD
 
 log = logging.getLogger("huizhen.media")
 
@@ -32,6 +42,8 @@ HISTORY_SIZE = 512  # packets kept per source for retransmission (≈ 1.5 s of 2
 KEYFRAME_RETRY_S = 1.0  # re-ask for a keyframe when a waiting subscriber got none by then
 LOST_FOR_GOOD_S = 0.3  # an upstream video gap still open after this is given up on
 MAX_TRACKED_GAP = 64  # a larger jump is a stream restart, not loss
+SILENCE_LEVEL = 120  # RFC 6464 level (-dBov) from which audio counts as silence
+SILENCE_HANGOVER = 10  # silent packets still forwarded (200 ms of Opus) before skipping
 
 
 @dataclass
@@ -64,6 +76,12 @@ class PacketSink:
     def send_rtcp(self, data: bytes) -> None:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def queue_rtp(self, data: bytes) -> None:
+        """A video packet whose frame's last packet (marker) is still to come: a sink may hold
+        it and send the frame's packets together at the next send_rtp; by default it is sent
+        at once. (A receiver decodes a frame only once its last packet is in.)"""
+        self.send_rtp(data)
+
 
 class SourceTrack:
     """A published track: receives the publisher's packets and fans them out."""
@@ -77,19 +95,32 @@ class SourceTrack:
         request_keyframe: Callable[[int], None],
         request_nack: Callable[[int, list[int]], None],
         pli_throttle_s: float = 0.5,
+        rid: str | None = None,
+        nack_upstream: bool = False,
     ) -> None:
         self.track_id = track_id
+        self.rid = rid  # the simulcast layer's RTP stream id; None without simulcast
         self.kind = kind
         self.mime_type = mime_type
         self.clock_rate = clock_rate
         self.ssrc: int | None = None
         self.down_tracks: list[DownTrack] = []
+        #: subscribers moving to this layer at its next keyframe
+        self.candidates: list[DownTrack] = []
         self.history: list[Template | None] = [None] * HISTORY_SIZE
         self.packets = 0
         self.bytes = 0
         self.keyframes = 0
         self.last_sr: tuple[int, int] | None = None  # (ntp, rtp timestamp) of the latest SR
         self._is_keyframe_start = rtp.keyframe_detector(mime_type)
+        self._keyframe_size = rtp.vp8_keyframe_size if mime_type.lower() == "video/vp8" else None
+        self.frame_size: tuple[int, int] | None = None  # from the latest keyframe (VP8)
+        # NACK upstream ourselves as soon as a gap shows (aiortc's NACK generator cannot
+        # follow the several SSRCs of a simulcast m-line)
+        self._nack_upstream = nack_upstream
+        self.bitrate_bps = 0.0
+        self._rate_at = time.monotonic()
+        self._rate_wire = 0
         self._send_pli = request_keyframe
         self._send_nack = request_nack
         self._pli_throttle_s = pli_throttle_s
@@ -105,6 +136,8 @@ class SourceTrack:
         # audio loudness (127 - RFC 6464 level, so 0 = silence) summed since take_loudness()
         self._loudness_sum = 0
         self._loudness_n = 0
+        self._silent_run = 0
+        self.silent_skipped = 0
 
     # ---- keyframes --------------------------------------------------------------------
     @property
@@ -159,63 +192,147 @@ class SourceTrack:
                 self.request_keyframe()
         self.packets += 1
         self.bytes += len(payload)
-        if self.is_video:
-            self._track_gaps(seq)
+        late = self.is_video and self._track_gaps(seq)
         if audio_level is not None:
             self._loudness_sum += 127 - audio_level[1]
             self._loudness_n += 1
-        key_start = self._is_keyframe_start is not None and self._is_keyframe_start(payload)
+            voice, level = audio_level
+            if voice or level < SILENCE_LEVEL:
+                self._silent_run = 0
+            else:
+                self._silent_run += 1
+                if self._silent_run > SILENCE_HANGOVER:
+                    self.silent_skipped += 1
+                    for down in self.down_tracks:
+                        down.skip()
+                    return
+        # a keyframe's first packet that comes late (retransmitted) starts subscribers only if
+        # what followed it can still be completed: they then get it and the rest at once
+        key_start = (self._is_keyframe_start is not None and self._is_keyframe_start(payload)
+                     and (not late or self._repairable_after(seq)))
         if key_start:
-            self.keyframes += 1
+            self._on_keyframe(payload)
+        if abs_send_time is not None:
+            abs_send_time = rtp.abs_send_time_now()
         template = Template(seq, timestamp, marker, {}, payload, padding, audio_level,
                             abs_send_time)
         self.history[seq % HISTORY_SIZE] = template
         waiting = False
         for down in self.down_tracks:
+            was_started = down.started
             if not down.forward(template, key_start):
                 waiting = True
-        if waiting and time.monotonic() - self._last_pli > KEYFRAME_RETRY_S:
+            elif late and not was_started and down.started:
+                self._replay_after(down, seq)
+        if (waiting or self.candidates) and time.monotonic() - self._last_pli > KEYFRAME_RETRY_S:
             self.request_keyframe()
 
-    def _track_gaps(self, seq: int) -> None:
-        """Notice upstream losses; give up on a video gap that retransmission did not fill:
-        ask for a keyframe and let every subscriber resume there without a hole in its
-        sequence numbers, so a lost packet costs one frame, not a stalled jitter buffer."""
-        now = time.monotonic()
+    def _on_keyframe(self, payload: bytes) -> None:
+        self.keyframes += 1
+        if self._keyframe_size is not None:
+            self.frame_size = self._keyframe_size(payload) or self.frame_size
+        if self.candidates:
+            for down in self.candidates:
+                down.take_over(self)  # forwarded from this keyframe on, just below
+            self.candidates.clear()
+
+    def bitrate(self, now: float) -> float:
+        """This stream's bit/s on the wire (payload + per-packet overhead), measured over
+        windows of at least half a second; 0 once the publisher stops sending it."""
+        elapsed = now - self._rate_at
+        if elapsed >= 0.5:
+            wire = self.bytes + self.packets * PACKET_OVERHEAD
+            self.bitrate_bps = (wire - self._rate_wire) * 8 / elapsed
+            self._rate_wire = wire
+            self._rate_at = now
+        return self.bitrate_bps
+
+    def _track_gaps(self, seq: int) -> bool:
+        """Notice upstream losses; give up on a video gap that retransmission did not fill.
+        Returns True for a packet older than the newest one (a retransmission, or late)."""
+        if self._gaps and min(self._gaps.values()) <= time.monotonic():
+            self._give_up(list(self._gaps))  # first: this packet may be one of them
+        late = False
         if self._max_seq is None:
             self._max_seq = seq
         else:
             ahead = (seq - self._max_seq) & 0xFFFF
             if 0 < ahead < 0x8000:
-                if 1 < ahead <= MAX_TRACKED_GAP:
-                    deadline = now + LOST_FOR_GOOD_S
-                    for missing in range(self._max_seq + 1, self._max_seq + ahead):
-                        self._gaps[missing & 0xFFFF] = deadline
+                if ahead > MAX_TRACKED_GAP:
+                    # too much lost to repair (or the stream jumped): everyone resumes at
+                    # the next keyframe, numbering continued, holes already passed plugged
+                    self._give_up(list(self._gaps), restart=True)
+                elif ahead > 1:
+                    deadline = time.monotonic() + LOST_FOR_GOOD_S
+                    missing = [m & 0xFFFF for m in range(self._max_seq + 1, self._max_seq + ahead)]
+                    for m in missing:
+                        self._gaps[m] = deadline
+                    if self._nack_upstream and self.ssrc is not None:
+                        self._send_nack(self.ssrc, missing)
                 self._max_seq = seq
-            else:
+            elif ahead:
+                late = True
                 self._gaps.pop(seq, None)  # a retransmission (or late packet) filled it
-        if self._gaps and min(self._gaps.values()) <= now:
-            lost = list(self._gaps)
-            self._gaps.clear()
-            self.lost_for_good += len(lost)
-            for down in self.down_tracks:
-                down.plug_holes(lost)
+        return late
+
+    def _give_up(self, lost: list[int], restart: bool = False) -> None:
+        """Stop waiting for these packets: a subscriber that had already been sent packets
+        after one of them gets a padding packet in its place and resumes at the next
+        keyframe (a lost packet costs one frame, not a stalled jitter buffer); with
+        ``restart`` every subscriber resumes at the next keyframe."""
+        self._gaps.clear()
+        self.lost_for_good += len(lost)
+        again = False
+        for down in self.down_tracks:
+            if down.plug_holes(lost) or restart:
                 down.rebase()
+                again = True
+        if again:
             self.request_keyframe()
 
+    def _repairable_after(self, seq: int) -> bool:
+        """Every packet from ``seq`` to the newest is here or still awaited (not given up)."""
+        assert self._max_seq is not None
+        for offset in range(1, ((self._max_seq - seq) & 0xFFFF) + 1):
+            s = (seq + offset) & 0xFFFF
+            held = self.history[s % HISTORY_SIZE]
+            if (held is None or held.seq != s) and s not in self._gaps:
+                return False
+        return True
+
+    def _replay_after(self, down: DownTrack, seq: int) -> None:
+        """A subscriber just started at a late packet: send it what came after, from history
+        (what is missing there is still awaited: retransmitted or plugged later)."""
+        assert self._max_seq is not None
+        for offset in range(1, ((self._max_seq - seq) & 0xFFFF) + 1):
+            s = (seq + offset) & 0xFFFF
+            held = self.history[s % HISTORY_SIZE]
+            if held is not None and held.seq == s:
+                down.forward(held, False)
+
     def frame_timestamp_of(self, seq: int) -> int | None:
-        """The RTP timestamp a lost packet most likely had: its predecessor's when that frame
-        was not finished (no marker), else its successor's; None if neither is known."""
-        prev_seq, next_seq = (seq - 1) & 0xFFFF, (seq + 1) & 0xFFFF
-        before = self.history[prev_seq % HISTORY_SIZE]
-        after = self.history[next_seq % HISTORY_SIZE]
-        before = before if before is not None and before.seq == prev_seq else None
-        after = after if after is not None and after.seq == next_seq else None
-        if before is not None and not before.marker:
-            return before.timestamp
+        """The RTP timestamp a lost packet most likely had: the nearest earlier packet's when
+        that frame was not finished (no marker), else the nearest later packet's; None if
+        history holds neither."""
+        before = after = None
+        for distance in range(1, MAX_TRACKED_GAP + 1):
+            if before is None:
+                s = (seq - distance) & 0xFFFF
+                held = self.history[s % HISTORY_SIZE]
+                if held is not None and held.seq == s:
+                    before = held
+                    if not before.marker:
+                        return before.timestamp
+            if after is None:
+                s = (seq + distance) & 0xFFFF
+                held = self.history[s % HISTORY_SIZE]
+                if held is not None and held.seq == s:
+                    after = held
+            if before is not None and after is not None:
+                break
         if after is not None:
             return after.timestamp
-        return before.timestamp if before is not None else None
+        return None if before is None else before.timestamp
 
     def take_loudness(self) -> float | None:
         """Mean loudness (0 = silence … 127 = 0 dBov) since the last call; None if the
@@ -244,21 +361,55 @@ class SourceTrack:
     def add(self, down: DownTrack) -> None:
         if down not in self.down_tracks:
             self.down_tracks.append(down)
-        if self.is_video:
+        if self.is_video and not down.paused:
             self.request_keyframe()
 
     def remove(self, down: DownTrack) -> None:
         if down in self.down_tracks:
             self.down_tracks.remove(down)
+        if down in self.candidates:
+            self.candidates.remove(down)
 
     def close(self) -> None:
         self.closed = True
         if self._deferred_pli is not None:
             self._deferred_pli.cancel()
             self._deferred_pli = None
-        for down in list(self.down_tracks):
+        for down in list(self.down_tracks) + list(self.candidates):
             down.detach()
         self.down_tracks.clear()
+        self.candidates.clear()
+
+
+class MediaTrack:
+    """A published track as rooms and subscribers see it: its layers, one SourceTrack per
+    simulcast encoding in the order the publisher declared them (lowest first, by
+    convention), or just one without simulcast."""
+
+    def __init__(self, track_id: str, kind: str, layers: list[SourceTrack]) -> None:
+        self.track_id = track_id
+        self.kind = kind
+        self.layers = layers
+
+    @property
+    def mime_type(self) -> str:
+        return self.layers[0].mime_type
+
+    @property
+    def is_video(self) -> bool:
+        return self.layers[0].is_video
+
+    def sent_layers(self, now: float) -> list[tuple[SourceTrack, float]]:
+        """The layers the publisher is sending now, with their bit/s, cheapest first."""
+        rated = [(layer, layer.bitrate(now)) for layer in self.layers]
+        return sorted(((layer, bps) for layer, bps in rated if bps > 0), key=lambda x: x[1])
+
+    def take_loudness(self) -> float | None:
+        return self.layers[0].take_loudness()
+
+    def close(self) -> None:
+        for layer in self.layers:
+            layer.close()
 
 
 class DownTrack:
@@ -272,8 +423,12 @@ class DownTrack:
         self.clock_rate = 90000 if kind == "video" else 48000
         self.ext_ids = rtp.ExtensionIds()
         self.cname = ""
+        self.rtx: tuple[int, int] | None = None  # (payload type, SSRC) of its RTX stream
+        self._rtx_seq = random.randint(0, 0xFFFF)
         self.source: SourceTrack | None = None
+        self._pending: SourceTrack | None = None  # the layer it moves to at its next keyframe
         self.active = False  # the subscriber has applied the SDP that carries this m-line
+        self.paused = False  # video held back: the subscriber's link cannot carry it
         self.waiting_keyframe = True
         # rewriting state, continuous across sources
         self._seq_offset = 0
@@ -282,61 +437,124 @@ class DownTrack:
         self._last_out_seq = random.randint(0, 0x7FFF)
         self._last_out_ts = random.getrandbits(32)
         self._last_out_time: float | None = None
-        self._started = False
+        self.started = False
         self.packets = 0
         self.octets = 0
         self.retransmissions = 0
+        self.nacks_answered = 0  # NACKed packets it had been sent: lost on its downlink
+        self._answered: set[int] = set()  # the recently answered ones (a NACK may repeat)
+        self.remb: tuple[float, float] | None = None  # (bit/s, when): this stream's REMB share
         self.keyframe_requests = 0
 
     def configure(self, payload_type: int, clock_rate: int, ext_ids: rtp.ExtensionIds,
-                  cname: str) -> None:
+                  cname: str, rtx: tuple[int, int] | None = None) -> None:
         self.payload_type = payload_type
         self.clock_rate = clock_rate
         self.ext_ids = ext_ids
         self.cname = cname
+        self.rtx = rtx
 
     def attach(self, source: SourceTrack) -> None:
         self.detach()
         self.source = source
         self.waiting_keyframe = source.is_video
-        self._started = False
+        self.started = False
         source.add(self)
 
     def detach(self) -> None:
+        self._cancel_switch()
         if self.source is not None:
             self.source.remove(self)
             self.source = None
-        self._started = False
+        self.started = False
 
-    def plug_holes(self, src_seqs: list[int]) -> None:
+    @property
+    def target(self) -> SourceTrack | None:
+        """The layer this subscriber is on, or moving to."""
+        return self._pending or self.source
+
+    def switch(self, layer: SourceTrack) -> None:
+        """Move to another layer of the same track at that layer's next keyframe; until then
+        the current layer keeps flowing (no freeze while waiting)."""
+        if layer is self.target:
+            return
+        self._cancel_switch()
+        if self.source is None or not self.started or self.paused:
+            self.attach(layer)
+            return
+        self._pending = layer
+        layer.candidates.append(self)
+        layer.request_keyframe()
+
+    def take_over(self, layer: SourceTrack) -> None:
+        """The new layer's keyframe is here: leave the old layer, start on this one."""
+        self._pending = None
+        if self.source is not None:
+            self.source.remove(self)
+        self.source = layer
+        layer.down_tracks.append(self)
+        self.started = False
+        self.waiting_keyframe = True
+
+    def _cancel_switch(self) -> None:
+        if self._pending is not None:
+            if self in self._pending.candidates:
+                self._pending.candidates.remove(self)
+            self._pending = None
+
+    def pause(self) -> None:
+        self._cancel_switch()
+        self.paused = True
+
+    def resume(self) -> None:
+        """Video again, from a keyframe, continuing this m-line's numbering."""
+        self.paused = False
+        self.rebase()
+        if self.source is not None:
+            self.source.request_keyframe()
+
+    def plug_holes(self, src_seqs: list[int]) -> bool:
         """Send a padding-only packet for each lost source packet this subscriber has already
         passed: receivers' jitter buffers wait at a hole, but not at a damaged frame. The
         filler carries the timestamp of the frame the lost packet belonged to, so it joins
-        that frame (an empty frame of its own would end the receiver's decoder stream)."""
-        if not self._started or not self.active or self.source is None:
-            return
+        that frame (an empty frame of its own would end the receiver's decoder stream).
+        True if it passed any (its picture is damaged from there)."""
+        if not self.started or self.source is None:
+            return False
+        plugged = False
         for src_seq in src_seqs:
             if (src_seq - self._first_src_seq) & 0xFFFF >= 0x8000:
                 continue
             seq = (src_seq + self._seq_offset) & 0xFFFF
+            if ((self._last_out_seq - seq) & 0xFFFF) >= 0x8000:
+                continue  # not passed yet
+            plugged = True
+            if not self.active:
+                continue
             src_ts = self.source.frame_timestamp_of(src_seq)
-            if src_ts is not None and ((self._last_out_seq - seq) & 0xFFFF) < 0x8000:
-                self.sink.send_rtp(rtp.stamp(rtp.PADDING_ONLY, self.payload_type, seq,
-                                             (src_ts + self._ts_offset) & 0xFFFFFFFF,
-                                             self.ssrc))
+            ts = (self._last_out_ts if src_ts is None
+                  else (src_ts + self._ts_offset) & 0xFFFFFFFF)
+            self.sink.send_rtp(rtp.stamp(rtp.PADDING_ONLY, self.payload_type, seq, ts,
+                                         self.ssrc))
+        return plugged
+
+    def skip(self) -> None:
+        """The source's next packet is not forwarded: keep this m-line's numbering gapless."""
+        if self.started:
+            self._seq_offset = (self._seq_offset - 1) & 0xFFFF
 
     def rebase(self) -> None:
         """The source's numbering restarted: start again at its next keyframe (video) or
         packet (audio), continuing this m-line's sequence numbers and timestamps."""
-        self._started = False
+        self.started = False
         self.waiting_keyframe = self.source is not None and self.source.is_video
 
     # ---- the hot path ------------------------------------------------------------------
     def forward(self, template: Template, key_start: bool) -> bool:
         """Send one packet; False while this subscriber still waits for a keyframe."""
-        if not self.active:
+        if not self.active or self.paused:
             return True
-        if not self._started:
+        if not self.started:
             if self.waiting_keyframe and not key_start:
                 return False
             self._start(template)
@@ -348,9 +566,16 @@ class DownTrack:
             self._last_out_seq = seq
             self._last_out_ts = ts
             self._last_out_time = time.monotonic()
+            if (template.seq - self._first_src_seq) & 0xFFFF > 0x4000:
+                # a long stream: keep the start trailing the newest packet, or the sequence
+                # numbers would wrap past it and 32768 packets in a row would look older
+                self._first_src_seq = (template.seq - 0x4000) & 0xFFFF
         block = template.for_ids(self.ext_ids)
-        self.sink.send_rtp(rtp.stamp(block, (template.marker << 7) | self.payload_type, seq, ts,
-                                     self.ssrc))
+        data = rtp.stamp(block, (template.marker << 7) | self.payload_type, seq, ts, self.ssrc)
+        if template.marker or self.kind != "video":
+            self.sink.send_rtp(data)
+        else:
+            self.sink.queue_rtp(data)
         self.packets += 1
         self.octets += len(template.payload)
         return True
@@ -358,7 +583,7 @@ class DownTrack:
     def _start(self, template: Template) -> None:
         """Continue this m-line's sequence and timestamp from where it stopped."""
         self.waiting_keyframe = False
-        self._started = True
+        self.started = True
         self._first_src_seq = template.seq
         self._seq_offset = (self._last_out_seq + 1 - template.seq) & 0xFFFF
         elapsed = 0.0 if self._last_out_time is None else time.monotonic() - self._last_out_time
@@ -366,29 +591,43 @@ class DownTrack:
         self._ts_offset = (self._last_out_ts + step - template.timestamp) & 0xFFFFFFFF
 
     def resend(self, template: Template) -> None:
-        if not self._started or (template.seq - self._first_src_seq) & 0xFFFF >= 0x8000:
+        if not self.started or (template.seq - self._first_src_seq) & 0xFFFF >= 0x8000:
             return
         seq = (template.seq + self._seq_offset) & 0xFFFF
         ts = (template.timestamp + self._ts_offset) & 0xFFFFFFFF
-        block = template.for_ids(self.ext_ids)
-        self.sink.send_rtp(rtp.stamp(block, (template.marker << 7) | self.payload_type, seq, ts,
-                                     self.ssrc))
+        if self.rtx is None:
+            block = template.for_ids(self.ext_ids)
+            self.sink.send_rtp(rtp.stamp(block, (template.marker << 7) | self.payload_type,
+                                         seq, ts, self.ssrc))
+        else:  # RFC 4588: its own SSRC and numbering, the original sequence number first
+            rtx_pt, rtx_ssrc = self.rtx
+            ext = rtp.build_extension_block(self.ext_ids, template.audio_level,
+                                            template.abs_send_time)
+            block = rtp.build_packet(ext, seq.to_bytes(2, "big") + template.payload)
+            self.sink.send_rtp(rtp.stamp(block, (template.marker << 7) | rtx_pt,
+                                         self._rtx_seq, ts, rtx_ssrc))
+            self._rtx_seq = (self._rtx_seq + 1) & 0xFFFF
         self.retransmissions += 1
 
     # ---- RTCP from the subscriber ---------------------------------------------------------
     def on_nack(self, lost: list[int]) -> None:
-        if self.source is None or not self._started:
+        if self.source is None or not self.started or self.paused:
             return
         for out_seq in lost:
-            self.source.retransmit(self, (out_seq - self._seq_offset) & 0xFFFF)
+            if (self.source.retransmit(self, (out_seq - self._seq_offset) & 0xFFFF)
+                    and out_seq not in self._answered):
+                self.nacks_answered += 1
+                if len(self._answered) > 512:
+                    self._answered.clear()
+                self._answered.add(out_seq)
 
     def on_keyframe_request(self) -> None:
         self.keyframe_requests += 1
-        if self.source is not None:
+        if self.source is not None and not self.paused:
             self.source.request_keyframe()
 
     def send_sender_report(self, ntp: int, src_rtp_ts: int) -> None:
-        if not self._started or not self.active:
+        if not self.started or not self.active:
             return
         packets: list[Any] = [
             RtcpSrPacket(

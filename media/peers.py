@@ -6,7 +6,11 @@ stops working):
 * publisher side: ``RTCRtpReceiver._handle_rtp_packet`` / ``_handle_rtcp_packet`` are wrapped
   per instance (packets go to a SourceTrack first; aiortc still keeps its receiver statistics,
   NACK generation and REMB), and the receiver's jitter buffer is replaced by one that never
-  yields a frame, so nothing reaches a decoder.
+  yields a frame, so nothing reaches a decoder. A simulcast m-line's packets are told apart by
+  SSRC, learnt from the rtp-stream-id header extension; its receiver's NACK generator (which
+  follows one sequence) is switched off and the layers NACK upstream themselves. The
+  ``arrival_time_ms`` handed on is the kernel's receive time of the datagram (media/rxstamps.py:
+  the ICE connection's ``_protocols`` sockets are read with ``SO_TIMESTAMPNS``).
 * subscriber side: ``RTCRtpSender.send`` / ``stop`` / ``_handle_rtcp_packet`` are replaced per
   instance: the sender registers with the DTLS transport (so RTCP for its SSRC reaches us) but
   never starts aiortc's encoder or RTCP loops. Packets leave through the DTLS transport's SRTP
@@ -20,29 +24,46 @@ import contextlib
 import logging
 import socket
 import struct
-from collections.abc import Awaitable, Callable
+import sys
+import time
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
+import pylibsrtp
 from aioice.ice import StunProtocol
 from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCRtpSender, RTCSessionDescription
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters, RTCRtpSendParameters
 from aiortc.rtp import (
+    RTCP_PSFB_APP,
     RTCP_PSFB_FIR,
     RTCP_PSFB_PLI,
     RTCP_RTPFB_NACK,
     RtcpPsfbPacket,
+    RtcpRrPacket,
     RtcpRtpfbPacket,
     RtcpSrPacket,
     RtpPacket,
+    unpack_remb_fci,
 )
 from aiortc.sdp import SessionDescription
+from pylibsrtp import SRTP_MAX_TRAILER_LEN, Session
+from pylibsrtp._binding import ffi, lib
 
 from media import rtp
 from media.background import spawn
-from media.forwarder import DownTrack, PacketSink, SourceTrack
+from media.bandwidth import (
+    REMB_FRESH_S,
+    DownlinkEstimate,
+    StepUpTrials,
+    Traffic,
+    choose_layer,
+)
+from media.forwarder import DownTrack, MediaTrack, PacketSink, SourceTrack
 from media.ice import IcePolicy
 from media.impairment import Impairment
+from media.rxstamps import ArrivalStamps
+from media.simulcast import SimulcastError, accept_in_answer, offered_rids
 
 log = logging.getLogger("huizhen.media")
 
@@ -88,8 +109,9 @@ class PublisherPeer:
         self._video_mime = "video/" + video_codec.lower()
         self._pli_throttle_s = pli_throttle_s
         self.pc = RTCPeerConnection(policy.configuration())
-        self.sources: dict[str, SourceTrack] = {}
+        self.tracks: dict[str, MediaTrack] = {}
         self.closed = False
+        self._stamps = ArrivalStamps()
 
     async def answer(self, offer_sdp: str, tracks: list[PublishedTrack]) -> str:
         """Apply the client's offer and return our answer; SdpError if it is unusable."""
@@ -105,6 +127,16 @@ class PublisherPeer:
         if missing:
             raise SdpError(f"tracks list mid(s) {', '.join(missing)} that the SDP does not carry")
         try:
+            simulcast = offered_rids(offer_sdp)
+        except SimulcastError as exc:
+            raise SdpError(str(exc)) from exc
+        for mid in simulcast:
+            if offered.get(mid) != "video":
+                raise SdpError(f"mid {mid!r}: simulcast is for video m-lines only")
+        rid_ext = {m.rtp.muxId: next((e for e in m.rtp.headerExtensions
+                                      if e.uri == rtp.URI_RTP_STREAM_ID), None)
+                   for m in parsed.media}
+        try:
             await self.pc.setRemoteDescription(
                 RTCSessionDescription(self._policy.clean_remote_sdp(offer_sdp), "offer"))
         except Exception as exc:
@@ -114,14 +146,37 @@ class PublisherPeer:
             if track is None:
                 continue
             transceiver.direction = "recvonly"
-            codecs = self._pin_codecs(transceiver.kind, transceiver._codecs)
+            rids = simulcast.get(track.mid, [])
+            # no RTX with simulcast: retransmissions then come on each layer's own SSRC
+            codecs = self._pin_codecs(transceiver.kind, transceiver._codecs, rtx=not rids)
             transceiver._codecs = codecs
-            self._hook_receiver(transceiver.receiver, track, codecs)
+            if rids:
+                ext = rid_ext.get(track.mid)
+                if ext is None:
+                    raise SdpError(f"mid {track.mid!r}: simulcast without the "
+                                   f"{rtp.URI_RTP_STREAM_ID} header extension")
+                transceiver._headerExtensions = [*transceiver._headerExtensions, ext]
+            self._hook_receiver(transceiver.receiver, track, codecs, rids)
         answer = await self.pc.createAnswer()
-        await self.pc.setLocalDescription(answer)
-        return self._policy.rewrite_local_sdp(self.pc.localDescription.sdp)
+        await self.pc.setLocalDescription(answer)  # gathers: the ICE sockets exist from here
+        self._stamp_arrivals()
+        return accept_in_answer(self._policy.rewrite_local_sdp(self.pc.localDescription.sdp),
+                                simulcast)
 
-    def _pin_codecs(self, kind: str, codecs: list[RTCRtpCodecParameters]
+    def _stamp_arrivals(self) -> None:
+        """Read this connection's ICE sockets with kernel receive timestamps, so that aiortc's
+        REMB estimator sees when packets arrived, not when this busy loop got to them."""
+        seen: set[int] = set()
+        for transceiver in self.pc.getTransceivers():
+            connection = transceiver.receiver.transport.transport._connection
+            if id(connection) in seen:
+                continue
+            seen.add(id(connection))
+            for protocol in connection._protocols:
+                if type(protocol) is StunProtocol and protocol.transport is not None:
+                    self._stamps.attach(protocol.transport)
+
+    def _pin_codecs(self, kind: str, codecs: list[RTCRtpCodecParameters], rtx: bool = True
                     ) -> list[RTCRtpCodecParameters]:
         """Keep the room's codec (and its RTX) only: the SFU cannot transcode."""
         wanted = "audio/opus" if kind == "audio" else self._video_mime
@@ -130,11 +185,14 @@ class PublisherPeer:
             raise SdpError(f"the offer has no {wanted} for its {kind} track; "
                            f"this room uses {wanted}")
         main = main[:1]
-        rtx = [c for c in codecs if _is_rtx(c) and c.parameters.get("apt") == main[0].payloadType]
-        return main + rtx[:1]
+        if not rtx:
+            return main
+        rtx_codecs = [c for c in codecs
+                      if _is_rtx(c) and c.parameters.get("apt") == main[0].payloadType]
+        return main + rtx_codecs[:1]
 
     def _hook_receiver(self, receiver: RTCRtpReceiver, track: PublishedTrack,
-                       codecs: list[RTCRtpCodecParameters]) -> None:
+                       codecs: list[RTCRtpCodecParameters], rids: list[str]) -> None:
         main = codecs[0]
         rtx_pt = codecs[1].payloadType if len(codecs) > 1 else None
 
@@ -144,17 +202,29 @@ class PublisherPeer:
         def send_nack(ssrc: int, lost: list[int]) -> None:
             spawn(receiver._send_rtcp_nack(ssrc, lost))
 
+        layers = [SourceTrack(track.track_id, track.kind, main.mimeType, main.clockRate,
+                              send_pli, send_nack, self._pli_throttle_s, rid=rid,
+                              nack_upstream=True)
+                  for rid in rids]
         source = SourceTrack(track.track_id, track.kind, main.mimeType, main.clockRate,
                              send_pli, send_nack, self._pli_throttle_s)
-        self.sources[track.track_id] = source
+        self.tracks[track.track_id] = MediaTrack(track.track_id, track.kind, layers or [source])
+        layer_by_rid = {layer.rid: layer for layer in layers}
+        layer_by_ssrc: dict[int, SourceTrack] = {}
+        if layers:
+            receiver._RTCRtpReceiver__nack_generator = None  # type: ignore[attr-defined]
         receiver._RTCRtpReceiver__jitter_buffer = _NullJitterBuffer()  # type: ignore[attr-defined]
         handle_rtp = receiver._handle_rtp_packet
         handle_rtcp = receiver._handle_rtcp_packet
         main_pt = main.payloadType
 
         impairment = self._impairment
+        stamps = self._stamps
 
         async def on_rtp(packet: RtpPacket, arrival_time_ms: int) -> None:
+            arrived = stamps.pop_ms(packet.sequence_number, packet.ssrc)
+            if arrived is not None:
+                arrival_time_ms = arrived
             pt = packet.payload_type
             ext = packet.extensions
             if impairment is not None and impairment.drops(
@@ -163,7 +233,16 @@ class PublisherPeer:
                     else -1):
                 return
             if pt == main_pt:
-                source.on_packet(packet.ssrc, packet.sequence_number, packet.timestamp,
+                target = source
+                if layers:
+                    layer = layer_by_ssrc.get(packet.ssrc)
+                    if layer is None:
+                        layer = layer_by_rid.get(ext.rtp_stream_id)
+                        if layer is None:
+                            return  # a stream we cannot place (yet): not forwarded
+                        layer_by_ssrc[packet.ssrc] = layer
+                    target = layer
+                target.on_packet(packet.ssrc, packet.sequence_number, packet.timestamp,
                                  packet.marker, packet.payload, packet.padding_size,
                                  ext.audio_level, ext.abs_send_time)
             elif pt == rtx_pt and len(packet.payload) > 2 and source.ssrc is not None:
@@ -174,7 +253,8 @@ class PublisherPeer:
 
         async def on_rtcp(packet: Any) -> None:
             if isinstance(packet, RtcpSrPacket):
-                source.on_sender_report(packet.sender_info.ntp_timestamp,
+                target = layer_by_ssrc.get(packet.ssrc, source) if layers else source
+                target.on_sender_report(packet.sender_info.ntp_timestamp,
                                         packet.sender_info.rtp_timestamp)
             await handle_rtcp(packet)
 
@@ -185,9 +265,39 @@ class PublisherPeer:
         if self.closed:
             return
         self.closed = True
-        for source in self.sources.values():
-            source.close()
+        for track in self.tracks.values():
+            track.close()
         await self.pc.close()
+
+
+UDP_SEGMENT = 103  # linux/udp.h: the size of the datagrams a UDP GSO send is split into
+GSO_MAX_SEGMENTS = 64  # UDP_MAX_SEGMENTS of the oldest kernels that have UDP GSO (4.18)
+GSO_MAX_BYTES = 60000  # a GSO send is one IP packet before it is split: below 64 KiB
+_GSO = sys.platform == "linux"
+
+
+def _srtp_protect(session: Session) -> Callable[[bytes], bytes]:
+    """``session.protect`` without pylibsrtp's per-call checks and allocation: the same libsrtp
+    call on the same session buffer (tests/test_aiortc_hooks.py checks the two agree)."""
+    srtp = session._srtp[0]
+    cdata = session._cdata
+    buffer = session._buffer
+    length = ffi.new("int *")
+    limit = len(cdata) - SRTP_MAX_TRAILER_LEN
+    srtp_protect = lib.srtp_protect
+
+    def protect(data: bytes) -> bytes:
+        size = len(data)
+        if size > limit:
+            raise ValueError("packet is too long")
+        length[0] = size
+        buffer[0:size] = data
+        rc = srtp_protect(srtp, cdata, length)
+        if rc:
+            raise pylibsrtp.Error(pylibsrtp.ERRORS[rc])
+        return buffer[0:length[0]]
+
+    return protect
 
 
 @dataclass
@@ -198,10 +308,27 @@ class SubscriptionSlot:
     down: DownTrack
     track_id: str | None = None
     meta: dict[str, Any] | None = None
-    source: SourceTrack | None = None
+    track: MediaTrack | None = None
+    #: the tallest picture the subscriber wants (its tile's size); None: no limit
+    max_height: int | None = None
+    #: the down track's (packets, octets, answered NACKs) at the last adaptation tick
+    counted: tuple[int, int, int] = (0, 0, 0)
 
 
 OfferSender = Callable[[str, list[dict[str, Any]], int], Awaitable[None]]
+#: tells the subscriber that a track's video was paused (True) or resumed (False)
+PauseNotifier = Callable[[str, dict[str, Any], bool], Coroutine[Any, Any, None]]
+
+ADAPT_INTERVAL_S = 0.25
+
+
+@dataclass
+class _Plan:
+    """The layer each video slot gets (None: paused), and how the plan compares with now."""
+
+    choices: list[tuple[SubscriptionSlot, SourceTrack | None]]
+    stepped_down: bool
+    step_up_bps: float | None  # the cheapest step up not taken (None: all at the top)
 
 
 class SubscriberPeer(PacketSink):
@@ -209,10 +336,18 @@ class SubscriberPeer(PacketSink):
 
     ANSWER_TIMEOUT_S = 15.0
 
-    def __init__(self, policy: IcePolicy, video_codec: str, send_offer: OfferSender) -> None:
+    def __init__(self, policy: IcePolicy, video_codec: str, send_offer: OfferSender,
+                 label: str = "", on_video_paused: PauseNotifier | None = None,
+                 impairment: Impairment | None = None) -> None:
         self._policy = policy
         self._video_mime = "video/" + video_codec.lower()
         self._send_offer = send_offer
+        self.label = label
+        self._on_video_paused = on_video_paused
+        self._impairment = impairment
+        self.estimate = DownlinkEstimate()
+        self._trials = StepUpTrials()
+        self._adapting: asyncio.Task[None] | None = None
         self.pc = RTCPeerConnection(policy.configuration())
         self.slots: list[SubscriptionSlot] = []
         self._dirty = False
@@ -227,29 +362,34 @@ class SubscriberPeer(PacketSink):
         self.closed = False
 
     # ---- what to receive -----------------------------------------------------------------
-    def subscribe(self, source: SourceTrack, meta: dict[str, Any]) -> None:
-        if self.closed or any(s.track_id == source.track_id for s in self.slots):
+    def subscribe(self, track: MediaTrack, meta: dict[str, Any]) -> None:
+        if self.closed or any(s.track_id == track.track_id for s in self.slots):
             return
         slot = next((s for s in self.slots if s.track_id is None
-                     and s.transceiver.kind == source.kind
+                     and s.transceiver.kind == track.kind
                      and s.transceiver.currentDirection == "inactive"), None)
         if slot is None:
-            transceiver = self.pc.addTransceiver(source.kind, direction="sendonly")
-            self._pin_codec(transceiver, source)
-            slot = SubscriptionSlot(transceiver, DownTrack(source.kind,
+            transceiver = self.pc.addTransceiver(track.kind, direction="sendonly")
+            self._pin_codec(transceiver, track)
+            slot = SubscriptionSlot(transceiver, DownTrack(track.kind,
                                                            transceiver.sender._ssrc, self))
             self._hook_sender(slot)
             self.slots.append(slot)
         else:
             slot.transceiver.direction = "sendonly"
-        slot.track_id = source.track_id
+        slot.track_id = track.track_id
         slot.meta = meta
-        slot.source = source
+        slot.track = track
+        slot.max_height = None
         sender = slot.transceiver.sender
         sender._stream_id = meta.get("participant_id", sender._stream_id)
-        sender._track_id = source.track_id
+        sender._track_id = track.track_id
         slot.down.active = False
-        slot.down.attach(source)
+        if slot.down.paused:
+            slot.down.resume()
+        slot.down.attach(track.layers[0])  # the lowest layer; adaptation moves it up
+        if self._adapting is None:
+            self._adapting = spawn(self._adapt_loop())
         self.request_negotiation()
 
     def unsubscribe(self, track_id: str) -> None:
@@ -259,17 +399,28 @@ class SubscriberPeer(PacketSink):
                 slot.down.detach()
                 slot.track_id = None
                 slot.meta = None
-                slot.source = None
+                slot.track = None
                 slot.transceiver.direction = "inactive"
                 self.request_negotiation()
 
-    def _pin_codec(self, transceiver: Any, source: SourceTrack) -> None:
+    def set_video_size(self, track_id: str, max_height: int | None) -> bool:
+        """The subscriber shows that track at most ``max_height`` pixels tall (None: no
+        limit): no simulcast layer much taller than that is sent. False if not subscribed."""
+        for slot in self.slots:
+            if slot.track_id == track_id:
+                slot.max_height = max_height
+                return True
+        return False
+
+    def _pin_codec(self, transceiver: Any, source: MediaTrack) -> None:
+        """Offer the publisher's codec only (no transcoding), with RTX for video."""
         caps = RTCRtpSender.getCapabilities(source.kind).codecs
         wanted = source.mime_type.lower()
         chosen = [c for c in caps if c.mimeType.lower() == wanted]
         if not chosen:
             raise ValueError(f"no {wanted} codec to offer")
-        transceiver.setCodecPreferences(chosen[:1])
+        rtx = [c for c in caps if c.mimeType.lower() == "video/rtx"] if source.is_video else []
+        transceiver.setCodecPreferences(chosen[:1] + rtx[:1])
 
     # ---- negotiation -----------------------------------------------------------------------
     def request_negotiation(self) -> None:
@@ -315,12 +466,112 @@ class SubscriberPeer(PacketSink):
     def _activate_ready(self) -> None:
         for slot in self.slots:
             down = slot.down
-            if (slot.source is not None and not down.active and down.payload_type
+            if (slot.track is not None and not down.active and down.payload_type
                     and slot.transceiver.currentDirection in ("sendonly", "sendrecv")
                     and self._dtls is not None and self._dtls.state == "connected"):
                 down.active = True
-                if slot.source.is_video:
-                    slot.source.request_keyframe()
+                if down.source is not None and not down.paused:
+                    down.source.request_keyframe()
+
+    # ---- adapting to the subscriber's downlink ---------------------------------------------
+    async def _adapt_loop(self) -> None:
+        last = time.monotonic()
+        while not self.closed:
+            await asyncio.sleep(ADAPT_INTERVAL_S)
+            now = time.monotonic()
+            try:
+                self._adapt(now, now - last)
+            except Exception:  # never let one bad tick end adaptation for this subscriber
+                log.exception("downlink adaptation failed", extra={"subscriber": self.label})
+            last = now
+
+    def _adapt(self, now: float, dt: float) -> None:
+        """One tick: fold what was sent and reported into the estimate, then give audio what
+        it needs and each video track the best layer that fits the rest (or pause it)."""
+        traffic = Traffic()
+        audio_bps = 0.0
+        video: list[SubscriptionSlot] = []
+        for slot in self.slots:
+            down = slot.down
+            counts = (down.packets, down.octets, down.nacks_answered)
+            packets, octets, nacked = (c - p for c, p in zip(counts, slot.counted, strict=True))
+            slot.counted = counts
+            traffic.sent_packets += packets
+            traffic.sent_bytes += octets
+            if slot.track is None or not down.active:
+                continue
+            if slot.track.is_video:
+                traffic.video_packets += packets
+                traffic.nacked += nacked
+                video.append(slot)
+            else:
+                audio_bps += slot.track.layers[0].bitrate(now)
+        estimate = self.estimate.update(dt, traffic)
+        plan = self._plan(video, estimate - audio_bps, now)
+        if plan.stepped_down:
+            self._trials.stepped_down(now)
+        else:
+            self._trials.settled(now)
+            if plan.step_up_bps is not None and self._trials.blocked(now):
+                # try one step up: the loss that follows (or not) is the evidence
+                self.estimate.bps = estimate + plan.step_up_bps
+                plan = self._plan(video, self.estimate.bps - audio_bps, now)
+        for slot, layer in plan.choices:
+            self._apply(slot, layer)
+
+    @staticmethod
+    def _plan(video: list[SubscriptionSlot], budget: float, now: float) -> _Plan:
+        choices: list[tuple[SubscriptionSlot, SourceTrack | None]] = []
+        stepped_down = False
+        step_up: float | None = None
+        for slot in video:
+            assert slot.track is not None
+            down = slot.down
+            sent = slot.track.sent_layers(now)
+            if not sent:
+                continue  # nothing to choose from now (muted, or not started yet)
+            layers = [layer for layer, _ in sent]
+            rates = [bps for _, bps in sent]
+            current = (layers.index(down.target)
+                       if not down.paused and down.target in layers else None)
+            top = _max_layer(layers, slot.max_height)
+            remb = (down.remb[0] if down.remb is not None
+                    and now - down.remb[1] <= REMB_FRESH_S else None)
+            choice = choose_layer(rates, budget, current, top, remb)
+            rank = -1 if choice is None else choice
+            if rank < (-1 if current is None else current):  # current: None when paused
+                stepped_down = True
+            highest = len(layers) - 1 if top is None else min(top, len(layers) - 1)
+            if rank < highest:
+                step = rates[rank + 1] - (rates[rank] if rank >= 0 else 0.0)
+                step_up = step if step_up is None else min(step_up, step)
+            if choice is not None:
+                budget -= rates[choice]
+            choices.append((slot, None if choice is None else layers[choice]))
+        return _Plan(choices, stepped_down, step_up)
+
+    def _apply(self, slot: SubscriptionSlot, layer: SourceTrack | None) -> None:
+        down = slot.down
+        if layer is None:
+            if not down.paused:
+                down.pause()
+                log.info("video paused: weak downlink", extra={
+                    "subscriber": self.label, "track_id": slot.track_id,
+                    "estimate_kbps": round(self.estimate.bps / 1000)})
+                self._notify_paused(slot, True)
+            return
+        was_paused = down.paused
+        down.switch(layer)
+        if was_paused:
+            down.resume()
+            log.info("video resumed", extra={
+                "subscriber": self.label, "track_id": slot.track_id,
+                "estimate_kbps": round(self.estimate.bps / 1000)})
+            self._notify_paused(slot, False)
+
+    def _notify_paused(self, slot: SubscriptionSlot, paused: bool) -> None:
+        if self._on_video_paused is not None and slot.track_id is not None:
+            spawn(self._on_video_paused(slot.track_id, dict(slot.meta or {}), paused))
 
     # ---- aiortc sender replacement ---------------------------------------------------------
     def _hook_sender(self, slot: SubscriptionSlot) -> None:
@@ -331,6 +582,8 @@ class SubscriberPeer(PacketSink):
             self._dtls = sender.transport
             sender.transport._register_rtp_sender(sender, parameters)
             codec = parameters.codecs[0]
+            rtx_pt = next((c.payloadType for c in parameters.codecs[1:] if _is_rtx(c)
+                           and c.parameters.get("apt") == codec.payloadType), None)
             ids = rtp.ExtensionIds(
                 audio_level=next((e.id for e in parameters.headerExtensions
                                   if e.uri == rtp.URI_AUDIO_LEVEL), 0),
@@ -338,7 +591,8 @@ class SubscriberPeer(PacketSink):
                                     if e.uri == rtp.URI_ABS_SEND_TIME), 0),
             )
             down.configure(codec.payloadType or 0, codec.clockRate, ids,
-                           parameters.rtcp.cname or "")
+                           parameters.rtcp.cname or "",
+                           None if rtx_pt is None else (rtx_pt, sender._rtx_ssrc))
             self._activate_ready()
 
         async def stop() -> None:
@@ -346,31 +600,122 @@ class SubscriberPeer(PacketSink):
                 sender.transport._unregister_rtp_sender(sender)
 
         async def handle_rtcp(packet: Any) -> None:
-            if isinstance(packet, RtcpPsfbPacket) and packet.fmt in (RTCP_PSFB_PLI,
-                                                                      RTCP_PSFB_FIR):
-                down.on_keyframe_request()
+            if isinstance(packet, RtcpPsfbPacket):
+                if packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
+                    down.on_keyframe_request()
+                elif packet.fmt == RTCP_PSFB_APP:
+                    with contextlib.suppress(ValueError):
+                        bitrate, ssrcs = unpack_remb_fci(packet.fci)
+                        if down.ssrc in ssrcs:  # this stream's share of what it covers
+                            down.remb = (bitrate / len(ssrcs), time.monotonic())
             elif isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
                 down.on_nack(packet.lost)
+            elif isinstance(packet, (RtcpRrPacket, RtcpSrPacket)) and down.kind == "audio":
+                # video loss is read from NACKs (only what was lost on this downlink);
+                # audio has no NACKs, so its receiver reports speak for it
+                for report in packet.reports:
+                    if report.ssrc == down.ssrc and down.active:
+                        self.estimate.on_receiver_report(report.fraction_lost)
 
         sender.send = send
         sender.stop = stop
         sender._handle_rtcp_packet = handle_rtcp
 
     # ---- PacketSink: the fast send path ------------------------------------------------------
-    def send_rtp(self, data: bytes) -> None:
+    # Per packet and subscriber this is the server's main cost, so what does not change per
+    # packet is looked up once per DTLS transport (its SRTP session is created once, at the
+    # handshake; its ICE connection's dict of nominated pairs lives as long as it does) and once
+    # per nominated pair (its socket and address).
+    _srtp_dtls: Any = None  # the DTLS transport the two below belong to (set by _bind_srtp)
+    _protect: Callable[[bytes], bytes]
+    _nominated: dict[int, Any]
+
+    def _bind_srtp(self) -> bool:
         dtls = self._dtls
         if dtls is None or dtls._tx_srtp is None:
+            return False
+        self._protect = _srtp_protect(dtls._tx_srtp)
+        self._nominated = dtls.transport._connection._nominated
+        self._srtp_dtls = dtls
+        return True
+
+    # A video frame's packets leave together, when its last one is sent: on Linux with UDP GSO
+    # (one system call for each run of same-size packets, the kernel splits them), which is
+    # most of what a packet costs the server.
+    _held: list[bytes] = []  # noqa: RUF012 - replaced per instance
+    _gso = _GSO
+
+    def send_rtp(self, data: bytes) -> None:
+        if self._dtls is not self._srtp_dtls and not self._bind_srtp():
             return
-        self._sendto(dtls._tx_srtp.protect(data))
+        if self._held:
+            self._held.append(self._protect(data))
+            self._flush()
+        else:
+            self._sendto(self._protect(data))
+
+    def queue_rtp(self, data: bytes) -> None:
+        if self._dtls is not self._srtp_dtls and not self._bind_srtp():
+            return
+        held = self._held
+        if not held:
+            self._held = held = []
+        elif held[-1][4:12] != data[4:12]:  # another frame (its last packet was lost) or SSRC
+            self._flush()
+            self._held = held = []
+        held.append(self._protect(data))
+
+    def _flush(self) -> None:
+        held = self._held
+        self._held = []
+        pair = self._nominated.get(1)
+        if pair is None:
+            return
+        if (pair is not self._pair or self._sock is None or not self._gso
+                or (self._impairment is not None and self.label in self._impairment.downlinks)):
+            for data in held:  # one at a time (a simulated downlink sees each datagram)
+                self._sendto(data)
+            return
+        sock, addr = self._sock, self._addr
+        start, count = 0, len(held)
+        while start < count:
+            size = len(held[start])
+            limit = min(count, start + min(GSO_MAX_SEGMENTS, GSO_MAX_BYTES // size))
+            end = start + 1
+            while end < limit and len(held[end]) == size:
+                end += 1
+            if end < limit and len(held[end]) < size:
+                end += 1  # the last segment may be shorter
+            if end - start == 1:
+                self._sendto(held[start])
+            else:
+                try:
+                    sock.sendmsg(held[start:end],
+                                 [(socket.SOL_UDP, UDP_SEGMENT, struct.pack("=H", size))], 0, addr)
+                except (BlockingIOError, InterruptedError):
+                    self.dropped += end - start
+                except OSError as exc:  # no UDP GSO on this path: one packet at a time
+                    log.info("UDP GSO unavailable", extra={"error": str(exc)})
+                    self._gso = False
+                    for data in held[start:end]:
+                        self._sendto(data)
+            start = end
 
     def send_rtcp(self, data: bytes) -> None:
-        dtls = self._dtls
-        if dtls is None or dtls._tx_srtp is None:
+        if self._dtls is not self._srtp_dtls and not self._bind_srtp():
             return
-        self._sendto(dtls._tx_srtp.protect_rtcp(data))
+        self._sendto(self._dtls._tx_srtp.protect_rtcp(data))
 
     def _sendto(self, data: bytes) -> None:
-        pair = self._dtls.transport._connection._nominated.get(1)
+        if self._impairment is not None:
+            limit = self._impairment.downlinks.get(self.label)
+            if limit is not None:
+                limit.send(data, self._transmit)
+                return
+        self._transmit(data)
+
+    def _transmit(self, data: bytes) -> None:
+        pair = self._nominated.get(1)
         if pair is None:
             return
         if pair is not self._pair:
@@ -399,6 +744,18 @@ class SubscriberPeer(PacketSink):
         for slot in self.slots:
             slot.down.active = False
             slot.down.detach()
-        if self._negotiation is not None:
-            self._negotiation.cancel()
+        for task in (self._negotiation, self._adapting):
+            if task is not None:
+                task.cancel()
         await self.pc.close()
+
+
+def _max_layer(layers: list[SourceTrack], max_height: int | None) -> int | None:
+    """The highest layer worth sending for a picture ``max_height`` tall: the first one at
+    least that tall (so it is not blurred); None: no limit (or sizes not known yet)."""
+    if max_height is None:
+        return None
+    for index, layer in enumerate(layers):
+        if layer.frame_size is not None and layer.frame_size[1] >= max_height:
+            return index
+    return None

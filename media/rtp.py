@@ -3,44 +3,63 @@
 from __future__ import annotations
 
 import struct
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 RTP_VERSION_BITS = 0x80
 ONE_BYTE_PROFILE = 0xBEDE
 
 URI_AUDIO_LEVEL = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
 URI_ABS_SEND_TIME = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
+URI_RTP_STREAM_ID = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id"
 
 _HEADER = struct.Struct("!BBHII")
 
 
-def vp8_is_keyframe_start(payload: bytes) -> bool:
-    """True when this VP8 RTP payload starts a keyframe (RFC 7741 descriptor, then bit P=0)."""
+def _vp8_frame_start(payload: bytes) -> int | None:
+    """Where the VP8 frame starts in this RTP payload (after the RFC 7741 descriptor), if the
+    packet starts a frame (S bit set, partition 0); else None."""
     size = len(payload)
     if size < 1:
-        return False
+        return None
     first = payload[0]
-    # S bit set and partition index 0: the packet starts a frame
     if not first & 0x10 or first & 0x07:
-        return False
+        return None
     pos = 1
     if first & 0x80:  # X: extension byte follows
         if size < 2:
-            return False
+            return None
         ext = payload[1]
         pos = 2
         if ext & 0x80:  # I: picture id, 7 or 15 bits
             if size <= pos:
-                return False
+                return None
             pos += 2 if payload[pos] & 0x80 else 1
         if ext & 0x40:  # L: TL0PICIDX
             pos += 1
         if ext & 0x30:  # T or K: TID/KEYIDX byte
             pos += 1
-    if size <= pos:
-        return False
-    return not payload[pos] & 0x01
+    return pos if size > pos else None
+
+
+def vp8_is_keyframe_start(payload: bytes) -> bool:
+    """True when this VP8 RTP payload starts a keyframe (RFC 7741 descriptor, then bit P=0)."""
+    pos = _vp8_frame_start(payload)
+    return pos is not None and not payload[pos] & 0x01
+
+
+def vp8_keyframe_size(payload: bytes) -> tuple[int, int] | None:
+    """(width, height) from the header of the VP8 keyframe this payload starts (RFC 6386
+    9.1: 3-byte frame tag, start code 9d 01 2a, then 14-bit width and height)."""
+    pos = _vp8_frame_start(payload)
+    if pos is None or payload[pos] & 0x01 or len(payload) < pos + 10:
+        return None
+    if payload[pos + 3:pos + 6] != b"\x9d\x01\x2a":
+        return None
+    width, height = struct.unpack_from("<HH", payload, pos + 6)
+    return width & 0x3FFF, height & 0x3FFF
 
 
 _H264_KEY_NALS = (5, 7)  # IDR slice, SPS
@@ -76,9 +95,14 @@ def keyframe_detector(mime_type: str) -> Callable[[bytes], bool] | None:
     return None
 
 
-@dataclass(frozen=True)
-class ExtensionIds:
-    """The header extension ids a subscriber negotiated (0 = not negotiated)."""
+def abs_send_time_now() -> int:
+    """Now as the abs-send-time header extension carries it: 6.18 fixed-point seconds, 24 bits."""
+    return int(time.time() * 262144) & 0xFFFFFF
+
+
+class ExtensionIds(NamedTuple):
+    """The header extension ids a subscriber negotiated (0 = not negotiated); a tuple, so that
+    looking a packet's block up by it (per packet and subscriber) hashes and compares in C."""
 
     audio_level: int = 0
     abs_send_time: int = 0

@@ -7,10 +7,17 @@ from __future__ import annotations
 
 import logging
 
-from media.forwarder import SourceTrack
+from media.forwarder import MediaTrack
 from media.ice import IcePolicy
 from media.impairment import Impairment
-from media.peers import OfferSender, PublishedTrack, PublisherPeer, SdpError, SubscriberPeer
+from media.peers import (
+    OfferSender,
+    PauseNotifier,
+    PublishedTrack,
+    PublisherPeer,
+    SdpError,
+    SubscriberPeer,
+)
 
 log = logging.getLogger("huizhen.media")
 
@@ -23,10 +30,10 @@ class Sfu:
         self.policy = policy
         self.video_codec = video_codec
         self.pli_throttle_s = pli_throttle_s
-        self.sources: dict[str, SourceTrack] = {}
+        self.tracks: dict[str, MediaTrack] = {}
         self.publishers: set[PublisherPeer] = set()
         self.subscribers: set[SubscriberPeer] = set()
-        #: tests only: simulated loss on publishers' uplinks (see media/impairment.py)
+        #: tests only: simulated loss on uplinks and limits on downlinks (media/impairment.py)
         self.impairment: Impairment | None = None
 
     async def publish(self, offer_sdp: str, tracks: list[PublishedTrack]
@@ -40,25 +47,28 @@ class Sfu:
             await peer.close()
             raise
         self.publishers.add(peer)
-        self.sources.update(peer.sources)
+        self.tracks.update(peer.tracks)
         return peer, answer
 
     async def close_publisher(self, peer: PublisherPeer) -> list[str]:
         """Close a publish connection; returns the ids of the tracks that went with it."""
         self.publishers.discard(peer)
-        gone = list(peer.sources)
+        gone = list(peer.tracks)
         for track_id in gone:
-            self.sources.pop(track_id, None)
+            self.tracks.pop(track_id, None)
         await peer.close()
         return gone
 
-    def close_source(self, track_id: str) -> None:
-        source = self.sources.pop(track_id, None)
-        if source is not None:
-            source.close()
+    def close_track(self, track_id: str) -> None:
+        track = self.tracks.pop(track_id, None)
+        if track is not None:
+            track.close()
 
-    def subscriber(self, send_offer: OfferSender) -> SubscriberPeer:
-        peer = SubscriberPeer(self.policy, self.video_codec, send_offer)
+    def subscriber(self, send_offer: OfferSender, label: str = "",
+                   on_video_paused: PauseNotifier | None = None) -> SubscriberPeer:
+        """A subscribe connection; ``label`` names it in logs (the participant's id)."""
+        peer = SubscriberPeer(self.policy, self.video_codec, send_offer, label,
+                              on_video_paused, self.impairment)
         self.subscribers.add(peer)
         return peer
 

@@ -95,6 +95,10 @@ class KindPolicy:
     max_participants: int
     #: the role a moderator holds when a room is created by a hospital system
     host_role: Role = Role.HOST
+    #: publishers send camera video as simulcast layers, so that each of many viewers gets
+    #: the layer its link and screen can take (not for small calls: it costs the publisher's
+    #: uplink, often a patient's weak 4G)
+    simulcast: bool = False
 
 
 POLICIES: dict[RoomKind, KindPolicy] = {
@@ -145,6 +149,7 @@ POLICIES: dict[RoomKind, KindPolicy] = {
             Role.VIEWER: RolePolicy(_WATCH),
         },
         max_participants=24,
+        simulcast=True,
     ),
     RoomKind.BROADCAST: KindPolicy(
         RoomKind.BROADCAST,
@@ -155,6 +160,7 @@ POLICIES: dict[RoomKind, KindPolicy] = {
             Role.VIEWER: RolePolicy(_WATCH),
         },
         max_participants=1000,
+        simulcast=True,
     ),
 }
 

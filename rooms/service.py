@@ -198,6 +198,7 @@ class RoomService:
                                                            "participant": info.as_dict()})
             if info.state == ACTIVE:
                 self._start_media(member)
+                await self._tell_active_speaker(member)
         joined = {
             "room": {"id": room.id, "kind": room.kind, "title": room.title,
                      "status": room.status, "recording": False},
@@ -205,6 +206,7 @@ class RoomService:
             "participants": self._visible_to(member),
             "ice_servers": self.sfu.policy.client_ice_servers(),
             "video_codec": self.sfu.video_codec,
+            "simulcast": kind_policy(room.kind).simulcast,
         }
         log.info("participant joined", extra={"room": room_id, "participant": info.id,
                                               "role": info.role})
@@ -270,7 +272,7 @@ class RoomService:
             member.publishers.append(peer)
             others = self._others(member)
             for spec, pub in zip(tracks, published, strict=True):
-                source = peer.sources[pub.track_id]
+                source = peer.tracks[pub.track_id]
                 codec = source.mime_type.split("/")[1].upper()
                 track = TrackInfo(id=pub.track_id, participant_id=member.id, kind=pub.kind,
                                   source=spec["source"], muted=bool(spec.get("muted")),
@@ -295,7 +297,7 @@ class RoomService:
             for other in self.members.get(member.room_id, {}).values():
                 if other.subscriber is not None:
                     other.subscriber.unsubscribe(track_id)
-            self.sfu.close_source(track_id)
+            self.sfu.close_track(track_id)
             await self.store.remove_track(member.room_id, member.id, track_id)
             await self._event(member.room_id, "track_unpublished", member.id,
                               {"track_id": track_id})
@@ -308,6 +310,12 @@ class RoomService:
         if track is None:
             raise RoomError("unknown_track", f"you have no track {track_id!r}")
         await self._set_muted(member, track, muted, self._audience(member))
+
+    def set_video_size(self, member: Member, track_id: str, max_height: int) -> None:
+        """The member shows that track at most ``max_height`` pixels tall (0: no limit)."""
+        if member.subscriber is None or not member.subscriber.set_video_size(
+                track_id, max_height or None):
+            raise RoomError("unknown_track", f"you do not receive a track {track_id!r}")
 
     async def subscriber_answer(self, member: Member, sdp: str, seq: int) -> None:
         if member.subscriber is None:
@@ -330,6 +338,7 @@ class RoomService:
                                "by": moderator.info.identity})
             await self._send(target, {"type": "admitted",
                                       "participants": self._visible_to(target)})
+            await self._tell_active_speaker(target)
             participant = target.info.as_dict()
             for other in self._audience(target):
                 kind = "participant_updated" if other.grants.moderate else "participant_joined"
@@ -379,6 +388,8 @@ class RoomService:
             await self._event(target.room_id, "participant_held" if held else
                               "participant_resumed", target.id, {"by": moderator.info.identity})
             await self._send(target, {"type": "held", "held": held})
+            if not held:
+                await self._tell_active_speaker(target)
             await self._broadcast(self._audience(target), {
                 "type": "participant_updated", "participant": target.info.as_dict()})
 
@@ -435,7 +446,7 @@ class RoomService:
             if member.info.state != ACTIVE:
                 continue
             for track in member.info.tracks.values():
-                source = self.sfu.sources.get(track.id)
+                source = self.sfu.tracks.get(track.id)
                 if track.kind == "audio" and source is not None:
                     level = source.take_loudness()
                     loudness[member.id] = None if track.muted else level
@@ -444,6 +455,15 @@ class RoomService:
         if speaker is not None:
             await self._broadcast([m for m in members if m.info.state == ACTIVE],
                                   {"type": "active_speaker", "participant_id": speaker})
+
+    async def _tell_active_speaker(self, member: Member) -> None:
+        """Someone who starts seeing the room (joined, admitted, off hold) learns who is
+        speaking now: active_speaker is otherwise only sent when it changes."""
+        detector = self._speakers.get(member.room_id)
+        if detector is not None and detector.active is not None \
+                and detector.active != member.id:
+            await self._send(member, {"type": "active_speaker",
+                                      "participant_id": detector.active})
 
     # ---- helpers -------------------------------------------------------------------------------
     async def _restore_marks(self, room_id: str) -> None:
@@ -504,7 +524,8 @@ class RoomService:
     def _start_media(self, member: Member) -> None:
         """An active participant receives the active others, and they receive it."""
         if member.grants.subscribe and member.subscriber is None:
-            member.subscriber = self.sfu.subscriber(self._offer_sender(member))
+            member.subscriber = self.sfu.subscriber(self._offer_sender(member), member.id,
+                                                    self._pause_notifier(member))
         for other in self._others(member):
             for track in other.info.tracks.values():
                 self._subscribe(member, other, track)
@@ -523,7 +544,7 @@ class RoomService:
             await member.sink.send(message)
 
     def _subscribe(self, subscriber: Member, publisher: Member, track: TrackInfo) -> None:
-        source = self.sfu.sources.get(track.id)
+        source = self.sfu.tracks.get(track.id)
         if (subscriber.subscriber is None or source is None
                 or subscriber.info.state != ACTIVE or publisher.info.state != ACTIVE):
             return
@@ -535,6 +556,13 @@ class RoomService:
             await member.sink.send({"type": "subscriber_offer", "sdp": sdp, "seq": seq,
                                     "tracks": tracks})
         return send_offer
+
+    def _pause_notifier(self, member: Member) -> Any:
+        async def video_paused(track_id: str, meta: dict[str, Any], paused: bool) -> None:
+            await self._send(member, {"type": "video_paused", "track_id": track_id,
+                                      "participant_id": meta.get("participant_id"),
+                                      "paused": paused, "reason": "network"})
+        return video_paused
 
     def _others(self, member: Member) -> list[Member]:
         return [o for o in self.members.get(member.room_id, {}).values() if o is not member]

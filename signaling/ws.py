@@ -158,6 +158,8 @@ class Connection:
             await self.service.subscriber_answer(member, message["sdp"], message["seq"])
         elif kind == "mute":
             await self.service.mute(member, message["track_id"], message["muted"])
+        elif kind == "video_size":
+            self.service.set_video_size(member, message["track_id"], message["max_height"])
         elif kind == "unpublish":
             await self.service.unpublish(member, message["track_id"])
         elif kind == "chat":

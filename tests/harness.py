@@ -7,7 +7,6 @@ import base64
 import contextlib
 import json
 import os
-import secrets
 import signal
 import socket
 import subprocess
@@ -21,7 +20,7 @@ import jwt
 from aiohttp import web
 
 from huizhen.client import Participant
-from huizhen.config import ApiKey, Settings, load_settings
+from huizhen.config import ApiKey, Settings, generate_secret, load_settings
 from media.ice import IcePolicy
 from signaling.app import create_app
 from signaling.auth import mint_api_token
@@ -67,7 +66,7 @@ def free_port() -> int:
 
 
 def make_settings(data_dir: Path, port: int | None = None, **overrides: Any) -> Settings:
-    key = ApiKey(key="test-key", secret=secrets.token_urlsafe(36))
+    key = ApiKey(key="test-key", secret=generate_secret())
     base: dict[str, Any] = {
         "mode": "dev",
         "data_dir": str(data_dir),
@@ -171,7 +170,7 @@ class ServerProcess(HospitalSystem):
                  env: dict[str, str] | None = None, entry: list[str] | None = None) -> None:
         self.data_dir = data_dir
         self.port = port or free_port()
-        self.secret = secret or secrets.token_urlsafe(36)
+        self.secret = secret or generate_secret()
         self.extra_env = env or {}
         self.entry = entry or ["-m", "huizhen.cli", "serve"]
         self.proc: subprocess.Popen[bytes] | None = None

@@ -6,11 +6,20 @@ aiortc is pinned to 1.16.*; when it is upgraded, this test says precisely which 
 
 from __future__ import annotations
 
+import asyncio
+import os
+
 import aioice.ice
 import aiortc
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpReceiver, RTCRtpSender
 from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtcicetransport import RTCIceTransport
+from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParameters
+from aiortc.rtp import HeaderExtensionsMap, RtpPacket
+from pylibsrtp import Policy, Session
+
+from media.peers import _srtp_protect
+from media.rtp import URI_RTP_STREAM_ID
 
 
 def test_pinned_minor_version() -> None:
@@ -22,14 +31,17 @@ async def test_receiver_and_sender_hooks_exist() -> None:
     transceiver = pc.addTransceiver("video", direction="sendrecv")
     receiver, sender = transceiver.receiver, transceiver.sender
     assert hasattr(receiver, "_RTCRtpReceiver__jitter_buffer")
+    # simulcast: the NACK generator is switched off (None is a state aiortc checks for)
+    assert receiver._RTCRtpReceiver__nack_generator is not None
     for name in ("_handle_rtp_packet", "_handle_rtcp_packet", "_send_rtcp_pli",
                  "_send_rtcp_nack"):
         assert callable(getattr(RTCRtpReceiver, name)), name
     for name in ("send", "stop", "_handle_rtcp_packet"):
         assert callable(getattr(RTCRtpSender, name)), name
-    for name in ("_ssrc", "_stream_id", "_track_id"):
+    for name in ("_ssrc", "_rtx_ssrc", "_stream_id", "_track_id"):
         assert hasattr(sender, name), name
     assert isinstance(transceiver._codecs, list)
+    assert isinstance(transceiver._headerExtensions, list)  # simulcast adds rtp-stream-id
     dtls = sender.transport
     assert isinstance(dtls, RTCDtlsTransport)
     assert hasattr(dtls, "_tx_srtp") and callable(dtls._register_rtp_sender)
@@ -39,9 +51,34 @@ async def test_receiver_and_sender_hooks_exist() -> None:
     ice = dtls.transport
     assert isinstance(ice, RTCIceTransport)
     assert hasattr(ice._connection, "_nominated")
+    # media/rxstamps.py re-reads the sockets of the ICE connection's candidates
+    assert isinstance(ice._connection._protocols, list)
+    assert callable(asyncio.get_running_loop()._add_reader)
     await pc.close()
+
+
+def test_header_extension_map_parses_rtp_stream_id() -> None:
+    ext_map = HeaderExtensionsMap()
+    ext_map.configure(RTCRtpParameters(headerExtensions=[
+        RTCRtpHeaderExtensionParameters(id=10, uri=URI_RTP_STREAM_ID)]))
+    packet = RtpPacket(payload_type=96, sequence_number=1, timestamp=0, ssrc=5)
+    packet.extensions.rtp_stream_id = "h"
+    parsed = RtpPacket.parse(packet.serialize(ext_map), ext_map)
+    assert parsed.extensions.rtp_stream_id == "h"
 
 
 def test_aioice_host_address_function_exists() -> None:
     assert callable(aioice.ice.get_host_addresses)
     assert aioice.ice.StunProtocol is not None
+
+
+def test_fast_srtp_protect_matches_pylibsrtp() -> None:
+    """media.peers protects packets with libsrtp through pylibsrtp's session internals."""
+    key = os.urandom(30)
+    reference = Session(Policy(key=key, ssrc_type=Policy.SSRC_ANY_OUTBOUND))
+    session = Session(Policy(key=key, ssrc_type=Policy.SSRC_ANY_OUTBOUND))
+    protect = _srtp_protect(session)
+    for seq in range(3):
+        packet = bytes([0x80, 96, 0, seq]) + bytes(8) + os.urandom(1000)
+        assert protect(packet) == reference.protect(packet)
+    assert session.protect_rtcp(bytes([0x80, 200, 0, 1]) + bytes(4))  # the session still works

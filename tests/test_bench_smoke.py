@@ -19,7 +19,8 @@ FANOUT = REPO / "bench" / "fanout.py"
 KEYS = {
     "core_per_extra_subscriber", "baseline_core_per_extra_subscriber", "ratio",
     "min_subscriber_fps", "baseline_min_subscriber_fps", "points", "baseline_points",
-    "publisher_bitrate_mbps", "machine",
+    "publisher_bitrate_mbps", "machine", "added_latency_ms_p50", "added_latency_ms_p95",
+    "added_latency_app_ms_p50", "added_latency_app_ms_p95",
 }
 
 
@@ -45,3 +46,9 @@ def test_fanout_benchmark_runs_and_reports() -> None:
     assert isinstance(result["core_per_extra_subscriber"], float)  # two values of N: a slope
     assert result["baseline_core_per_extra_subscriber"] is None  # one value of N: no slope
     assert {"nproc", "python", "aiortc"} <= set(result["machine"])
+    # per packet: the socket arrival (kernel timestamp) comes before the subscriber process
+    # has read and decrypted the packet
+    for point in result["points"]:
+        assert point["latency_packets"] > 0, point
+    assert 0 < result["added_latency_ms_p50"] <= result["added_latency_app_ms_p50"], result
+    assert result["added_latency_ms_p50"] <= result["added_latency_ms_p95"]

@@ -12,6 +12,7 @@ import asyncio
 import pytest
 from playwright.async_api import Browser
 
+from signaling.keys import SFU
 from tests.browser import KEEP_PCS, audio_samples, frames_decoded
 from tests.harness import Server, wait_for
 
@@ -56,6 +57,23 @@ async def test_browser_and_aiortc_participant_decode_each_other(server: Server,
         status, state = await server.api("GET", f"/api/rooms/{room}")
         chen = next(p for p in state["participants"] if p["identity"] == "dr-chen")
         assert sorted(t["kind"] for t in chen["tracks"]) == ["audio", "video"]
+        # an MDT room simulcasts: the page tells the server how tall it shows the robot's
+        # video (device pixels, rounded up to 120), so it gets no larger layer than that
+        tile_px = await tile.locator("video.tile-video").evaluate(
+            "v => v.clientHeight * window.devicePixelRatio")
+        (sub,) = [s for s in server.app[SFU].subscribers if s.label == chen["id"]]
+
+        def robot_video_height() -> int | None:
+            return next((slot.max_height for slot in sub.slots
+                         if slot.meta and slot.meta.get("participant_id") == robot.id
+                         and slot.meta.get("kind") == "video"), None)
+
+        async def reported() -> bool:
+            return robot_video_height() is not None
+
+        assert await wait_for(reported, timeout=5)
+        height = robot_video_height()
+        assert height is not None and 0 < tile_px <= height < tile_px + 120, (tile_px, height)
     finally:
         await context.close()
         await robot.leave()

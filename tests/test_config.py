@@ -437,3 +437,12 @@ def test_ensure_dev_credentials_does_nothing_in_production(tmp_path: Path) -> No
     assert ensure_dev_credentials(settings) is None
     assert not (tmp_path / "data" / DEV_CREDENTIALS_FILE).exists()
 
+
+
+def test_generated_secrets_never_start_with_a_dash(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--api-secret -abc`` would read as an option: such secrets are drawn again."""
+    from huizhen import config
+
+    drawn = iter(["-starts-with-a-dash", "fine-secret"])
+    monkeypatch.setattr(config.secrets, "token_urlsafe", lambda n: next(drawn))
+    assert config.generate_secret() == "fine-secret"

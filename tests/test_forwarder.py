@@ -120,6 +120,49 @@ async def test_new_subscriber_waits_for_keyframe_and_asks_for_one() -> None:
     assert all(p.payload_type == 96 for p in sink.rtp)
 
 
+async def test_video_packets_before_the_end_of_a_frame_may_be_held() -> None:
+    calls: list[tuple[str, int]] = []
+
+    class HoldingSink(Sink):
+        def send_rtp(self, data: bytes) -> None:
+            calls.append(("send", RtpPacket.parse(data).sequence_number))
+
+        def queue_rtp(self, data: bytes) -> None:
+            calls.append(("queue", RtpPacket.parse(data).sequence_number))
+
+    source, _, _ = make_source()
+    down = make_down(HoldingSink())
+    down.attach(source)
+    for seq, marker in ((1, 0), (2, 0), (3, 1)):
+        source.on_packet(1000, seq, 0, marker, KEY if seq == 1 else DELTA, 0, None, None)
+    first = calls[0][1]
+    assert calls == [("queue", first), ("queue", first + 1), ("send", first + 2)]
+    calls.clear()
+    audio = SourceTrack("a", "audio", "audio/opus", 48000, lambda ssrc: None,
+                        lambda ssrc, lost: None)
+    audio_down = DownTrack("audio", 6666, HoldingSink())
+    audio_down.configure(111, 48000, rtp.ExtensionIds(), "cname")
+    audio_down.active = True
+    audio_down.attach(audio)
+    audio.on_packet(2000, 1, 960, 0, b"opus", 0, None, None)
+    assert [kind for kind, _ in calls] == ["send"]  # audio is never held
+
+
+async def test_a_long_stream_keeps_flowing_past_32768_packets() -> None:
+    source, _, _ = make_source()
+    sent: list[bytes] = []
+    sink = Sink()
+    sink.send_rtp = sent.append  # type: ignore[method-assign]
+    down = make_down(sink)
+    down.attach(source)
+    total = 70000  # more than a full turn of the 16-bit sequence number
+    for i in range(total):
+        feed(source, 100 + i, 3000 * i, KEY if i == 0 else DELTA)
+    assert len(sent) == total
+    seqs = [RtpPacket.parse(data).sequence_number for data in (sent[0], sent[-1])]
+    assert (seqs[1] - seqs[0]) & 0xFFFF == (total - 1) & 0xFFFF
+
+
 async def test_sequence_and_timestamp_continue_across_a_source_switch() -> None:
     first, _, _ = make_source("a")
     second, _, _ = make_source("b")
@@ -260,3 +303,96 @@ async def test_packet_lost_for_good_upstream_costs_one_frame_not_a_stall() -> No
     assert all((b - a) & 0xFFFF == 1 for a, b in itertools.pairwise(sorted(seqs))), seqs
     (filler,) = [p for p in sink.rtp if not p.payload]
     assert filler.padding_size == 1 and filler.sequence_number == sink.rtp[0].sequence_number + 4
+
+
+# ---- simulcast layers and pausing ---------------------------------------------------------------
+async def test_layer_switch_waits_for_the_new_layers_keyframe_and_keeps_numbering() -> None:
+    low, _, _ = make_source("t")
+    high, high_plis, _ = make_source("t")
+    sink = Sink()
+    down = make_down(sink)
+    down.attach(low)
+    for i in range(3):
+        feed(low, 100 + i, 3000 * i, KEY if i == 0 else DELTA, ssrc=1)
+        feed(high, 500 + i, 7000 + 3000 * i, KEY if i == 0 else DELTA, ssrc=2)
+    down.switch(high)
+    assert high_plis == [2] and down.target is high and down.source is low
+    # until the high layer's keyframe, the low layer keeps flowing; high deltas are not sent
+    feed(high, 503, 16000, DELTA, ssrc=2)
+    feed(low, 103, 9000, DELTA, ssrc=1)
+    assert [p.payload for p in sink.rtp][-1] == DELTA and len(sink.rtp) == 4
+    feed(high, 504, 19000, KEY, ssrc=2)
+    assert down.source is high and down in high.down_tracks and down not in low.down_tracks
+    feed(low, 104, 12000, DELTA, ssrc=1)  # no longer forwarded
+    feed(high, 505, 22000, DELTA, ssrc=2)
+    assert [p.payload for p in sink.rtp][-2:] == [KEY, DELTA]
+    seqs = [p.sequence_number for p in sink.rtp]
+    assert all((b - a) & 0xFFFF == 1 for a, b in itertools.pairwise(seqs)), seqs
+    stamps = [p.timestamp for p in sink.rtp]
+    assert all(0 <= (b - a) & 0xFFFFFFFF < 90000 for a, b in itertools.pairwise(stamps))
+
+
+async def test_paused_down_track_sends_nothing_and_resumes_at_a_keyframe() -> None:
+    source, plis, _ = make_source()
+    sink = Sink()
+    down = make_down(sink)
+    down.attach(source)
+    feed(source, 1, 0, KEY)
+    feed(source, 2, 3000, DELTA)
+    down.pause()
+    plis.clear()
+    feed(source, 3, 6000, KEY)
+    feed(source, 4, 9000, DELTA)
+    down.on_keyframe_request()  # a paused subscriber's PLI does not reach the publisher
+    down.on_nack([sink.rtp[-1].sequence_number])
+    assert len(sink.rtp) == 2 and plis == []
+    await asyncio.sleep(0.25)  # past the PLI throttle
+    down.resume()
+    assert plis == [1000]
+    feed(source, 5, 12000, DELTA)
+    assert len(sink.rtp) == 2  # waits for the keyframe it asked for
+    feed(source, 6, 15000, KEY)
+    assert len(sink.rtp) == 3 and sink.rtp[-1].payload == KEY
+    assert (sink.rtp[-1].sequence_number - sink.rtp[1].sequence_number) & 0xFFFF == 1
+
+
+async def test_only_nacks_for_packets_it_was_sent_count_as_downlink_loss() -> None:
+    source, _, upstream = make_source()
+    sink = Sink()
+    down = make_down(sink)
+    down.attach(source)
+    feed(source, 1, 0, KEY)
+    feed(source, 3, 3000, DELTA)  # 2 never arrived upstream
+    first = sink.rtp[0].sequence_number
+    down.on_nack([first, (first + 1) & 0xFFFF])
+    down.on_nack([first])  # a repeated NACK is not more loss
+    assert down.nacks_answered == 1
+    assert upstream == [[2]]  # the upstream gap is asked of the publisher instead
+
+
+def test_vp8_keyframe_size_is_read_from_the_frame_header() -> None:
+    header = bytes([0x10, 0x00, 0x00, 0x00, 0x9D, 0x01, 0x2A]) + struct.pack("<HH", 640, 480)
+    assert rtp.vp8_keyframe_size(header) == (640, 480)
+    assert rtp.vp8_keyframe_size(DELTA + bytes(10)) is None
+
+
+async def test_nack_is_answered_as_rtx_when_the_subscriber_negotiated_it() -> None:
+    source, _, _ = make_source()
+    sink = Sink()
+    down = DownTrack("video", 5555, sink)
+    down.configure(96, 90000, rtp.ExtensionIds(), "cname", rtx=(97, 7777))
+    down.active = True
+    down.attach(source)
+    feed(source, 1, 0, KEY)
+    feed(source, 2, 3000, DELTA)
+    lost = sink.rtp[1]
+    down.on_nack([lost.sequence_number])
+    down.on_nack([lost.sequence_number])
+    first, second = sink.rtp[2:]
+    for rtx in (first, second):
+        assert (rtx.ssrc, rtx.payload_type, rtx.timestamp) == (7777, 97, lost.timestamp)
+        # the original sequence number, then the original payload
+        assert struct.unpack("!H", rtx.payload[:2])[0] == lost.sequence_number
+        assert rtx.payload[2:] == DELTA
+    assert second.sequence_number == (first.sequence_number + 1) & 0xFFFF
+    assert down.retransmissions == 2 and down.nacks_answered == 1

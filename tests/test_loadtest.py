@@ -32,7 +32,7 @@ def loadtest(server: ServerProcess, *args: str) -> subprocess.CompletedProcess[s
     env = {**server.env(), "HUIZHEN_LOGGING__LEVEL": "WARNING"}
     return subprocess.run(
         [sys.executable, "-m", "huizhen.cli", "loadtest", "--server", server.url,
-         "--api-key", "test-key", "--api-secret", server.secret, *args],
+         "--api-key", "test-key", f"--api-secret={server.secret}", *args],
         env=env, capture_output=True, text=True, timeout=150, check=False)
 
 

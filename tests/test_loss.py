@@ -66,7 +66,7 @@ async def test_five_percent_uplink_loss_keeps_25_fps_without_freezes(server: Ser
         for fps, gap in results:
             assert fps >= 25, results
             assert gap <= 0.5, results
-        (source,) = [s for s in server.app[SFU].sources.values() if s.kind == "video"]
+        (source,) = [t.layers[0] for t in server.app[SFU].tracks.values() if t.kind == "video"]
         # the loss really happened: about 5 % of what the publisher sent never arrived
         assert impairment.dropped >= 0.03 * (source.packets + impairment.dropped)
     finally:
@@ -79,7 +79,7 @@ async def test_packet_lost_for_good_upstream_stalls_nobody_over_a_second(
     impairment = Impairment()
     publisher, viewers = await _streaming(server, impairment, tag=3)
     try:
-        (source,) = [s for s in server.app[SFU].sources.values() if s.kind == "video"]
+        (source,) = [t.layers[0] for t in server.app[SFU].tracks.values() if t.kind == "video"]
         assert source._max_seq is not None
         doomed = (source._max_seq + 40) & 0xFFFF  # about half a second ahead
         impairment.lose_for_good.add(doomed)

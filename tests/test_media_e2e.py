@@ -136,7 +136,7 @@ async def test_h264_room_forwards_with_the_same_code(tmp_path: Path) -> None:
             va, vb = a.received_from(b.id, "video"), b.received_from(a.id, "video")
             assert va is not None and set(va.tags) == {2}
             assert vb is not None and set(vb.tags) == {1}
-            assert {s.mime_type for s in srv.app[SFU].sources.values()} == {"audio/opus",
+            assert {s.mime_type for s in srv.app[SFU].tracks.values()} == {"audio/opus",
                                                                                "video/H264"}
         finally:
             await a.leave()
@@ -152,7 +152,7 @@ async def test_subscriber_keyframe_request_reaches_the_publisher(server: Server)
         assert await viewer.wait_until(
             lambda: viewer.frames_from(publisher.id, "video") > 10, timeout=10)
         sfu = server.app[SFU]
-        (source,) = [s for s in sfu.sources.values() if s.kind == "video"]
+        (source,) = [t.layers[0] for t in sfu.tracks.values() if t.kind == "video"]
         (down,) = source.down_tracks
         await asyncio.sleep(1.0)  # let the subscription's own (possibly deferred) PLI go out
         plis_before, keyframes_before = source.plis_sent, source.keyframes

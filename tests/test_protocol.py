@@ -204,6 +204,20 @@ GARBAGE: list[Garbage] = [
     Garbage("unpublish a track that is not mine",
             _const('{"type": "unpublish", "id": "g21", "track_id": "t_nope"}'),
             ("unknown_track",), "t_nope", "g21"),
+    Garbage("video_size for a track not received",
+            _const('{"type": "video_size", "id": "g25", "track_id": "t_nope", '
+                   '"max_height": 240}'),
+            ("unknown_track",), "t_nope", "g25"),
+    Garbage("video_size with a negative height",
+            _const('{"type": "video_size", "id": "g26", "track_id": "t_x", '
+                   '"max_height": -1}'),
+            ("bad_message",), "max_height", "g26"),
+    Garbage("simulcast with a single layer",
+            lambda p, ctx: publish_frame(
+                ctx["vp8_offer"].replace("a=mid:0\r\n", "a=mid:0\r\na=rid:l send\r\n"
+                                         "a=simulcast:send l\r\n"),
+                [{"mid": "0", "kind": "video", "source": "camera"}], "g27"),
+            ("bad_sdp",), "simulcast", "g27"),
     Garbage("second join",
             lambda p, ctx: json.dumps({"type": "join", "id": "g22", "v": 1, "token": p.token}),
             ("already_joined",), None, "g22"),
@@ -226,6 +240,7 @@ GARBAGE_LAST: list[Garbage] = [
 @pytest.fixture
 async def sdps() -> dict[str, str]:
     return {"audio_offer": await offer_sdp(audio=True),
+            "vp8_offer": await offer_sdp(audio=False, video=True),
             "h264_offer": await offer_sdp(audio=False, video=True, video_codec="H264")}
 
 

@@ -22,6 +22,7 @@ from tests.web_support import (
     DESKTOP,
     FAKE_SERVER,
     PHONE,
+    TALKING,
     Client,
     box,
     join,
@@ -391,7 +392,8 @@ async def test_layout_and_screenshots(server: Server, browser: Browser) -> None:
                 assert not overlaps(boxes[first], boxes[second]), (first, second, boxes)
 
         # a third person: on the phone, the active speaker large and the other small
-        guardian = await open_client(browser, "guardian", {"width": 640, "height": 480})
+        guardian = await open_client(browser, "guardian", {"width": 640, "height": 480},
+                                     init_scripts=[TALKING])
         try:
             await join(guardian, await server.join_url(room, "guard-1", "guardian", "Wang Jun"))
             await doctor.page.locator("#lobby-list .btn-admit").click()
@@ -406,8 +408,12 @@ async def test_layout_and_screenshots(server: Server, browser: Browser) -> None:
             assert main_box["width"] * main_box["height"] > 8 * small_box["width"] * \
                 small_box["height"]
             assert not overlaps(main_box, small_box)
-            # the speaker is picked from remote audio levels (Chromium's fake microphones beep)
-            await wait_js(patient, "window.huizhen.activeSpeaker !== null", timeout=10)
+            # the guardian talks: the server names her the active speaker (from the audio
+            # levels in her packets) and the patient's phone shows her large
+            guardian_id = await guardian.js("window.huizhen.me.id")
+            await wait_js(patient, f"window.huizhen.activeSpeaker === '{guardian_id}'",
+                          timeout=10)
+            await wait_js(patient, f"{tile_js(guardian_id, 'speaker')} === 'main'")
             await wait_js(patient, "[...document.querySelectorAll('#tiles video')]"
                                    ".filter(v => v.videoWidth > 0).length === 2")
             await screenshot(patient, "call-phone-3")

@@ -58,6 +58,31 @@ FAKE_SERVER = """
 })();
 """
 
+# A participant who talks without pause: the microphone track is a steady tone (about
+# -14 dBov). Chromium's fake microphone only beeps (300 ms of a fading tone every 500 ms),
+# which is not speech to the server's speaker detection most of the time.
+TALKING = """
+(() => {
+  const md = navigator.mediaDevices;
+  const native = md.getUserMedia.bind(md);
+  md.getUserMedia = async (constraints) => {
+    const stream = await native(constraints);
+    if (!constraints || !constraints.audio) return stream;
+    const ctx = new AudioContext();
+    const voice = ctx.createOscillator();
+    voice.frequency.value = 180;
+    const gain = ctx.createGain();
+    gain.gain.value = 0.3;
+    const out = ctx.createMediaStreamDestination();
+    voice.connect(gain).connect(out);
+    voice.start();
+    for (const t of stream.getAudioTracks()) { stream.removeTrack(t); t.stop(); }
+    stream.addTrack(out.stream.getAudioTracks()[0]);
+    return stream;
+  };
+})();
+"""
+
 # Cut the live signalling socket(s) as a network drop would (no leave, no clean goodbye).
 CUT_SOCKETS = """
 () => {

@@ -722,7 +722,11 @@ function onAutoplayBlocked() {
 function tileFor(participant) {
   let tile = remoteTiles.get(participant.id);
   if (!tile) {
-    tile = new TileView({ participantId: participant.id, onAutoplayBlocked });
+    tile = new TileView({
+      participantId: participant.id,
+      onAutoplayBlocked,
+      onVideoSize: (trackId, height) => session && session.setVideoSize(trackId, height),
+    });
     if (soundBlocked) tile.video.muted = true;
     remoteTiles.set(participant.id, tile);
     ui.tiles.append(tile.el);
@@ -827,16 +831,20 @@ function renderWaiting() {
 function onSpeakers(info) {
   speaking = info.speaking;
   for (const [id, tile] of remoteTiles) tile.setSpeaking(speaking.has(id));
-  if (info.active !== activeSpeaker) {
-    activeSpeaker = info.active;
-    if (ui.tiles.dataset.layout === 'speaker') renderLayout();
-  }
+}
+
+/** The server's active speaker (active_speaker): shown large on a phone. */
+function onActiveSpeaker(id) {
+  if (id === activeSpeaker) return;
+  activeSpeaker = id;
+  if (ui.tiles.dataset.layout === 'speaker') renderLayout();
 }
 
 // ---- session wiring ---------------------------------------------------------------------------
 
 function wireSession(s) {
   s.on('state', (state) => setAppState(state));
+  s.on('active-speaker', onActiveSpeaker);
   s.on('joined', () => {
     renderView();
     setLocalPreview();

@@ -1,8 +1,9 @@
 // Huizhen web client: what the peer connections tell us while in the call.
 //
-// * Active speaker: the audio level of every remote microphone (receiver
-//   getSynchronizationSources().audioLevel on the subscribe connection — cheap, no decoding
-//   of our own), smoothed, with some hysteresis so that the big picture does not jump around.
+// * Who is making sound now (the ring on their tile): the audio level of every remote
+//   microphone (receiver getSynchronizationSources().audioLevel on the subscribe connection —
+//   cheap, no decoding of our own), smoothed. The active speaker (the big picture) is the
+//   server's decision (active_speaker), the same for everyone in the room.
 // * Connection quality: getStats() every 2 s — the selected candidate pair's
 //   currentRoundTripTime and packet loss (received: inbound-rtp packetsLost/packetsReceived;
 //   sent: remote-inbound-rtp fractionLost) → good | fair | poor.
@@ -10,7 +11,6 @@
 const SPEAKER_TICK_MS = 250;
 const QUALITY_TICK_MS = 2000;
 const SPEAKING_LEVEL = 0.03; // audioLevel (0..1, linear) above which someone is talking
-const SWITCH_AFTER_TICKS = 3; // the new speaker must lead for this long (× tick)
 
 /** good | fair | poor from round trip time (s) and loss (%); unknown without data. */
 export function qualityLevel(rttS, lossPct) {
@@ -25,7 +25,7 @@ export function qualityLevel(rttS, lossPct) {
 export class CallMonitor {
   /**
    * @param {{session: object, onSpeakers: (info) => void, onQuality: (q) => void}} options
-   *   onSpeakers({active, speaking: Set}) — active: participant id of the main speaker or null
+   *   onSpeakers({speaking: Set}) — the participant ids whose microphones carry sound now
    *   onQuality({level, rtt_ms, loss_pct})
    */
   constructor({ session, onSpeakers, onQuality }) {
@@ -33,9 +33,6 @@ export class CallMonitor {
     this.onSpeakers = onSpeakers;
     this.onQuality = onQuality;
     this.levels = new Map(); // participant id -> smoothed level
-    this.active = null;
-    this.challenger = null;
-    this.challengerTicks = 0;
     this.prevCounters = new Map(); // pc -> {lost, received}
     this.quality = { level: 'unknown', rtt_ms: null, loss_pct: null };
     this.speakerTimer = setInterval(() => this.tickSpeakers(), SPEAKER_TICK_MS);
@@ -87,30 +84,7 @@ export class CallMonitor {
     this.levels = smoothed;
 
     const speaking = new Set([...smoothed].filter(([, v]) => v > SPEAKING_LEVEL).map(([k]) => k));
-    let loudest = null;
-    for (const [pid, level] of smoothed) {
-      if (level > SPEAKING_LEVEL && (loudest === null || level > smoothed.get(loudest))) loudest = pid;
-    }
-    if (this.active && !s.participants[this.active]) this.active = null;
-    if (loudest && loudest !== this.active) {
-      const current = this.active ? smoothed.get(this.active) || 0 : 0;
-      if (current < SPEAKING_LEVEL || smoothed.get(loudest) > current * 1.5) {
-        if (this.challenger === loudest) this.challengerTicks++;
-        else {
-          this.challenger = loudest;
-          this.challengerTicks = 1;
-        }
-        if (this.challengerTicks >= SWITCH_AFTER_TICKS || this.active === null) {
-          this.active = loudest;
-          this.challenger = null;
-          this.challengerTicks = 0;
-        }
-      }
-    } else {
-      this.challenger = null;
-      this.challengerTicks = 0;
-    }
-    this.onSpeakers({ active: this.active, speaking });
+    this.onSpeakers({ speaking });
   }
 
   async tickQuality() {

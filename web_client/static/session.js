@@ -43,6 +43,14 @@ const SERVER_CLOSE_WAIT_MS = 5000;
 
 const TERMINAL = new Set(['left', 'ended', 'failed']);
 const CHAT_KEEP = 500; // messages kept in memory
+/**
+ * Camera simulcast layers, lowest first (the server's convention): half size for weak links
+ * and small tiles, full size for the rest. Chromium sends two layers for a 640x480 camera.
+ */
+const SIMULCAST_ENCODINGS = [
+  { rid: 'l', scaleResolutionDownBy: 2, maxBitrate: 200000 },
+  { rid: 'h', scaleResolutionDownBy: 1, maxBitrate: 900000 },
+];
 
 /** Close codes (docs/protocol.md, "Close codes"). */
 export const CLOSE_LEFT = 1000;
@@ -414,6 +422,7 @@ export class Session {
     sig.on('chat', live((m) => this.onChat(m)));
     sig.on('invite', live((m) => this.emit('invite', m)));
     sig.on('video_paused', live((m) => this.onVideoPaused(m)));
+    sig.on('active_speaker', live((m) => this.emit('active-speaker', m.participant_id)));
     sig.on('error', live((m) => this.onServerError(m)));
     sig.on('close', live((ev) => this.onSocketClosed(ev)));
   }
@@ -423,6 +432,8 @@ export class Session {
     this.me = j.me || null;
     this.iceServers = Array.isArray(j.ice_servers) ? j.ice_servers : [];
     this.videoCodec = j.video_codec || 'VP8';
+    this.simulcast = !!j.simulcast;
+    this.videoSizes = new Map(); // video_size sent per track, on this connection
     this.heartbeatS = Number(j.heartbeat_s) > 0 ? Number(j.heartbeat_s) : 3;
 
     this.emit('room-updated', this.room);
@@ -780,6 +791,19 @@ export class Session {
     return this.sig.send(msg);
   }
 
+  /**
+   * Tell the server how tall a received video is shown (device pixels), so that of a
+   * simulcast track it sends the smallest layer that still looks sharp. Only in simulcast
+   * rooms, and only when the size changed.
+   */
+  setVideoSize(trackId, maxHeight) {
+    if (!this.simulcast || !trackId) return;
+    if (this.videoSizes.get(trackId) === maxHeight) return;
+    if (this.sendMessage({ type: 'video_size', track_id: trackId, max_height: maxHeight })) {
+      this.videoSizes.set(trackId, maxHeight);
+    }
+  }
+
   admit(participantId) {
     return this.sendMessage({ type: 'admit', participant_id: participantId });
   }
@@ -999,7 +1023,21 @@ export class Session {
 
     const streams = this.localStream ? [this.localStream] : [];
     const entries = items.map((item) => {
-      const transceiver = pc.addTransceiver(item.track, { direction: 'sendonly', streams });
+      const init = { direction: 'sendonly', streams };
+      if (item.kind === 'video' && item.source === 'camera' && this.simulcast) {
+        // the room asks for layers (many viewers): each gets the one its link can take
+        init.sendEncodings = SIMULCAST_ENCODINGS.map((e) => ({ ...e }));
+      }
+      let transceiver;
+      try {
+        transceiver = pc.addTransceiver(item.track, init);
+      } catch (err) {
+        if (!init.sendEncodings) throw err;
+        // a browser without simulcast for this codec: one encoding, viewers still get video
+        console.warn('[huizhen] simulcast refused, sending one layer:', err && err.message);
+        delete init.sendEncodings;
+        transceiver = pc.addTransceiver(item.track, init);
+      }
       if (item.kind === 'video') preferVideoCodec(transceiver, this.videoCodec);
       return { item, transceiver };
     });

@@ -70,9 +70,13 @@ export class TileView {
    * @param {{participantId?: string, local?: boolean,
    *          onAutoplayBlocked?: (tile: TileView) => void}} options
    */
-  constructor({ participantId = null, local = false, onAutoplayBlocked = null } = {}) {
+  constructor({ participantId = null, local = false, onAutoplayBlocked = null,
+    onVideoSize = null } = {}) {
     this.local = local;
     this.onAutoplayBlocked = onAutoplayBlocked;
+    this.onVideoSize = onVideoSize;
+    this.videoTrackId = null;
+    this.sizeTimer = null;
     this.stream = new MediaStream();
     this.screenStream = null;
     this.screenVideo = null;
@@ -103,6 +107,9 @@ export class TileView {
     this.video.addEventListener('emptied', () => {
       root.dataset.playing = 'false';
     });
+    if (onVideoSize && typeof ResizeObserver === 'function') {
+      new ResizeObserver(() => this.reportSize()).observe(this.video);
+    }
 
     const label = el('div', 'tile-label');
     this.nameEl = el('span', 'tile-name');
@@ -266,7 +273,20 @@ export class TileView {
 
   // ---- remote media -------------------------------------------------------------------------
 
-  /** @param {{kind: string, source: string, track: MediaStreamTrack}} att */
+  /**
+   * Report how tall the camera video is shown, in device pixels rounded up to 120 (so a
+   * layout change reports once, not on every pixel), a moment after it settles.
+   */
+  reportSize() {
+    if (!this.onVideoSize || !this.videoTrackId) return;
+    clearTimeout(this.sizeTimer);
+    this.sizeTimer = setTimeout(() => {
+      const px = this.video.clientHeight * (window.devicePixelRatio || 1);
+      if (px > 0) this.onVideoSize(this.videoTrackId, Math.ceil(px / 120) * 120);
+    }, 300);
+  }
+
+  /** @param {{kind: string, source: string, track: MediaStreamTrack, trackId?: string}} att */
   addTrack(att) {
     if (att.kind === 'video' && att.source === 'screen') {
       if (!this.screenStream) this.screenStream = new MediaStream();
@@ -278,6 +298,10 @@ export class TileView {
       this.screenStream.addTrack(att.track);
       this.el.classList.add('has-screen');
     } else {
+      if (att.kind === 'video') {
+        this.videoTrackId = att.trackId || null;
+        this.reportSize();
+      }
       // one track per kind: the new one replaces the old
       for (const t of this.stream.getTracks()) {
         if (t.kind === att.track.kind && t !== att.track) this.stream.removeTrack(t);

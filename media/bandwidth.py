@@ -1,0 +1,148 @@
+"""What one subscriber's downlink can carry, and which video it gets for that.
+
+The estimate follows the loss the subscriber reports, much like the loss-based half of Google
+congestion control. Video loss is read from its NACKs (they arrive within a round trip, and
+only packets the SFU had sent count: a gap the publisher's uplink made is not this link's
+fault); audio loss from its RTCP receiver reports:
+
+* loss above 10 %: the estimate falls to sent rate × (1 − loss/2) (at most halving per
+  tick);
+* loss under 2 %: it grows by 8 % a second, up to 1.5 × what is being sent.
+
+A REMB (the receiver's delay-based estimate for the streams it lists) caps the simulcast layer
+of those streams, but never pauses video on its own: delay alone is a weaker signal than loss
+(aiortc's estimator, for one, reads event-loop jitter as congestion).
+
+Audio comes first: the allocation gives each video track the best layer that fits what is
+left after audio, and pauses a video track when not even its lowest layer fits. A paused link
+is re-tried after a back-off (5 s, doubling to 20 s after each failed try): video resumes (from
+a keyframe) and stays if the loss stays low; a higher simulcast layer is tried the same way.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+START_BPS = 2_500_000  # a new subscriber's estimate: video starts at once, loss corrects it
+MIN_BPS = 30_000
+MAX_BPS = 50_000_000
+HIGH_LOSS = 0.10
+LOW_LOSS = 0.02
+GROWTH_PER_S = 1.08
+HEADROOM = 1.5  # growth stops at this multiple of the rate being sent
+#: bytes per packet on the wire beyond the RTP payload: IPv4/UDP 28, RTP header and
+#: extensions ~20, SRTP tag 10
+PACKET_OVERHEAD = 60
+MIN_NACK_SAMPLE = 30  # video packets sent in the window before NACKs count as a loss figure
+NACK_WINDOW_TICKS = 8
+REMB_FRESH_S = 3.0  # a REMB older than this no longer caps anything
+#: a layer keeps flowing while the budget covers this share of its rate (no flapping when
+#: rates wobble); a paused or lower layer needs all of it
+KEEP_SHARE = 0.8
+TRIAL_S = 3.0
+BACKOFF_MIN_S = 5.0
+BACKOFF_MAX_S = 20.0
+
+
+@dataclass
+class Traffic:
+    """What a subscriber connection was sent and told us in one tick."""
+
+    sent_bytes: int = 0  # RTP payload bytes, all kinds
+    sent_packets: int = 0
+    video_packets: int = 0
+    nacked: int = 0  # sequence numbers the subscriber asked for again
+
+
+class DownlinkEstimate:
+    def __init__(self, start_bps: float = START_BPS) -> None:
+        self.bps = float(start_bps)
+        self.sent_bps = 0.0
+        self.loss = 0.0  # the latest loss figure used, 0–1
+        self._rr_loss: float | None = None
+        #: (video packets sent, NACKed) of the last ticks
+        self._nack_window: deque[tuple[int, int]] = deque(maxlen=NACK_WINDOW_TICKS)
+
+    def on_receiver_report(self, fraction_lost: int) -> None:
+        """``fraction_lost`` as RTCP carries it: lost/expected × 256 since the last report."""
+        loss = min(max(fraction_lost, 0), 255) / 256
+        self._rr_loss = loss if self._rr_loss is None else max(self._rr_loss, loss)
+
+    def update(self, dt: float, traffic: Traffic) -> float:
+        """Fold one tick (``dt`` seconds) of traffic and feedback in; returns the estimate."""
+        if dt <= 0:
+            return self.bps
+        sent = (traffic.sent_bytes + traffic.sent_packets * PACKET_OVERHEAD) * 8 / dt
+        weight = min(1.0, dt)  # ≈ a one-second moving average
+        self.sent_bps += (sent - self.sent_bps) * weight
+        losses = []
+        if self._rr_loss is not None:
+            losses.append(self._rr_loss)
+            self._rr_loss = None
+        # NACKs over about two seconds: a keyframe burst lost in one tick is not a lost link
+        self._nack_window.append((traffic.video_packets, traffic.nacked))
+        packets = sum(p for p, _ in self._nack_window)
+        if traffic.video_packets and packets >= MIN_NACK_SAMPLE:
+            losses.append(min(1.0, sum(n for _, n in self._nack_window) / packets))
+        if losses:
+            self.loss = max(losses)
+            if self.loss > HIGH_LOSS:
+                self.bps = min(self.bps, max(self.sent_bps, sent) * (1 - self.loss / 2))
+            elif self.loss < LOW_LOSS:
+                ceiling = HEADROOM * self.sent_bps  # no growth without evidence
+                if self.bps < ceiling:
+                    self.bps = min(self.bps * GROWTH_PER_S ** dt, ceiling)
+        self.bps = min(max(self.bps, MIN_BPS), MAX_BPS)
+        return self.bps
+
+
+def choose_layer(rates: list[float], budget: float, current: int | None,
+                 max_layer: int | None = None, remb: float | None = None) -> int | None:
+    """The best layer (index into ``rates``, low to high) that ``budget`` bit/s carries;
+    None: not even the lowest one (pause). The layer being sent keeps flowing on a slightly
+    short budget; no layer above ``max_layer`` (the subscriber's wanted size), nor above what
+    a REMB for this stream allows (but a REMB alone never pauses)."""
+    top = len(rates) - 1 if max_layer is None else min(max_layer, len(rates) - 1)
+    capped = budget if remb is None else min(budget, remb)
+    for layer in range(top, -1, -1):
+        need = rates[layer] * (KEEP_SHARE if layer == current else 1.0)
+        if need <= capped:
+            return layer
+    return 0 if rates[0] * (KEEP_SHARE if current == 0 else 1.0) <= budget else None
+
+
+class StepUpTrials:
+    """When to try a step up that the estimate does not allow yet (resuming paused video, or a
+    higher layer): the estimate only grows with evidence, and the evidence is a try."""
+
+    def __init__(self) -> None:
+        self.backoff_s = BACKOFF_MIN_S
+        self._blocked_since: float | None = None
+        self._trial_until: float | None = None
+
+    def blocked(self, now: float) -> bool:
+        """A step up is wanted but not allowed; True when it is time to try it."""
+        if self._trial_until is not None and now <= self._trial_until:
+            return False
+        if self._blocked_since is None:
+            self._blocked_since = now
+            return False
+        if now - self._blocked_since < self.backoff_s:
+            return False
+        self._blocked_since = None
+        self._trial_until = now + TRIAL_S
+        return True
+
+    def stepped_down(self, now: float) -> None:
+        """Loss forced a step down; during a try, the try failed: wait twice as long."""
+        if self._trial_until is not None and now <= self._trial_until:
+            self.backoff_s = min(self.backoff_s * 2, BACKOFF_MAX_S)
+        self._trial_until = None
+        self._blocked_since = now
+
+    def settled(self, now: float) -> None:
+        """Nothing stepped down this tick: a try that lasted its time succeeded."""
+        if self._trial_until is not None and now > self._trial_until:
+            self._trial_until = None
+            self.backoff_s = BACKOFF_MIN_S

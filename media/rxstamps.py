@@ -1,0 +1,108 @@
+"""When each RTP packet really arrived: the kernel's receive timestamp of its datagram.
+
+aiortc stamps an RTP packet's arrival (``arrival_time_ms``, which feeds its REMB estimator)
+when its DTLS transport gets round to decrypting it: after the event loop has run whatever
+else was ready. On a busy server that is tens of milliseconds after the datagram reached the
+socket, and in bursts, which the delay-based estimator reads as a congested uplink: it lowers
+the REMB it sends and the publisher's encoder halves its bitrate for every viewer. Here the
+socket of an ICE candidate is read with ``recvmsg`` and ``SO_TIMESTAMPNS`` instead, so each
+SRTP packet is noted with the time the kernel received it, under its SSRC and sequence number
+(the RTP header is not encrypted); the receiver hook then hands aiortc that time.
+
+asyncio hooks used (tests/test_aiortc_hooks.py fails if one stops working): a selector
+loop's ``_remove_reader`` / ``_add_reader`` to replace the datagram transport's reader, and the
+transport's ``_sock``, ``_protocol``, ``_conn_lost`` and ``max_size``.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import struct
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # linux/socket.h
+_TIMESPEC = struct.Struct("=qq")
+_ANCILLARY = socket.CMSG_SPACE(_TIMESPEC.size)
+_KEY = struct.Struct("!HI")
+NTP_EPOCH_OFFSET_S = 2208988800  # 1900-01-01 → 1970-01-01
+MAX_PENDING = 4096  # stamps of packets nobody asked for (not RTP after all, dropped): forgotten
+
+
+def rtp_key(sequence_number: int, ssrc: int) -> bytes:
+    """The key a packet's stamp is kept under: its sequence number and SSRC, as on the wire."""
+    return _KEY.pack(sequence_number, ssrc)
+
+
+def is_srtp(data: bytes) -> bool:
+    """An SRTP (not SRTCP) datagram: version 2, payload type outside RTCP's 192–223."""
+    return len(data) >= 12 and 0x80 <= data[0] < 0xC0 and not 192 <= data[1] <= 223
+
+
+def receive(sock: socket.socket, max_size: int) -> tuple[bytes, Any, float | None]:
+    """One datagram, its sender and the kernel's receive time (``time.time()`` seconds, None if
+    the kernel gave none); the socket must have ``SO_TIMESTAMPNS`` on (``enable``)."""
+    data, ancillary, _, addr = sock.recvmsg(max_size, _ANCILLARY)
+    for level, kind, value in ancillary:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(value) >= 16:
+            sec, nsec = _TIMESPEC.unpack_from(value)
+            return data, addr, sec + nsec * 1e-9
+    return data, addr, None
+
+
+def enable(sock: socket.socket) -> None:
+    sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+
+
+class ArrivalStamps:
+    """Kernel receive times of the SRTP packets read from the sockets ``attach``-ed to it."""
+
+    def __init__(self) -> None:
+        self._pending: dict[bytes, float] = {}
+
+    def attach(self, transport: Any) -> bool:
+        """Read ``transport`` (an asyncio selector datagram transport) with receive timestamps
+        from now on; False (and nothing changed) if it is not one this can read."""
+        loop: Any = getattr(transport, "_loop", None)
+        sock: Any = getattr(transport, "_sock", None)
+        if (sock is None or not hasattr(loop, "_add_reader")
+                or getattr(transport, "_huizhen_stamps", None) is not None):
+            return False
+        try:
+            enable(sock)
+        except OSError as exc:
+            log.info("no receive timestamps on this socket", extra={"error": str(exc)})
+            return False
+        pending = self._pending
+        max_size = transport.max_size
+        protocol = transport._protocol
+
+        def read_ready() -> None:  # asyncio's _SelectorDatagramTransport._read_ready, stamped
+            if transport._conn_lost:
+                return
+            try:
+                data, addr, stamp = receive(sock, max_size)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                protocol.error_received(exc)
+                return
+            if stamp is not None and is_srtp(data):
+                if len(pending) >= MAX_PENDING:
+                    pending.clear()
+                pending[data[2:4] + data[8:12]] = stamp
+            protocol.datagram_received(data, addr)
+
+        fd = sock.fileno()
+        loop._remove_reader(fd)
+        loop._add_reader(fd, read_ready)
+        transport._huizhen_stamps = self
+        return True
+
+    def pop_ms(self, sequence_number: int, ssrc: int) -> int | None:
+        """The packet's kernel receive time in aiortc's clock (ms since the NTP epoch, as
+        ``aiortc.clock.current_ms``), once; None if it was not stamped."""
+        stamp = self._pending.pop(rtp_key(sequence_number, ssrc), None)
+        return None if stamp is None else int((stamp + NTP_EPOCH_OFFSET_S) * 1000)

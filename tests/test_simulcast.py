@@ -1,0 +1,129 @@
+"""Simulcast from Chromium (issue 4, test 4).
+
+The web client publishes its (fake) camera as two simulcast layers in a broadcast room
+(320x240 and 640x480). Two aiortc viewers decode what they get: one on an open link, one
+behind a bottleneck (media/impairment.py) that carries the small layer and audio with room to
+spare but not the full layer. The bottleneck is set from the layers' rates as measured (a
+loaded machine makes Chromium's encoder send less than its ceiling). The viewers must end up on
+different layers; the open one must move between layers (down for a small tile and back up,
+down when its own link is limited later), and no frame may fail to decode on either.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+
+import pytest
+from playwright.async_api import Browser
+
+from huizhen.client import Participant
+from media.impairment import DownlinkLimit, Impairment
+from signaling.keys import SFU
+from tests.harness import LOOPBACK, Server
+from tests.web_support import join, open_client
+
+pytestmark = pytest.mark.browser
+
+FULL, HALF = (640, 480), (320, 240)
+
+
+class _DecodeErrors(logging.Handler):
+    """Counts aiortc's "failed to decode" warnings."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "failed to decode" in record.getMessage():
+            self.count += 1
+
+
+async def test_chromium_simulcast_layers_follow_each_viewers_link(
+        server: Server, browser: Browser) -> None:
+    impairment = Impairment()
+    server.app[SFU].impairment = impairment
+    errors = _DecodeErrors()
+    logging.getLogger("aiortc.rtcrtpreceiver").addHandler(errors)
+    room = await server.create_room("broadcast")
+    viewers = []
+    for name in ("ward-open", "ward-narrow"):
+        p = Participant(server.url, room, await server.token(room, name, "viewer"),
+                        ice=LOOPBACK, check_every=10)
+        await p.join()
+        viewers.append(p)
+    wide, narrow = viewers
+
+    presenter = await open_client(browser, "presenter")
+    try:
+        await join(presenter, await server.join_url(room, "dr-qian", "presenter", "Dr Qian"))
+
+        # the server took the offer as simulcast: one video track with two layers
+        sfu = server.app[SFU]
+
+        def track_of(kind: str):  # type: ignore[no-untyped-def]
+            return next((t for t in sfu.tracks.values() if t.kind == kind), None)
+
+        assert await wide.wait_until(lambda: track_of("video") is not None, timeout=20), \
+            presenter.log()
+        track, audio = track_of("video"), track_of("audio")
+        assert [layer.rid for layer in track.layers] == ["l", "h"]
+        publisher_id = next(pid for pid, p in wide.participants.items()
+                            if p["role"] == "presenter")
+
+        def size(viewer: Participant) -> tuple[int, int] | None:
+            stats = viewer.received_from(publisher_id, "video")
+            return None if stats is None else stats.frame_size
+
+        async def sizes_over(seconds: float) -> list[Counter[tuple[int, int]]]:
+            """Frames each viewer decoded in the next ``seconds``, by picture size."""
+            stats = [v.received_from(publisher_id, "video") for v in viewers]
+            before = [Counter(s.sizes) if s else Counter() for s in stats]
+            await asyncio.sleep(seconds)
+            return [(s.sizes if s else Counter()) - b for s, b in zip(stats, before, strict=True)]
+
+        # unlimited, both get the full layer once the publisher sends it
+        assert await wide.wait_until(lambda: size(wide) == FULL and size(narrow) == FULL,
+                                     timeout=40), (size(wide), size(narrow), presenter.log(10))
+        await asyncio.sleep(3)
+        low, high = (layer.bitrate_bps for layer in track.layers)  # as the SFU measures them
+        audio_bps = audio.layers[0].bitrate_bps if audio is not None else 0.0
+        assert high > 1.5 * low, ("the publisher's layers are too alike to tell apart",
+                                  low, high)
+        # a bottleneck halfway between what the small layer needs and what keeps the full one
+        # flowing (80 % of its rate: media/bandwidth.py KEEP_SHARE)
+        limit_kbps = (audio_bps + (low + 0.8 * high) / 2) / 1000
+        impairment.downlinks[narrow.id] = DownlinkLimit(kbps=limit_kbps)
+
+        # the open link keeps the full layer, the narrow one moves to the half-size layer
+        assert await wide.wait_until(lambda: size(narrow) == HALF, timeout=20), (
+            size(wide), size(narrow), limit_kbps, low, high)
+        open_sizes, narrow_sizes = await sizes_over(4)
+        assert set(open_sizes) == {FULL} and open_sizes[FULL] > 40, open_sizes
+        # (a step up is tried now and then: a moment of the full layer, then back down)
+        assert narrow_sizes[HALF] > 40 and narrow_sizes[HALF] >= 0.7 * narrow_sizes.total(), \
+            (narrow_sizes, limit_kbps, low, high)
+
+        # the open viewer shows the video in a small tile: it asks for 240 lines, gets the
+        # half-size layer; asking for no limit brings the full one back
+        for max_height, wanted in ((240, HALF), (0, FULL)):
+            await wide.send({"type": "video_size", "track_id": track.track_id,
+                             "max_height": max_height})
+            assert await wide.wait_until(lambda w=wanted: size(wide) == w, timeout=10), (
+                max_height, size(wide))
+
+        # the open viewer's link narrows too: it moves down to the small layer, at a keyframe
+        impairment.downlinks[wide.id] = DownlinkLimit(kbps=limit_kbps)
+        assert await wide.wait_until(lambda: size(wide) == HALF, timeout=20)
+        open_sizes, _ = await sizes_over(3)
+        assert open_sizes[HALF] > 30, open_sizes
+
+        # every frame decoded: layer switches happened only at keyframes
+        assert errors.count == 0, errors.count
+    finally:
+        logging.getLogger("aiortc.rtcrtpreceiver").removeHandler(errors)
+        await presenter.close()
+        for p in viewers:
+            await p.leave()
