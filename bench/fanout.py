@@ -34,6 +34,7 @@ import shutil
 import signal
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -50,6 +51,7 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 WORKER = BENCH / "subscriber.py"
 RELAY_SERVER = BENCH / "relay_baseline.py"
+JANUS_ROOM = 1234  # subscriber.JANUS_ROOM
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 API_KEY = "bench"
 AUDIENCE = "huizhen"
@@ -244,7 +246,7 @@ async def wait_ready(url: str, server: Worker, timeout: float = 60) -> None:
                 raise BenchError(f"{server.name} exited with {server.proc.returncode}\n"
                                  f"{server.log_tail()}")
             with contextlib.suppress(aiohttp.ClientError, OSError):
-                async with http.get(url + "/readyz") as resp:
+                async with http.get(url) as resp:
                     if resp.status == 200:
                         return
             await asyncio.sleep(0.2)
@@ -255,6 +257,7 @@ async def wait_ready(url: str, server: Worker, timeout: float = 60) -> None:
 class Target:
     name = ""
     label = ""
+    ready_path = "/readyz"
     #: the server's cost follows the publisher's bitrate (it forwards it): before measuring,
     #: wait until that bitrate is back near the highest seen
     gate_on_publisher_bitrate = False
@@ -357,6 +360,126 @@ class RelayTarget(Target):
             return int((await resp.json())["subscribers"])
 
 
+JANUS_CONFIG = """\
+general: {{
+    configs_folder = "{conf}"
+    plugins_folder = "{conf}/plugins"
+    transports_folder = "{conf}/transports"
+    events_folder = "{conf}/none"
+    loggers_folder = "{conf}/none"
+    debug_level = 3
+    session_timeout = 0
+    server_name = "fanout-bench"
+}}
+media: {{
+    ipv6 = false
+}}
+nat: {{
+    ice_enforce_list = "{iface}"
+    ignore_mdns = true
+    nice_debug = false
+}}
+"""
+JANUS_HTTP_CONFIG = """\
+general: {{
+    base_path = "/janus"
+    http = true
+    port = {port}
+    ip = "127.0.0.1"
+    https = false
+}}
+admin: {{
+    admin_http = false
+    admin_https = false
+}}
+"""
+#: one room for the benchmark's publisher; Janus sends it REMB at ``bitrate`` (the ceiling the
+#: other two servers' publishers have too)
+JANUS_ROOM_CONFIG = """\
+general: {{
+}}
+room-{room}: {{
+    description = "fan-out benchmark"
+    publishers = 1
+    bitrate = {bitrate}
+    fir_freq = 0
+    videocodec = "vp8"
+    audiocodec = "opus"
+}}
+"""
+
+
+#: Janus gathers candidates through libnice, which never uses a loopback interface, and cannot
+#: send from another interface's address to 127.0.0.1. So with --janus the whole benchmark runs
+#: in a private network namespace (nothing in it can reach another machine) holding lo and a
+#: veth pair, one end of which carries 127.0.0.2; Janus and its clients use that address.
+JANUS_IFACE = "hzb0"
+JANUS_ICE_ADDRESS = "127.0.0.2"
+NETNS_ENV = "HUIZHEN_BENCH_NETNS"
+NETNS_SETUP = (f"ip link set lo up && ip link add {JANUS_IFACE} type veth peer name hzb1 && "
+               f"ip addr add {JANUS_ICE_ADDRESS}/32 dev {JANUS_IFACE} && "
+               f"ip link set {JANUS_IFACE} up && ip link set hzb1 up")
+
+
+def exec_in_netns(argv: list[str]) -> None:
+    """Run this benchmark again inside a private network namespace (see JANUS_IFACE)."""
+    if shutil.which("unshare") is None or shutil.which("ip") is None:
+        raise BenchError("--janus needs unshare (util-linux) and ip (iproute2)")
+    owner = [] if os.geteuid() == 0 else ["--user", "--map-root-user"]
+    probe = subprocess.run(["unshare", *owner, "--net", "true"], capture_output=True)
+    if probe.returncode != 0:
+        raise BenchError("--janus needs a private network namespace (root, or unprivileged user "
+                         f"namespaces): unshare said {probe.stderr.decode().strip()!r}")
+    progress("janus: running the whole benchmark in a private network namespace "
+             f"(lo + {JANUS_IFACE} with {JANUS_ICE_ADDRESS})")
+    os.environ[NETNS_ENV] = "1"
+    os.execvp("unshare", ["unshare", *owner, "--net", "--", "sh", "-c",
+                          NETNS_SETUP + ' && exec "$@"', "_",
+                          sys.executable, str(Path(__file__).resolve()), *argv])
+
+
+def janus_paths() -> tuple[str, Path] | None:
+    """The Janus binary and its plugins' folder (Debian's ``janus`` package), if installed."""
+    binary = shutil.which("janus")
+    libs = [*sorted(Path("/usr/lib").glob("*/janus")), Path("/usr/lib/janus"),
+            Path("/usr/local/lib/janus")]
+    lib = next((d for d in libs if (d / "plugins" / "libjanus_videoroom.so").exists()), None)
+    return (binary, lib) if binary and lib else None
+
+
+class JanusTarget(Target):
+    name = "janus"
+    label = "Janus VideoRoom (C SFU: RTP forwarding, no decode/encode)"
+    gate_on_publisher_bitrate = True
+    ready_path = "/janus/info"
+
+    async def start_server(self) -> Worker:
+        found = janus_paths()
+        if found is None:
+            raise BenchError("--janus needs Janus (Debian: apt-get install -y janus)")
+        binary, lib = found
+        conf = self.tmp / "janus"
+        for sub in ("plugins", "transports", "none"):
+            (conf / sub).mkdir(parents=True)
+        # only the VideoRoom plugin and the HTTP transport: nothing else listens or runs
+        (conf / "plugins" / "libjanus_videoroom.so").symlink_to(
+            lib / "plugins" / "libjanus_videoroom.so")
+        (conf / "transports" / "libjanus_http.so").symlink_to(
+            lib / "transports" / "libjanus_http.so")
+        (conf / "janus.jcfg").write_text(JANUS_CONFIG.format(conf=conf, iface=JANUS_IFACE))
+        (conf / "janus.transport.http.jcfg").write_text(JANUS_HTTP_CONFIG.format(port=self.port))
+        (conf / "janus.plugin.videoroom.jcfg").write_text(JANUS_ROOM_CONFIG.format(
+            room=JANUS_ROOM, bitrate=PUBLISHER_KBPS * 1000))
+        return await self.procs.spawn(
+            "janus-server", [binary, "--config", str(conf / "janus.jcfg"),
+                             "--configs-folder", str(conf), "--disable-colors"],
+            env=worker_env(), cwd=self.tmp, exits_on_eof=False)
+
+    async def worker_args(self, role: str, index: int) -> list[str]:
+        return ["--target", self.name, "--role", role, "--server", self.url + "/janus",
+                "--ice-address", JANUS_ICE_ADDRESS]
+
+
 # ---- measuring -------------------------------------------------------------------------------
 @dataclass
 class Options:
@@ -433,15 +556,18 @@ def percentiles(values: list[float]) -> tuple[float | None, float | None]:
     return round(statistics.median(values), 3), round(cuts[94], 3)
 
 
-def packet_latencies(sent: dict[str, Any], arrivals: dict[str, Any]) -> tuple[list[float], int]:
+def packet_latencies(sent: dict[str, Any], arrivals: dict[str, Any], at: str = "t"
+                     ) -> tuple[list[float], int]:
     """Per-packet publisher send → subscriber arrival in ms, matched by payload hash; and the
-    number of packets that arrived with no matching send (the re-encoding baseline: all)."""
+    number of packets that arrived with no matching send (the re-encoding baseline: all).
+    ``at``: which arrival time, "t" (the datagram reached the subscriber's socket: kernel
+    timestamp) or "t_app" (the subscriber process had read and decrypted it)."""
     send_at: dict[int, float] = {}
     for key, t in zip(sent["keys"], sent["t"], strict=True):
         send_at.setdefault(key, t)
     out: list[float] = []
     unmatched = 0
-    for key, t in zip(arrivals["keys"], arrivals["t"], strict=True):
+    for key, t in zip(arrivals["keys"], arrivals.get(at) or arrivals["t"], strict=True):
         t_sent = send_at.get(key)
         if t_sent is None:
             unmatched += 1
@@ -512,27 +638,32 @@ def latency_fields(sent: dict[str, Any], stats: list[dict[str, Any]]) -> dict[st
     """The added-latency columns of one row (pooled over its subscribers), and the raw
     samples (``_samples``, popped by the caller for the pooled totals)."""
     packets: list[float] = []
+    app: list[float] = []
     unmatched = 0
     frames: list[float] = []
     unmatched_subscribers = 0
     for s in stats:
-        lat, miss = packet_latencies(sent, s.get("arrivals") or {"keys": [], "t": []})
+        arrivals = s.get("arrivals") or {"keys": [], "t": []}
+        lat, miss = packet_latencies(sent, arrivals)
         packets += lat
         unmatched += miss
+        app += packet_latencies(sent, arrivals, "t_app")[0]
         matched = match_frames(sent, s.get("frame_arrivals") or {"ts": [], "t": []})
         if matched is None:
             unmatched_subscribers += 1
         else:
             frames += matched
     p50, p95 = percentiles(packets)
+    a50, a95 = percentiles(app)
     f50, f95 = percentiles(frames)
     return {
         "latency_ms_p50": p50, "latency_ms_p95": p95,
+        "app_latency_ms_p50": a50, "app_latency_ms_p95": a95,
         "latency_packets": len(packets), "latency_unmatched_packets": unmatched,
         "frame_latency_ms_p50": f50, "frame_latency_ms_p95": f95,
         "frame_latency_frames": len(frames),
         "frame_latency_unmatched_subscribers": unmatched_subscribers,
-        "_samples": {"packets": packets, "frames": frames},
+        "_samples": {"packets": packets, "app": app, "frames": frames},
     }
 
 
@@ -590,7 +721,9 @@ async def measure_n(target: Target, publisher: Worker, n: int, opts: Options
              f"{row['min_fps']:.1f} mean {row['mean_fps']:.1f}, {row['bitrate_mbps']:.2f} "
              f"Mbit/s; publisher sent {row['publisher_fps']:.1f} fps, "
              f"{row['publisher_mbps']:.2f} Mbit/s; added latency ms p50/p95: packets "
-             f"{fmt_pair(row['latency_ms_p50'], row['latency_ms_p95'])}, frames "
+             f"{fmt_pair(row['latency_ms_p50'], row['latency_ms_p95'])} (read by the "
+             f"subscriber {fmt_pair(row['app_latency_ms_p50'], row['app_latency_ms_p95'])}), "
+             "frames "
              f"{fmt_pair(row['frame_latency_ms_p50'], row['frame_latency_ms_p95'])}")
     await wait_drained(target)
     return row
@@ -614,7 +747,7 @@ async def run_target(target: Target, opts: Options) -> list[dict[str, Any]]:
     target.server = await target.start_server()
     publisher: Worker | None = None
     try:
-        await wait_ready(target.url, target.server)
+        await wait_ready(target.url + target.ready_path, target.server)
         await target.setup()
         progress(f"{target.name}: server ready (pid {target.server.pid}); starting the "
                  "publisher…")
@@ -651,6 +784,10 @@ def versions() -> dict[str, Any]:
 
 def forwarded_mbps(point: dict[str, Any]) -> float:
     return float(point["n"] * point["bitrate_mbps"])
+
+
+def rounded(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
 
 
 def fmt_pair(a: float | None, b: float | None) -> str:
@@ -701,9 +838,9 @@ def report(result: dict[str, Any]) -> str:
            "received (min/mean); mean received RTP payload Mbit/s; longest gap between frames "
            "at any subscriber; what the publisher sent in the same window; cores busy on the "
            f"whole machine (all processes, of {m['nproc']}); added latency p50/p95 in ms, "
-           "publisher send → subscriber arrival, of each RTP packet (matched by payload hash: "
-           "Huizhen only, the baseline re-encodes) and of each frame's first packet (matched by "
-           "RTP timestamp)", ""]
+           "publisher send → arrival at the subscriber's socket (kernel timestamp), of each "
+           "RTP packet (matched by payload hash: Huizhen only, the baseline re-encodes) and of "
+           "each frame's first packet (matched by RTP timestamp)", ""]
     per_mbps = result["core_per_forwarded_mbps"]
     extra = ("" if per_mbps is None else
              f"  core per forwarded Mbit/s: {per_mbps:.4f}  (fit of cores against N × received "
@@ -717,8 +854,22 @@ def report(result: dict[str, Any]) -> str:
         ratio = result["ratio"]
         out += ["", "ratio baseline/ours (core per extra subscriber): "
                 + (f"{ratio:.1f}x" if ratio is not None else "n/a")]
+    if result["janus_points"]:
+        j_per_mbps = result["janus_core_per_forwarded_mbps"]
+        out += ["", table(JanusTarget.label, result["janus_points"],
+                          result["janus_core_per_extra_subscriber"],
+                          result["janus_intercept_cores"],
+                          "" if j_per_mbps is None else
+                          f"  core per forwarded Mbit/s: {j_per_mbps:.4f}")]
+        j_ratio = result["janus_ratio"]
+        out += ["", "ratio Janus/ours (core per extra subscriber): "
+                + (f"{j_ratio:.2f}x" if j_ratio is not None else "n/a")
+                + " (above 1: Huizhen costs less per subscriber)"]
     out += ["", "added latency, all rows pooled, p50/p95 ms: Huizhen per packet "
             + fmt_pair(result["added_latency_ms_p50"], result["added_latency_ms_p95"])
+            + " (read by the subscriber process: "
+            + fmt_pair(result["added_latency_app_ms_p50"], result["added_latency_app_ms_p95"])
+            + ")"
             + ", Huizhen per frame "
             + fmt_pair(result["added_frame_latency_ms_p50"], result["added_frame_latency_ms_p95"])]
     if result["baseline_points"]:
@@ -726,6 +877,10 @@ def report(result: dict[str, Any]) -> str:
                     + fmt_pair(result["baseline_added_latency_ms_p50"],
                                result["baseline_added_latency_ms_p95"])
                     + " (re-encoded: per packet n/a)")
+    if result["janus_points"]:
+        out[-1] += (", Janus per packet "
+                    + fmt_pair(result["janus_added_latency_ms_p50"],
+                               result["janus_added_latency_ms_p95"]))
     return "\n".join(out)
 
 
@@ -749,20 +904,33 @@ async def bench(args: argparse.Namespace, procs: Processes, tmp: Path) -> dict[s
         baseline = await run_target(RelayTarget(procs, tmp),
                                     Options(counts, args.warmup, args.window, args.settle,
                                             args.recover))
+    janus: list[dict[str, Any]] = []
+    if args.janus:
+        janus = await run_target(JanusTarget(procs, tmp), opts)
     slope, intercept = fit(ours)
     per_mbps, _ = fit(ours, forwarded_mbps)
     b_slope, b_intercept = fit(baseline) if baseline else (None, None)
+    j_slope, j_intercept = fit(janus) if janus else (None, None)
+    j_per_mbps = fit(janus, forwarded_mbps)[0] if janus else None
     samples = [p.pop("_samples") for p in ours]
     b_samples = [p.pop("_samples") for p in baseline]
+    j_samples = [p.pop("_samples") for p in janus]
+    j50, j95 = percentiles([x for s in j_samples for x in s["packets"]])
     lat50, lat95 = percentiles([x for s in samples for x in s["packets"]])
+    app50, app95 = percentiles([x for s in samples for x in s["app"]])
     f50, f95 = percentiles([x for s in samples for x in s["frames"]])
     b50, b95 = percentiles([x for s in b_samples for x in s["frames"]])
     return {
         # publisher send → subscriber arrival, ms, every row's subscribers pooled: per RTP
         # packet for Huizhen; per frame (first packet) for both; the re-encoding baseline has
         # no per-packet figure (its payloads are new), so its figures are per frame
+        # (arrival: the datagram reached the subscriber's socket, the kernel's timestamp;
+        # "_app": the subscriber's process had read and decrypted it, which on one shared
+        # machine adds the wait for a core among N+2 busy processes)
         "added_latency_ms_p50": lat50,
         "added_latency_ms_p95": lat95,
+        "added_latency_app_ms_p50": app50,
+        "added_latency_app_ms_p95": app95,
         "added_frame_latency_ms_p50": f50,
         "added_frame_latency_ms_p95": f95,
         "baseline_added_latency_ms_p50": b50,
@@ -774,6 +942,16 @@ async def bench(args: argparse.Namespace, procs: Processes, tmp: Path) -> dict[s
         "baseline_intercept_cores": None if b_intercept is None else round(b_intercept, 4),
         "ratio": (round(b_slope / slope, 2) if slope and b_slope is not None and slope > 0
                   else None),
+        # the C SFU (only with --janus): same publisher, subscribers and window
+        "janus_core_per_extra_subscriber": rounded(j_slope, 5),
+        "janus_intercept_cores": rounded(j_intercept, 4),
+        "janus_core_per_forwarded_mbps": rounded(j_per_mbps, 5),
+        "janus_ratio": (round(j_slope / slope, 2) if slope and j_slope is not None and slope > 0
+                        else None),
+        "janus_added_latency_ms_p50": j50,
+        "janus_added_latency_ms_p95": j95,
+        "janus_min_subscriber_fps": min(p["min_fps"] for p in janus) if janus else None,
+        "janus_points": janus,
         "min_subscriber_fps": min(p["min_fps"] for p in ours),
         "baseline_min_subscriber_fps": (min(p["min_fps"] for p in baseline)
                                         if baseline else None),
@@ -787,6 +965,7 @@ async def bench(args: argparse.Namespace, procs: Processes, tmp: Path) -> dict[s
                     "loadavg_end": [round(x, 2) for x in os.getloadavg()]},
         "settings": {"subscribers": args.subscribers,
                      "baseline_subscribers": [p["n"] for p in baseline],
+                     "janus": bool(args.janus),
                      "warmup_s": args.warmup, "window_s": args.window, "settle_s": args.settle,
                      "recover_max_s": args.recover},
     }
@@ -809,12 +988,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="Server CPU per extra subscriber: Huizhen vs aiortc MediaRelay "
                     "(everything on 127.0.0.1).")
-    parser.add_argument("--subscribers", type=parse_counts, default=[1, 4, 8, 16],
-                        help="values of N for Huizhen (default 1,4,8,16)")
+    parser.add_argument("--subscribers", type=parse_counts, default=[1, 4, 8, 16, 32],
+                        help="values of N for Huizhen (default 1,4,8,16,32)")
     parser.add_argument("--baseline-subscribers", type=parse_counts, default=None,
                         help="values of N for the MediaRelay baseline (default: the same, "
                              "capped at 8)")
     parser.add_argument("--no-baseline", action="store_true", help="skip the baseline")
+    parser.add_argument("--janus", action="store_true",
+                        help="also measure Janus's VideoRoom, a C SFU, with the same N values "
+                             "(needs Debian's janus package)")
     parser.add_argument("--warmup", type=float, default=4.0,
                         help="seconds after all subscribers receive, before measuring")
     parser.add_argument("--window", type=float, default=10.0, help="measuring window, seconds")
@@ -836,6 +1018,15 @@ def main(argv: list[str] | None = None) -> int:
     PUBLISHER_KBPS = args.publisher_kbps
     if args.window <= 0 or args.warmup < 0 or args.settle < 0:
         parser.error("--window must be positive, --warmup and --settle not negative")
+    if args.janus and os.environ.get(NETNS_ENV) != "1":
+        if janus_paths() is None:
+            progress("failed: --janus needs Janus (Debian: apt-get install -y janus)")
+            return 1
+        try:
+            exec_in_netns(sys.argv[1:] if argv is None else argv)
+        except BenchError as exc:
+            progress(f"failed: {exc}")
+            return 1
 
     # Ctrl-C and SIGTERM both end up in the same clean-up (even when started with SIGINT
     # ignored, as background jobs are)

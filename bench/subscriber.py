@@ -25,12 +25,14 @@ sent in [T0, T1) (``{"event": "packets", …}``).
 Added latency: the publisher notes, for every RTP packet it sends, the send time (taken when
 aiortc's ``RTCDtlsTransport._send_rtp`` is entered, before SRTP) under a key made of a hash of
 the packet's payload, and the packet's RTP timestamp; subscribers note the arrival time of every
-packet (taken when ``RTCDtlsTransport._handle_rtp_data`` is entered, just after SRTP, before
-parsing) under the same key, and the arrival of the first packet of each frame (RTP
-timestamp). Huizhen forwards payloads unchanged, so keys match packet for packet; the
-MediaRelay baseline re-encodes, so there only frames can be matched (by RTP timestamp: see
-``fanout.match_frames``). The subscriber's ``stats`` carry these lists (``arrivals``,
-``frame_arrivals``).
+packet under the same key, and the arrival of the first packet of each frame (RTP timestamp).
+The arrival time is the kernel's receive timestamp of the datagram (``SO_TIMESTAMPNS``: when
+the server's packet reached this subscriber's socket, however late this busy process reads
+it), and also, as ``t_app``, the time ``RTCDtlsTransport._handle_rtp_data`` is entered (after
+this process has read the datagram and decrypted it). Huizhen forwards payloads unchanged, so
+keys match packet for packet; the MediaRelay baseline re-encodes, so there only frames can be
+matched (by RTP timestamp: see ``fanout.match_frames``). The subscriber's ``stats`` carry these
+lists (``arrivals``, ``frame_arrivals``).
 
 Every peer connection gathers ICE candidates on 127.0.0.1 only and uses no STUN/TURN server.
 """
@@ -49,6 +51,7 @@ import logging
 import random
 import sys
 import time
+from asyncio import selector_events
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -67,9 +70,9 @@ from aiortc.rtp import is_rtcp
 
 from huizhen.client import Participant
 from huizhen.testmedia import PatternVideoTrack
+from media import rxstamps
 from media.ice import IcePolicy
 
-LOOPBACK = IcePolicy(gather_addresses=["127.0.0.1"])
 JITTER_BUFFER_ATTR = "_RTCRtpReceiver__jitter_buffer"  # aiortc 1.16, name-mangled
 
 log = logging.getLogger("bench.subscriber")
@@ -113,16 +116,19 @@ class PacketTimes:
 
     def __init__(self) -> None:
         self.times: list[float] = []
+        self.app_times: list[float] = []  # subscriber: when this process handled the packet
         self.keys: list[int] = []
         self.ts: list[int] = []
         self.frame_times: list[float] = []
         self.frame_ts: list[int] = []
         self._recent: collections.deque[int] = collections.deque(maxlen=self.RECENT)
 
-    def add(self, t: float, payload: bytes, timestamp: int) -> None:
+    def add(self, t: float, payload: bytes, timestamp: int, t_app: float | None = None
+            ) -> None:
         if not payload:  # padding only: nothing to match
             return
         self.times.append(t)
+        self.app_times.append(t if t_app is None else t_app)
         self.keys.append(payload_key(payload))
         self.ts.append(timestamp)
         if timestamp not in self._recent:
@@ -131,7 +137,7 @@ class PacketTimes:
             self.frame_ts.append(timestamp)
         if len(self.times) > self.LIMIT:
             half = self.LIMIT // 2
-            del self.times[:half], self.keys[:half], self.ts[:half]
+            del self.times[:half], self.app_times[:half], self.keys[:half], self.ts[:half]
             cut = bisect.bisect_left(self.frame_times, self.times[0])
             del self.frame_times[:cut], self.frame_ts[:cut]
 
@@ -143,6 +149,7 @@ class PacketTimes:
         return {
             "keys": self.keys[lo:hi], "ts": self.ts[lo:hi],
             "t": [round(t, 6) for t in self.times[lo:hi]],
+            "t_app": [round(t, 6) for t in self.app_times[lo:hi]],
             "frame_ts": self.frame_ts[flo:fhi],
             "frame_t": [round(t, 6) for t in self.frame_times[flo:fhi]],
         }
@@ -163,18 +170,46 @@ def record_sent_packets(log: PacketTimes) -> None:
 
 
 ARRIVAL_ATTR = "_bench_rtp_arrival"
+#: (SSRC bytes, sequence number bytes) of a received SRTP packet -> kernel receive time, on
+#: the monotonic clock (the RTP header is not encrypted, so the key survives decryption)
+_socket_arrivals: dict[tuple[bytes, bytes], float] = {}
+
+
+def _read_with_timestamps(self: Any) -> None:
+    """asyncio's datagram read, with the kernel's receive timestamp (media/rxstamps.py)."""
+    if self._conn_lost:
+        return
+    sock = self._sock
+    if not getattr(self, "_bench_timestamps", False):
+        rxstamps.enable(sock)
+        self._bench_timestamps = True
+    try:
+        data, addr, stamp = rxstamps.receive(sock, self.max_size)
+    except (BlockingIOError, InterruptedError):
+        return
+    except OSError as exc:
+        self._protocol.error_received(exc)
+        return
+    if stamp is not None and rxstamps.is_srtp(data):
+        if len(_socket_arrivals) > 20000:  # never read (not RTP after all): forget
+            _socket_arrivals.clear()
+        _socket_arrivals[(data[8:12], data[2:4])] = stamp - (time.time() - time.monotonic())
+    self._protocol.datagram_received(data, addr)
 
 
 def stamp_rtp_arrivals() -> None:
-    """Note on each DTLS transport when its latest RTP packet arrived: on entering
-    ``RTCDtlsTransport._handle_rtp_data`` (just after SRTP, before parsing and routing). The
-    jitter-buffer tap, reached for the same packet, reads it (one transport handles one packet
-    at a time)."""
+    """Note on each DTLS transport when its latest RTP packet arrived: the kernel's receive
+    timestamp and the time ``RTCDtlsTransport._handle_rtp_data`` is entered (just after SRTP,
+    before parsing and routing). The jitter-buffer tap, reached for the same packet, reads
+    them (one transport handles one packet at a time)."""
+    selector_events._SelectorDatagramTransport._read_ready = (  # type: ignore[attr-defined]
+        _read_with_timestamps)
     original = RTCDtlsTransport._handle_rtp_data
 
     async def _handle_rtp_data(self: RTCDtlsTransport, data: bytes, arrival_time_ms: int
                                ) -> None:
-        setattr(self, ARRIVAL_ATTR, time.monotonic())
+        now = time.monotonic()
+        setattr(self, ARRIVAL_ATTR, (_socket_arrivals.pop((data[8:12], data[2:4]), None), now))
         await original(self, data, arrival_time_ms)
 
     RTCDtlsTransport._handle_rtp_data = _handle_rtp_data  # type: ignore[method-assign]
@@ -199,13 +234,16 @@ class FrameLog:
         #: arrival of every packet (subscriber) or send of every packet (publisher)
         self.packets = PacketTimes()
 
-    def on_packet(self, packet: Any, arrived: float | None = None) -> None:
+    def on_packet(self, packet: Any, arrived: tuple[float | None, float] | None = None
+                  ) -> None:
+        """``arrived``: (kernel receive time if known, time this process handled it)."""
         seq = int(packet.sequence_number)
         if seq in self._seen:  # a retransmission of a packet we already had
             self.duplicates += 1
             return
-        self.packets.add(time.monotonic() if arrived is None else arrived,
-                         bytes(packet.payload), int(packet.timestamp))
+        at_socket, at_app = (None, time.monotonic()) if arrived is None else arrived
+        self.packets.add(at_app if at_socket is None else at_socket,
+                         bytes(packet.payload), int(packet.timestamp), at_app)
         self._seen.add(seq)
         self._seen_order.append(seq)
         if len(self._seen_order) > self.SEEN:
@@ -246,7 +284,7 @@ class FrameLog:
         if not self.packets.times:  # the publisher (sends, receives nothing)
             return {}
         w = self.packets.window(t0, t1)
-        return {"arrivals": {"keys": w["keys"], "t": w["t"]},
+        return {"arrivals": {"keys": w["keys"], "t": w["t"], "t_app": w["t_app"]},
                 "frame_arrivals": {"ts": w["frame_ts"], "t": w["frame_t"]}}
 
     @property
@@ -350,7 +388,7 @@ async def wait_connected(pc: RTCPeerConnection, timeout: float) -> None:
 
 async def huizhen_client(args: argparse.Namespace, frames: FrameLog
                          ) -> Callable[[], Awaitable[None]]:
-    participant = BenchParticipant(args.server, args.room, args.token, ice=LOOPBACK,
+    participant = BenchParticipant(args.server, args.room, args.token, ice=ice_policy(args),
                                    decode=False, frames=frames)
     await participant.join(timeout=args.ready_timeout)
     if args.role == "publish":
@@ -391,7 +429,134 @@ async def relay_client(args: argparse.Namespace, frames: FrameLog
     return pc.close
 
 
+# ---- Janus VideoRoom (the C SFU measured beside ours) ---------------------------------------
+JANUS_ROOM = 1234  # configured by fanout.JanusTarget
+
+
+class JanusSession:
+    """Janus's HTTP API: one session with one VideoRoom handle; events by long poll."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base.rstrip("/")
+        self.http = aiohttp.ClientSession()
+        self.session = 0
+        self.handle = 0
+        self.events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._poll: asyncio.Task[None] | None = None
+
+    async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        body = {**body, "transaction": secrets_token()}
+        async with self.http.post(self.base + path, json=body) as resp:
+            data: dict[str, Any] = await resp.json(content_type=None)
+        if data.get("janus") == "error" or "error" in data.get("plugindata", {}).get("data", {}):
+            raise RuntimeError(f"Janus refused {body}: {data}")
+        return data
+
+    async def open(self) -> None:
+        self.session = (await self._post("", {"janus": "create"}))["data"]["id"]
+        self._poll = asyncio.ensure_future(self._long_poll())
+        self.handle = (await self._post(f"/{self.session}", {
+            "janus": "attach", "plugin": "janus.plugin.videoroom"}))["data"]["id"]
+
+    async def _long_poll(self) -> None:
+        while True:
+            with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError):
+                async with self.http.get(f"{self.base}/{self.session}?maxev=10") as resp:
+                    data = await resp.json(content_type=None)
+                for event in data if isinstance(data, list) else [data]:
+                    await self.events.put(event)
+
+    async def message(self, body: dict[str, Any], jsep: dict[str, Any] | None = None
+                      ) -> dict[str, Any]:
+        """A VideoRoom request; for an asynchronous one, the event that answers it."""
+        request: dict[str, Any] = {"janus": "message", "body": body}
+        if jsep is not None:
+            request["jsep"] = jsep
+        reply = await self._post(f"/{self.session}/{self.handle}", request)
+        if reply.get("janus") != "ack":
+            return reply
+        while True:
+            event = await self.events.get()
+            if event.get("janus") == "event" and event.get("sender") == self.handle:
+                data = event.get("plugindata", {}).get("data", {})
+                if "error" in data:
+                    raise RuntimeError(f"Janus refused {body}: {data}")
+                return event
+
+    async def end_of_candidates(self) -> None:
+        """Our SDP carries every candidate (aiortc does not trickle): say there are no more."""
+        await self._post(f"/{self.session}/{self.handle}",
+                         {"janus": "trickle", "candidate": {"completed": True}})
+
+    async def close(self) -> None:
+        if self._poll is not None:
+            self._poll.cancel()
+        with contextlib.suppress(Exception):
+            await self._post(f"/{self.session}", {"janus": "destroy"})
+        await self.http.close()
+
+
+def secrets_token() -> str:
+    return f"{random.getrandbits(64):016x}"
+
+
+def jsep_of(pc: RTCPeerConnection) -> dict[str, str]:
+    return {"type": pc.localDescription.type, "sdp": pc.localDescription.sdp}
+
+
+async def janus_client(args: argparse.Namespace, frames: FrameLog
+                       ) -> Callable[[], Awaitable[None]]:
+    janus = JanusSession(args.server)
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+
+    async def close() -> None:
+        await pc.close()
+        await janus.close()
+
+    try:
+        await janus.open()
+        if args.role == "publish":
+            transceiver = pc.addTransceiver(CameraPatternTrack(args.tag), direction="sendonly")
+            transceiver.setCodecPreferences(vp8_preferences())
+            count_sent_frames(transceiver.sender, frames)
+            await pc.setLocalDescription(await pc.createOffer())
+            event = await janus.message({"request": "joinandconfigure", "room": JANUS_ROOM,
+                                         "ptype": "publisher", "display": "bench"},
+                                        jsep_of(pc))
+            await janus.end_of_candidates()
+            answer = event["jsep"]
+            await pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], answer["type"]))
+            await wait_connected(pc, args.ready_timeout)
+        else:
+            listed = await janus.message({"request": "listparticipants", "room": JANUS_ROOM})
+            feeds = [p["id"] for p in listed["plugindata"]["data"]["participants"]
+                     if p.get("publisher")]
+            if not feeds:
+                raise RuntimeError("no publisher in the Janus room")
+
+            event = await janus.message({"request": "join", "room": JANUS_ROOM,
+                                         "ptype": "subscriber",
+                                         "streams": [{"feed": feeds[0]}]})
+            offer = event["jsep"]
+            await pc.setRemoteDescription(RTCSessionDescription(offer["sdp"], offer["type"]))
+            for transceiver in pc.getTransceivers():
+                if transceiver.kind == "video":
+                    install_tap(transceiver.receiver, frames)
+            await pc.setLocalDescription(await pc.createAnswer())
+            await janus.message({"request": "start", "room": JANUS_ROOM}, jsep_of(pc))
+            await janus.end_of_candidates()
+    except BaseException:
+        await close()
+        raise
+    return close
+
+
 # ---- main ------------------------------------------------------------------------------------
+def ice_policy(args: argparse.Namespace) -> IcePolicy:
+    """Candidates on ``--ice-address`` only (127.0.0.1 unless the benchmark says otherwise)."""
+    return IcePolicy(gather_addresses=[args.ice_address])
+
+
 async def stdin_reader() -> asyncio.StreamReader:
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
@@ -421,7 +586,7 @@ async def serve_commands(reader: asyncio.StreamReader, frames: FrameLog,
 
 
 async def run(args: argparse.Namespace) -> int:
-    LOOPBACK.install()
+    ice_policy(args).install()
     frames = FrameLog()
     sent = PacketTimes()
     if args.role == "publish":
@@ -430,7 +595,8 @@ async def run(args: argparse.Namespace) -> int:
         stamp_rtp_arrivals()
     reader = await stdin_reader()
     stop = asyncio.ensure_future(serve_commands(reader, frames, sent))
-    connect = huizhen_client if args.target == "huizhen" else relay_client
+    connect = {"huizhen": huizhen_client, "relay": relay_client,
+               "janus": janus_client}[args.target]
     close: Callable[[], Awaitable[None]] | None = None
     try:
         async def start() -> None:
@@ -468,12 +634,14 @@ async def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--target", choices=["huizhen", "relay"], required=True)
+    parser.add_argument("--target", choices=["huizhen", "relay", "janus"], required=True)
     parser.add_argument("--role", choices=["subscribe", "publish"], default="subscribe")
     parser.add_argument("--server", required=True, help="http://127.0.0.1:PORT")
     parser.add_argument("--room", help="room id (huizhen)")
     parser.add_argument("--token", help="participant token (huizhen)")
     parser.add_argument("--tag", type=int, default=0, help="test pattern colour")
+    parser.add_argument("--ice-address", default="127.0.0.1",
+                        help="the one address to gather ICE candidates on (a 127.0.0.0/8 one)")
     parser.add_argument("--ready-timeout", type=float, default=60)
     parser.add_argument("--max-kbps", type=int, default=1000,
                         help="publisher: the VP8 encoder's bitrate ceiling (aiortc's is 1500)")
