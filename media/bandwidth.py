@@ -5,8 +5,14 @@ congestion control. Video loss is read from its NACKs (they arrive within a roun
 only packets the SFU had sent count: a gap the publisher's uplink made is not this link's
 fault); audio loss from its RTCP receiver reports:
 
-* loss above 10 %: the estimate falls to sent rate × (1 − loss/2) (at most halving per
-  tick);
+* loss above 10 %: the estimate falls to what got through over the last two seconds: what
+  was sent less the NACKed video packets (less the reported share, for audio), at most
+  halving per tick. At a bottleneck (a tbf, a full 4G cell) that is the link's capacity.
+  (GCC's gentler sent × (1 − loss/2) over-estimates a bottleneck: a 1 Mbit/s layer on a
+  525 kbit/s link came out at ~760 kbit/s, which kept that layer flowing, losing nearly half
+  its packets.) Counting lost packets, not a loss share of the window's rate, also keeps a
+  step down from overshooting: after a move to a smaller layer the window still holds the
+  bigger layer's loss, but not a share of it applied to the smaller layer's rate;
 * loss under 2 %: it grows by 8 % a second, up to 1.5 × what is being sent.
 
 A REMB (the receiver's delay-based estimate for the streams it lists) caps the simulcast layer
@@ -35,7 +41,7 @@ HEADROOM = 1.5  # growth stops at this multiple of the rate being sent
 #: extensions ~20, SRTP tag 10
 PACKET_OVERHEAD = 60
 MIN_NACK_SAMPLE = 30  # video packets sent in the window before NACKs count as a loss figure
-NACK_WINDOW_TICKS = 8
+WINDOW_TICKS = 8  # ticks of traffic the loss and sent rate are measured over
 REMB_FRESH_S = 3.0  # a REMB older than this no longer caps anything
 #: a layer keeps flowing while the budget covers this share of its rate (no flapping when
 #: rates wobble); a paused or lower layer needs all of it
@@ -52,17 +58,18 @@ class Traffic:
     sent_bytes: int = 0  # RTP payload bytes, all kinds
     sent_packets: int = 0
     video_packets: int = 0
+    video_bytes: int = 0  # RTP payload bytes of the video packets
     nacked: int = 0  # sequence numbers the subscriber asked for again
 
 
 class DownlinkEstimate:
     def __init__(self, start_bps: float = START_BPS) -> None:
         self.bps = float(start_bps)
-        self.sent_bps = 0.0
+        self.sent_bps = 0.0  # over the window below
         self.loss = 0.0  # the latest loss figure used, 0–1
         self._rr_loss: float | None = None
-        #: (video packets sent, NACKed) of the last ticks
-        self._nack_window: deque[tuple[int, int]] = deque(maxlen=NACK_WINDOW_TICKS)
+        #: (seconds, bits sent, video packets sent, their bits, NACKed) of the last ticks
+        self._window: deque[tuple[float, float, int, float, int]] = deque(maxlen=WINDOW_TICKS)
 
     def on_receiver_report(self, fraction_lost: int) -> None:
         """``fraction_lost`` as RTCP carries it: lost/expected × 256 since the last report."""
@@ -73,22 +80,26 @@ class DownlinkEstimate:
         """Fold one tick (``dt`` seconds) of traffic and feedback in; returns the estimate."""
         if dt <= 0:
             return self.bps
-        sent = (traffic.sent_bytes + traffic.sent_packets * PACKET_OVERHEAD) * 8 / dt
-        weight = min(1.0, dt)  # ≈ a one-second moving average
-        self.sent_bps += (sent - self.sent_bps) * weight
-        losses = []
+        bits = (traffic.sent_bytes + traffic.sent_packets * PACKET_OVERHEAD) * 8
+        video_bits = (traffic.video_bytes + traffic.video_packets * PACKET_OVERHEAD) * 8
+        self._window.append((dt, bits, traffic.video_packets, video_bits, traffic.nacked))
+        # sent rate and NACKs over the same ~two seconds: a keyframe burst lost in one tick
+        # is not a lost link, and what got through is measured on what was sent meanwhile
+        seconds = sum(w[0] for w in self._window)
+        self.sent_bps = sum(w[1] for w in self._window) / seconds
+        losses: list[tuple[float, float]] = []  # (loss, bit/s that got through)
         if self._rr_loss is not None:
-            losses.append(self._rr_loss)
+            losses.append((self._rr_loss, self.sent_bps * (1 - self._rr_loss)))
             self._rr_loss = None
-        # NACKs over about two seconds: a keyframe burst lost in one tick is not a lost link
-        self._nack_window.append((traffic.video_packets, traffic.nacked))
-        packets = sum(p for p, _ in self._nack_window)
+        packets = sum(w[2] for w in self._window)
         if traffic.video_packets and packets >= MIN_NACK_SAMPLE:
-            losses.append(min(1.0, sum(n for _, n in self._nack_window) / packets))
+            nacked = min(sum(w[4] for w in self._window), packets)
+            lost_bits = nacked * sum(w[3] for w in self._window) / packets
+            losses.append((nacked / packets, self.sent_bps - lost_bits / seconds))
         if losses:
-            self.loss = max(losses)
+            self.loss, got_through = max(losses)
             if self.loss > HIGH_LOSS:
-                self.bps = min(self.bps, max(self.sent_bps, sent) * (1 - self.loss / 2))
+                self.bps = min(self.bps, max(got_through, self.bps / 2))
             elif self.loss < LOW_LOSS:
                 ceiling = HEADROOM * self.sent_bps  # no growth without evidence
                 if self.bps < ceiling:

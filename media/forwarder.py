@@ -7,8 +7,11 @@ timestamp into a copy, protects it with its connection's SRTP session and sends 
 * Video subscribers start at a keyframe; the source asks the publisher for one (PLI), throttled
   to one per ``pli_throttle_s`` with requests in between deferred, never dropped.
 * Sequence numbers and timestamps stay continuous on a DownTrack across source switches.
-* Subscribers' NACKs are answered from the source's packet history (as RTX, RFC 4588, when the
-  subscriber negotiated it); PLI/FIR go upstream.
+* Subscribers' NACKs are answered from what each DownTrack sent under that sequence number
+  (its own history: across a layer switch, a publisher restart or a resume, a sequence number
+  maps to the packet it was, not to what the current source's numbering would give), as RTX
+  (RFC 4588) when the subscriber negotiated it; a NACK for a packet the SFU never got goes
+  upstream. PLI/FIR go upstream.
 * Publishers' sender reports are translated per DownTrack (same NTP time, the DownTrack's RTP
   timestamp), so receivers keep lip sync.
 * A simulcast track has one SourceTrack per layer (MediaTrack groups them); a DownTrack moves
@@ -39,6 +42,7 @@ from media.bandwidth import PACKET_OVERHEAD
 log = logging.getLogger("huizhen.media")
 
 HISTORY_SIZE = 512  # packets kept per source for retransmission (≈ 1.5 s of 2.5 Mbit/s video)
+SENT_HISTORY = 512  # (seq, timestamp, packet) a video DownTrack sent, for its NACKs (power of 2)
 KEYFRAME_RETRY_S = 1.0  # re-ask for a keyframe when a waiting subscriber got none by then
 LOST_FOR_GOOD_S = 0.3  # an upstream video gap still open after this is given up on
 MAX_TRACKED_GAP = 64  # a larger jump is a stream restart, not loss
@@ -348,14 +352,12 @@ class SourceTrack:
         for down in self.down_tracks:
             down.send_sender_report(ntp, rtp_timestamp)
 
-    def retransmit(self, down: DownTrack, src_seq: int) -> bool:
-        template = self.history[src_seq % HISTORY_SIZE]
-        if template is None or template.seq != src_seq:
-            if self.ssrc is not None:
-                self._send_nack(self.ssrc, [src_seq])
-            return False
-        down.resend(template)
-        return True
+    def nack_if_missing(self, src_seq: int) -> None:
+        """A subscriber asked for a packet it was never sent: if the SFU never got it either,
+        ask the publisher (again); when it comes, it is forwarded as a late packet."""
+        held = self.history[src_seq % HISTORY_SIZE]
+        if (held is None or held.seq != src_seq) and self.ssrc is not None:
+            self._send_nack(self.ssrc, [src_seq])
 
     # ---- subscribers --------------------------------------------------------------------
     def add(self, down: DownTrack) -> None:
@@ -441,8 +443,15 @@ class DownTrack:
         self.packets = 0
         self.octets = 0
         self.retransmissions = 0
-        self.nacks_answered = 0  # NACKed packets it had been sent: lost on its downlink
+        #: NACKed packets it had been sent since it last started (on this layer, or since the
+        #: last resume): lost on its downlink as it is now. A NACK for a packet from before
+        #: (often late: a round trip, and the receiver's next gap) is answered but not
+        #: counted: that loss was of a bigger layer, already left
+        self.nacks_answered = 0
+        self._run_start = 0  # the first sequence number it sent since it last started
         self._answered: set[int] = set()  # the recently answered ones (a NACK may repeat)
+        #: what went out under each sequence number (video): None for a padding filler
+        self._sent: list[tuple[int, int, Template | None] | None] = [None] * SENT_HISTORY
         self.remb: tuple[float, float] | None = None  # (bit/s, when): this stream's REMB share
         self.keyframe_requests = 0
 
@@ -534,6 +543,7 @@ class DownTrack:
             src_ts = self.source.frame_timestamp_of(src_seq)
             ts = (self._last_out_ts if src_ts is None
                   else (src_ts + self._ts_offset) & 0xFFFFFFFF)
+            self._sent[seq & (SENT_HISTORY - 1)] = (seq, ts, None)
             self.sink.send_rtp(rtp.stamp(rtp.PADDING_ONLY, self.payload_type, seq, ts,
                                          self.ssrc))
         return plugged
@@ -572,10 +582,14 @@ class DownTrack:
                 self._first_src_seq = (template.seq - 0x4000) & 0xFFFF
         block = template.for_ids(self.ext_ids)
         data = rtp.stamp(block, (template.marker << 7) | self.payload_type, seq, ts, self.ssrc)
-        if template.marker or self.kind != "video":
+        if self.kind != "video":
             self.sink.send_rtp(data)
         else:
-            self.sink.queue_rtp(data)
+            self._sent[seq & (SENT_HISTORY - 1)] = (seq, ts, template)
+            if template.marker:
+                self.sink.send_rtp(data)
+            else:
+                self.sink.queue_rtp(data)
         self.packets += 1
         self.octets += len(template.payload)
         return True
@@ -586,15 +600,18 @@ class DownTrack:
         self.started = True
         self._first_src_seq = template.seq
         self._seq_offset = (self._last_out_seq + 1 - template.seq) & 0xFFFF
+        self._run_start = (self._last_out_seq + 1) & 0xFFFF
         elapsed = 0.0 if self._last_out_time is None else time.monotonic() - self._last_out_time
         step = max(1, int(elapsed * self.clock_rate))
         self._ts_offset = (self._last_out_ts + step - template.timestamp) & 0xFFFFFFFF
 
-    def resend(self, template: Template) -> None:
-        if not self.started or (template.seq - self._first_src_seq) & 0xFFFF >= 0x8000:
+    def resend(self, seq: int, ts: int, template: Template | None) -> None:
+        """Send again what went out as ``seq`` (``template`` None: a padding filler)."""
+        if template is None:
+            self.sink.send_rtp(rtp.stamp(rtp.PADDING_ONLY, self.payload_type, seq, ts,
+                                         self.ssrc))
+            self.retransmissions += 1
             return
-        seq = (template.seq + self._seq_offset) & 0xFFFF
-        ts = (template.timestamp + self._ts_offset) & 0xFFFFFFFF
         if self.rtx is None:
             block = template.for_ids(self.ext_ids)
             self.sink.send_rtp(rtp.stamp(block, (template.marker << 7) | self.payload_type,
@@ -611,15 +628,30 @@ class DownTrack:
 
     # ---- RTCP from the subscriber ---------------------------------------------------------
     def on_nack(self, lost: list[int]) -> None:
-        if self.source is None or not self.started or self.paused:
+        if self.source is None:
             return
         for out_seq in lost:
-            if (self.source.retransmit(self, (out_seq - self._seq_offset) & 0xFFFF)
-                    and out_seq not in self._answered):
-                self.nacks_answered += 1
-                if len(self._answered) > 512:
-                    self._answered.clear()
-                self._answered.add(out_seq)
+            sent = self._sent[out_seq & (SENT_HISTORY - 1)]
+            if sent is not None and sent[0] == out_seq:
+                if self.paused:
+                    # a hole left before the pause would stall the receiver's jitter buffer
+                    # after the resume (aiortc's waits for 512 packets); the resume starts
+                    # at a keyframe, so a filler closes it without loading the weak link
+                    self.resend(sent[0], sent[1], None)
+                else:
+                    self.resend(*sent)
+                this_run = ((out_seq - self._run_start) & 0xFFFF) < 0x8000
+                if this_run and out_seq not in self._answered:
+                    self.nacks_answered += 1
+                    if len(self._answered) > 512:
+                        self._answered.clear()
+                    self._answered.add(out_seq)
+            elif self.started:
+                # never sent: a gap in what the current source gave this subscriber?
+                src_seq = (out_seq - self._seq_offset) & 0xFFFF
+                if ((src_seq - self._first_src_seq) & 0xFFFF < 0x8000
+                        and ((self._last_out_seq - out_seq) & 0xFFFF) < 0x8000):
+                    self.source.nack_if_missing(src_seq)
 
     def on_keyframe_request(self) -> None:
         self.keyframe_requests += 1

@@ -502,11 +502,18 @@ class SubscriberPeer(PacketSink):
                 continue
             if slot.track.is_video:
                 traffic.video_packets += packets
+                traffic.video_bytes += octets
                 traffic.nacked += nacked
                 video.append(slot)
             else:
                 audio_bps += slot.track.layers[0].bitrate(now)
         estimate = self.estimate.update(dt, traffic)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("downlink", extra={
+                "subscriber": self.label, "estimate_kbps": round(estimate / 1000),
+                "sent_kbps": round(self.estimate.sent_bps / 1000),
+                "loss": round(self.estimate.loss, 3), "nacked": traffic.nacked,
+                "video_packets": traffic.video_packets})
         plan = self._plan(video, estimate - audio_bps, now)
         if plan.stepped_down:
             self._trials.stepped_down(now)

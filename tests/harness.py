@@ -59,6 +59,14 @@ async def wait_for(predicate: Any, timeout: float = 5.0, interval: float = 0.1) 
     return bool(await predicate())
 
 
+def figures(test: str, **values: Any) -> None:
+    """Print what a media test measured, one line (shown with ``pytest -s``), for the notes
+    and for anyone reading a CI log; nothing is asserted here."""
+    shown = ", ".join(f"{k}={round(v, 3) if isinstance(v, float) else v}"
+                      for k, v in values.items())
+    print(f"\nFIGURES {test}: {shown}", flush=True)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

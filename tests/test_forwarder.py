@@ -187,15 +187,19 @@ async def test_nack_is_answered_from_history_or_forwarded_upstream() -> None:
     down = make_down(sink)
     down.attach(source)
     for i in range(10):
-        feed(source, 500 + i, 3000 * i, KEY if i == 0 else DELTA)
+        if i != 7:  # 507 never reaches the server
+            feed(source, 500 + i, 3000 * i, KEY if i == 0 else DELTA)
     lost_out = sink.rtp[4].sequence_number
     down.on_nack([lost_out])
     assert sink.rtp[-1].sequence_number == lost_out
     assert sink.rtp[-1].payload == sink.rtp[4].payload
     assert down.retransmissions == 1
     # a packet the server never had: asked from the publisher instead
-    down.on_nack([(sink.rtp[9].sequence_number + 5) & 0xFFFF])
-    assert nacks == [[(509 + 5) & 0xFFFF]]
+    down.on_nack([(lost_out + 3) & 0xFFFF])
+    assert nacks == [[507]]
+    # one it has not forwarded yet is no loss of this subscriber's: nothing to ask
+    down.on_nack([(lost_out + 10) & 0xFFFF])  # (the newest sent is lost_out + 5)
+    assert nacks == [[507]] and down.retransmissions == 1
 
 
 async def test_packets_from_before_the_start_are_not_forwarded() -> None:
@@ -332,6 +336,47 @@ async def test_layer_switch_waits_for_the_new_layers_keyframe_and_keeps_numberin
     assert all(0 <= (b - a) & 0xFFFFFFFF < 90000 for a, b in itertools.pairwise(stamps))
 
 
+async def test_nacks_after_a_layer_switch_or_restart_resend_what_was_sent() -> None:
+    """A subscriber on a lossy link NACKs packets sent just before its layer switched (or
+    before a restart): each sequence number must bring back the packet it was, with its
+    timestamp, not whatever the new layer's numbering maps it to (that left holes its
+    jitter buffer waited seconds at, or put the other layer's data in them)."""
+    low, _, low_nacks = make_source("t")
+    high, _, high_nacks = make_source("t")
+    sink = Sink()
+    down = make_down(sink)
+    down.attach(high)
+    for i in range(4):
+        feed(high, 500 + i, 3000 * i, (KEY if i == 0 else DELTA) + b"high%d" % i, ssrc=2)
+    before_switch = list(sink.rtp)
+    down.switch(low)
+    feed(low, 100, 9000, KEY + b"low0", ssrc=1)
+    feed(low, 101, 12000, DELTA + b"low1", ssrc=1)
+    assert down.source is low and sink.rtp[-1].payload == DELTA + b"low1"
+    sent = len(sink.rtp)
+    down.on_nack([p.sequence_number for p in before_switch[1:3]])
+    resent = sink.rtp[sent:]
+    assert [(p.sequence_number, p.timestamp, p.payload) for p in resent] == [
+        (p.sequence_number, p.timestamp, p.payload) for p in before_switch[1:3]]
+    # answered, but not counted as this link's loss now: it was the layer it left
+    assert down.nacks_answered == 0 and low_nacks == [] and high_nacks == []
+    down.on_nack([sink.rtp[sent - 1].sequence_number])  # one of the new layer's
+    assert down.nacks_answered == 1 and sink.rtp[-1].payload == DELTA + b"low1"
+
+    # lost for good upstream: the filler that plugged the hole is what a NACK brings back
+    feed(low, 102, 15000, DELTA + b"low2", ssrc=1)
+    feed(low, 104, 18000, DELTA + b"low4", ssrc=1)  # 103 never comes
+    await asyncio.sleep(0.35)
+    feed(low, 105, 21000, DELTA + b"low5", ssrc=1)  # given up: a filler went out for it
+    (filler,) = [p for p in sink.rtp if not p.payload]
+    feed(low, 106, 24000, KEY + b"low6", ssrc=1)  # the restart
+    sent = len(sink.rtp)
+    down.on_nack([filler.sequence_number])
+    (again,) = sink.rtp[sent:]
+    assert (again.sequence_number, again.timestamp, again.payload) == (
+        filler.sequence_number, filler.timestamp, b"")
+
+
 async def test_paused_down_track_sends_nothing_and_resumes_at_a_keyframe() -> None:
     source, plis, _ = make_source()
     sink = Sink()
@@ -344,15 +389,20 @@ async def test_paused_down_track_sends_nothing_and_resumes_at_a_keyframe() -> No
     feed(source, 3, 6000, KEY)
     feed(source, 4, 9000, DELTA)
     down.on_keyframe_request()  # a paused subscriber's PLI does not reach the publisher
-    down.on_nack([sink.rtp[-1].sequence_number])
     assert len(sink.rtp) == 2 and plis == []
+    # a hole in what it was sent before the pause is closed (a hole would stall its jitter
+    # buffer after the resume) with a padding filler: the weak link is spared the video
+    down.on_nack([sink.rtp[-1].sequence_number])
+    assert len(sink.rtp) == 3 and sink.rtp[-1].payload == b""
+    assert (sink.rtp[-1].sequence_number, sink.rtp[-1].timestamp) == (
+        sink.rtp[1].sequence_number, sink.rtp[1].timestamp)
     await asyncio.sleep(0.25)  # past the PLI throttle
     down.resume()
     assert plis == [1000]
     feed(source, 5, 12000, DELTA)
-    assert len(sink.rtp) == 2  # waits for the keyframe it asked for
+    assert len(sink.rtp) == 3  # waits for the keyframe it asked for
     feed(source, 6, 15000, KEY)
-    assert len(sink.rtp) == 3 and sink.rtp[-1].payload == KEY
+    assert len(sink.rtp) == 4 and sink.rtp[-1].payload == KEY
     assert (sink.rtp[-1].sequence_number - sink.rtp[1].sequence_number) & 0xFFFF == 1
 
 

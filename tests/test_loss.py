@@ -12,7 +12,7 @@ import time
 from huizhen.client import Participant
 from media.impairment import Impairment
 from signaling.keys import SFU
-from tests.harness import LOOPBACK, Server
+from tests.harness import LOOPBACK, Server, figures
 
 
 async def _viewers(server: Server, room: str, n: int) -> list[Participant]:
@@ -63,6 +63,8 @@ async def test_five_percent_uplink_loss_keeps_25_fps_without_freezes(server: Ser
     publisher, viewers = await _streaming(server, impairment, tag=2)
     try:
         results = await _measure(publisher, viewers, 30)
+        figures("5% uplink loss, 30 s", min_fps=min(f for f, _ in results),
+                max_freeze_s=max(g for _, g in results), dropped=impairment.dropped)
         for fps, gap in results:
             assert fps >= 25, results
             assert gap <= 0.5, results
@@ -84,6 +86,8 @@ async def test_packet_lost_for_good_upstream_stalls_nobody_over_a_second(
         doomed = (source._max_seq + 40) & 0xFFFF  # about half a second ahead
         impairment.lose_for_good.add(doomed)
         results = await _measure(publisher, viewers, 6)
+        figures("one packet lost for good", min_fps=min(f for f, _ in results),
+                longest_stall_s=max(g for _, g in results))
         assert impairment.dropped >= 1 and source.lost_for_good >= 1
         for fps, gap in results:
             assert gap <= 1.0, results

@@ -21,7 +21,7 @@ from aiortc import RTCRtpReceiver
 from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, unpack_remb_fci
 
 from media.rxstamps import ArrivalStamps
-from tests.harness import Server, wait_for
+from tests.harness import Server, figures, wait_for
 
 WARMUP_S = 8.0
 LOAD_S = 8.0
@@ -71,6 +71,8 @@ async def test_remb_holds_while_the_server_loop_is_busy(
             time.sleep(BUSY_S)  # noqa: ASYNC251  (blocks the server's loop: this test shares it)
             await asyncio.sleep(PERIOD_S - BUSY_S)
         during = [bitrate for t, bitrate in rembs if start <= t <= end]
+        figures("REMB, server loop blocked 40 ms of every 50 ms", remb_before_bps=before,
+                remb_min_during_bps=min(during, default=0), remb_last_bps=rembs[-1][1])
         assert len(during) >= 4, rembs
         assert min(during) >= 0.9 * before, (before, during)
     finally:

@@ -10,7 +10,7 @@ from huizhen.client import Participant
 from huizhen.testmedia import ToneAudioTrack
 from rooms.speakers import SpeakerDetector
 from signaling.keys import SFU
-from tests.harness import LOOPBACK, Server
+from tests.harness import LOOPBACK, Server, figures
 
 
 def test_detector_needs_two_ticks_and_keeps_the_last_speaker_in_silence() -> None:
@@ -49,6 +49,7 @@ async def test_active_speaker_event_follows_who_is_speaking(server: Server) -> N
 
         assert await observer.wait_until(lambda: bool(speaker_events()), timeout=5)
         assert speaker_events() == [loud.id]  # never the silent one
+        figures("active speaker", publish_to_event_s=time.monotonic() - started)
         # end to end (publish, ICE, DTLS, first levels, two ticks) well within a second here
         assert time.monotonic() - started < 3
         # someone joining later learns the current speaker at once (it does not change, so
