@@ -367,6 +367,9 @@ class CameraPatternTrack(PatternVideoTrack):
 class BenchParticipant(Participant):
     """A viewer that also logs frame times and sizes of every video track it receives."""
 
+    #: its sockets are read by ``_read_with_timestamps`` (the latency figures' clock)
+    stamp_arrivals = False
+
     def __init__(self, *args: Any, frames: FrameLog, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.frame_log = frames

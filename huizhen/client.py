@@ -23,6 +23,7 @@ from aiortc.mediastreams import MediaStreamError
 
 from huizhen.testmedia import PatternVideoTrack, ToneAudioTrack, frame_tag
 from media.ice import IcePolicy
+from media.rxstamps import ArrivalStamps
 
 log = logging.getLogger("huizhen.client")
 
@@ -68,6 +69,9 @@ class RemoteTrackStats:
 
 
 class Participant:
+    #: hand the receivers kernel receive times (media/rxstamps.py) for their REMB
+    stamp_arrivals = True
+
     def __init__(self, server_url: str, room_id: str, token: str,
                  ice: IcePolicy | None = None, check_every: int = 5, decode: bool = True
                  ) -> None:
@@ -93,6 +97,7 @@ class Participant:
         self._ids = itertools.count(1)
         self._publish_pcs: list[RTCPeerConnection] = []
         self._subscribe_pc: RTCPeerConnection | None = None
+        self._stamps = ArrivalStamps()  # kernel receive times of what the subscriber gets
         self._drains: dict[str, asyncio.Task[None]] = {}
         self._offers: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._negotiator: asyncio.Task[None] | None = None
@@ -226,12 +231,18 @@ class Participant:
         pc = self._subscribe_pc
         await pc.setRemoteDescription(RTCSessionDescription(offer["sdp"], "offer"))
         await pc.setLocalDescription(await pc.createAnswer())
+        # REMB from kernel receive times: a busy client must not look like a congested link
+        # (the SFU would move it to a smaller simulcast layer)
+        if self.stamp_arrivals:
+            self._stamps.attach_connection(pc)
         self._mid_tracks = {t["mid"]: t for t in offer["tracks"]}
         await self.send({"type": "subscriber_answer", "seq": offer["seq"],
                          "sdp": pc.localDescription.sdp})
         for transceiver in pc.getTransceivers():
             mid = transceiver.mid
             if mid is not None and mid not in self._drains and mid in self._mid_tracks:
+                if self.stamp_arrivals:
+                    self._stamps.stamp_receiver(transceiver.receiver)
                 if not self.decode:
                     self._count_rtp(mid, transceiver.receiver)
                 self._drains[mid] = asyncio.ensure_future(

@@ -159,22 +159,9 @@ class PublisherPeer:
             self._hook_receiver(transceiver.receiver, track, codecs, rids)
         answer = await self.pc.createAnswer()
         await self.pc.setLocalDescription(answer)  # gathers: the ICE sockets exist from here
-        self._stamp_arrivals()
+        self._stamps.attach_connection(self.pc)
         return accept_in_answer(self._policy.rewrite_local_sdp(self.pc.localDescription.sdp),
                                 simulcast)
-
-    def _stamp_arrivals(self) -> None:
-        """Read this connection's ICE sockets with kernel receive timestamps, so that aiortc's
-        REMB estimator sees when packets arrived, not when this busy loop got to them."""
-        seen: set[int] = set()
-        for transceiver in self.pc.getTransceivers():
-            connection = transceiver.receiver.transport.transport._connection
-            if id(connection) in seen:
-                continue
-            seen.add(id(connection))
-            for protocol in connection._protocols:
-                if type(protocol) is StunProtocol and protocol.transport is not None:
-                    self._stamps.attach(protocol.transport)
 
     def _pin_codecs(self, kind: str, codecs: list[RTCRtpCodecParameters], rtx: bool = True
                     ) -> list[RTCRtpCodecParameters]:

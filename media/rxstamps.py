@@ -21,6 +21,8 @@ import socket
 import struct
 from typing import Any
 
+from aioice.ice import StunProtocol
+
 log = logging.getLogger(__name__)
 
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # linux/socket.h
@@ -100,6 +102,31 @@ class ArrivalStamps:
         loop._add_reader(fd, read_ready)
         transport._huizhen_stamps = self
         return True
+
+    def attach_connection(self, pc: Any) -> None:
+        """Stamp what every ICE socket of this peer connection (``RTCPeerConnection``)
+        receives; call it after ``setLocalDescription`` (the sockets exist from then on)
+        and again after each renegotiation (sockets already attached are left alone)."""
+        seen: set[int] = set()
+        for transceiver in pc.getTransceivers():
+            connection = transceiver.receiver.transport.transport._connection
+            if id(connection) in seen:
+                continue
+            seen.add(id(connection))
+            for protocol in connection._protocols:
+                if type(protocol) is StunProtocol and protocol.transport is not None:
+                    self.attach(protocol.transport)
+
+    def stamp_receiver(self, receiver: Any) -> None:
+        """Hand ``receiver`` (an ``RTCRtpReceiver``) each packet's kernel receive time as its
+        ``arrival_time_ms``: its REMB then measures the network, not this process's load."""
+        handle = receiver._handle_rtp_packet
+
+        async def handle_rtp(packet: Any, arrival_time_ms: int) -> None:
+            arrived = self.pop_ms(packet.sequence_number, packet.ssrc)
+            await handle(packet, arrival_time_ms if arrived is None else arrived)
+
+        receiver._handle_rtp_packet = handle_rtp
 
     def pop_ms(self, sequence_number: int, ssrc: int) -> int | None:
         """The packet's kernel receive time in aiortc's clock (ms since the NTP epoch, as
