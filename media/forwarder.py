@@ -544,9 +544,12 @@ class DownTrack:
             ts = (self._last_out_ts if src_ts is None
                   else (src_ts + self._ts_offset) & 0xFFFFFFFF)
             self._sent[seq & (SENT_HISTORY - 1)] = (seq, ts, None)
-            self.sink.send_rtp(rtp.stamp(rtp.PADDING_ONLY, self.payload_type, seq, ts,
-                                         self.ssrc))
+            self._send_filler(seq, ts)
         return plugged
+
+    def _send_filler(self, seq: int, ts: int) -> None:
+        """A padding-only packet under ``seq``: it closes a hole in the receiver's buffer."""
+        self.sink.send_rtp(rtp.stamp(rtp.PADDING_ONLY, self.payload_type, seq, ts, self.ssrc))
 
     def skip(self) -> None:
         """The source's next packet is not forwarded: keep this m-line's numbering gapless."""
@@ -608,8 +611,7 @@ class DownTrack:
     def resend(self, seq: int, ts: int, template: Template | None) -> None:
         """Send again what went out as ``seq`` (``template`` None: a padding filler)."""
         if template is None:
-            self.sink.send_rtp(rtp.stamp(rtp.PADDING_ONLY, self.payload_type, seq, ts,
-                                         self.ssrc))
+            self._send_filler(seq, ts)
             self.retransmissions += 1
             return
         if self.rtx is None:

@@ -206,12 +206,8 @@ class PublisherPeer:
         main_pt = main.payloadType
 
         impairment = self._impairment
-        stamps = self._stamps
 
         async def on_rtp(packet: RtpPacket, arrival_time_ms: int) -> None:
-            arrived = stamps.pop_ms(packet.sequence_number, packet.ssrc)
-            if arrived is not None:
-                arrival_time_ms = arrived
             pt = packet.payload_type
             ext = packet.extensions
             if impairment is not None and impairment.drops(
@@ -246,6 +242,7 @@ class PublisherPeer:
             await handle_rtcp(packet)
 
         receiver._handle_rtp_packet = on_rtp  # type: ignore[method-assign]
+        self._stamps.stamp_receiver(receiver)  # in front: arrival_time_ms is the kernel's
         receiver._handle_rtcp_packet = on_rtcp  # type: ignore[method-assign]
 
     async def close(self) -> None:
