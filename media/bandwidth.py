@@ -17,7 +17,9 @@ fault); audio loss from its RTCP receiver reports:
 
 A REMB (the receiver's delay-based estimate for the streams it lists) caps the simulcast layer
 of those streams, but never pauses video on its own: delay alone is a weaker signal than loss
-(aiortc's estimator, for one, reads event-loop jitter as congestion).
+(aiortc's estimator, for one, reads event-loop jitter as congestion). Nor does it move the
+layer being sent down at once unless it fell: a REMB that did not fall must stay below the
+layer for REMB_HOLD_S first (RembCap).
 
 Audio comes first: the allocation gives each video track the best layer that fits what is
 left after audio, and pauses a video track when not even its lowest layer fits. A paused link
@@ -43,6 +45,8 @@ PACKET_OVERHEAD = 60
 MIN_NACK_SAMPLE = 30  # video packets sent in the window before NACKs count as a loss figure
 WINDOW_TICKS = 8  # ticks of traffic the loss and sent rate are measured over
 REMB_FRESH_S = 3.0  # a REMB older than this no longer caps anything
+REMB_HOLD_S = 2.0  # a REMB moves the layer being sent down once it stays below it this long
+REMB_FALL = 0.9  # … or at once when it fell by this factor within REMB_HOLD_S (RembCap)
 #: a layer keeps flowing while the budget covers this share of its rate (no flapping when
 #: rates wobble); a paused or lower layer needs all of it
 KEEP_SHARE = 0.8
@@ -121,6 +125,45 @@ def choose_layer(rates: list[float], budget: float, current: int | None,
         if need <= capped:
             return layer
     return 0 if rates[0] * (KEEP_SHARE if current == 0 else 1.0) <= budget else None
+
+
+class RembCap:
+    """choose_layer for one video stream, with its REMB capping the layer being sent at once
+    only when the REMB fell (by REMB_FALL within REMB_HOLD_S: the receiver saw its queue grow;
+    a delay-based estimator answers overuse with 0.85 × what it receives); a REMB that did
+    not fall moves the layer down only once it has stayed below it for REMB_HOLD_S. A
+    receiver's estimate trails what it is sent (it grows a few per cent a second), and a
+    keyframe lifts a layer's measured rate for a moment: in the Chromium simulcast test a
+    steadily growing REMB of 566 kbit/s met a full layer measured at 720 kbit/s for 0.8 s
+    after a keyframe, on an open link, and dropping the layer there showed a blurred picture
+    for no reason. The loss-based budget moves the layer at once, and a step up is never
+    taken above the REMB."""
+
+    def __init__(self) -> None:
+        self._low_since: float | None = None
+        self._last_remb: float | None = None
+        self._fell_at: float | None = None
+
+    def choose(self, rates: list[float], budget: float, current: int | None,
+               max_layer: int | None, remb: float | None, now: float) -> int | None:
+        if remb is not None:
+            if self._last_remb is not None and remb < REMB_FALL * self._last_remb:
+                self._fell_at = now
+            self._last_remb = remb
+        choice = choose_layer(rates, budget, current, max_layer, remb)
+        if remb is None or current is None or choice is None or choice >= current:
+            self._low_since = None
+            return choice
+        uncapped = choose_layer(rates, budget, current, max_layer)
+        if uncapped is None or uncapped <= choice:  # the budget moves it down, not the REMB
+            self._low_since = None
+            return choice
+        if self._low_since is None:
+            self._low_since = now
+        if (now - self._low_since >= REMB_HOLD_S
+                or (self._fell_at is not None and now - self._fell_at <= REMB_HOLD_S)):
+            return choice
+        return min(uncapped, current)
 
 
 class StepUpTrials:

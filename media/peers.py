@@ -27,7 +27,7 @@ import struct
 import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pylibsrtp
@@ -55,9 +55,9 @@ from media.background import spawn
 from media.bandwidth import (
     REMB_FRESH_S,
     DownlinkEstimate,
+    RembCap,
     StepUpTrials,
     Traffic,
-    choose_layer,
 )
 from media.forwarder import DownTrack, MediaTrack, PacketSink, SourceTrack
 from media.ice import IcePolicy
@@ -297,6 +297,7 @@ class SubscriptionSlot:
     max_height: int | None = None
     #: the down track's (packets, octets, answered NACKs) at the last adaptation tick
     counted: tuple[int, int, int] = (0, 0, 0)
+    remb_cap: RembCap = field(default_factory=RembCap)
 
 
 OfferSender = Callable[[str, list[dict[str, Any]], int], Awaitable[None]]
@@ -528,7 +529,7 @@ class SubscriberPeer(PacketSink):
             top = _max_layer(layers, slot.max_height)
             remb = (down.remb[0] if down.remb is not None
                     and now - down.remb[1] <= REMB_FRESH_S else None)
-            choice = choose_layer(rates, budget, current, top, remb)
+            choice = slot.remb_cap.choose(rates, budget, current, top, remb, now)
             rank = -1 if choice is None else choice
             if rank < (-1 if current is None else current):  # current: None when paused
                 stepped_down = True

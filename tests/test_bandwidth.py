@@ -6,7 +6,14 @@ from __future__ import annotations
 import pytest
 
 from media import bandwidth
-from media.bandwidth import DownlinkEstimate, StepUpTrials, Traffic, choose_layer
+from media.bandwidth import (
+    REMB_HOLD_S,
+    DownlinkEstimate,
+    RembCap,
+    StepUpTrials,
+    Traffic,
+    choose_layer,
+)
 from media.simulcast import SimulcastError, accept_in_answer, offered_rids
 
 
@@ -103,6 +110,27 @@ def test_choose_layer_prefers_the_best_that_fits_and_keeps_the_current_on_a_shor
     # a REMB caps the layer but never pauses: loss decides that
     assert choose_layer(rates, 2_000_000, None, remb=600_000) == 1
     assert choose_layer(rates, 2_000_000, None, remb=50_000) == 0
+
+
+def test_a_remb_moves_the_layer_being_sent_down_only_once_it_stays_too_low() -> None:
+    """A keyframe lifts the full layer's measured rate above a trailing REMB for a moment (the
+    Chromium simulcast test's open viewer: REMB 566 kbit/s, layer 720 kbit/s for 0.8 s): the
+    layer stays. A REMB that stays low moves it down after REMB_HOLD_S, one that falls at
+    once; the loss-based budget moves it at once; and a step up is never taken above the
+    REMB."""
+    cap, ticks = RembCap(), [i * 0.25 for i in range(40)]
+    spike = [cap.choose([250_000, 720_000 if 1.0 <= t < 1.8 else 600_000], 2_500_000, 1, None,
+                        566_000, t) for t in ticks]
+    assert set(spike) == {1}, spike
+    cap = RembCap()  # a REMB that never grew past 300 kbit/s
+    low = [cap.choose([250_000, 600_000], 2_500_000, 1, None, 300_000, t) for t in ticks]
+    assert low.index(0) == int(REMB_HOLD_S / 0.25), low
+    # a REMB that falls (the receiver's queue grew): at once
+    cap = RembCap()
+    assert cap.choose([250_000, 600_000], 2_500_000, 1, None, 650_000, 0.0) == 1
+    assert cap.choose([250_000, 600_000], 2_500_000, 1, None, 450_000, 0.25) == 0
+    assert RembCap().choose([250_000, 600_000], 400_000, 1, None, 300_000, 0.0) == 0
+    assert RembCap().choose([250_000, 600_000], 2_500_000, 0, None, 500_000, 0.0) == 0
 
 
 def test_step_up_tries_back_off_after_failures_and_reset_after_success() -> None:

@@ -59,6 +59,8 @@ async def test_chromium_simulcast_layers_follow_each_viewers_link(
         viewers.append(p)
     wide, narrow = viewers
 
+    timeline: list[tuple[object, ...]] = []
+    sampler: asyncio.Future[None] | None = None
     presenter = await open_client(browser, "presenter")
     try:
         await join(presenter, await server.join_url(room, "dr-qian", "presenter", "Dr Qian"))
@@ -80,7 +82,8 @@ async def test_chromium_simulcast_layers_follow_each_viewers_link(
             """What the SFU sends each viewer and what each decoded, for failure messages."""
             stats = [v.received_from(publisher_id, "video") for v in viewers]
             return [[(sl.down.source and sl.down.source.rid, sl.down.paused, sl.down.packets,
-                      sl.down.retransmissions, sl.down.nacks_answered)
+                      sl.down.retransmissions, sl.down.nacks_answered,
+                      round(sub.estimate.bps), sl.down.remb and round(sl.down.remb[0]))
                      for sub in sfu.subscribers if sub.label == v.id
                      for sl in sub.slots if sl.down.kind == "video"]
                     + [st and (st.frames, dict(st.sizes),
@@ -88,6 +91,26 @@ async def test_chromium_simulcast_layers_follow_each_viewers_link(
                     for v, st in zip(viewers, stats, strict=True)] + [
                 [(layer.rid, layer.frame_size, round(layer.bitrate_bps))
                  for layer in track.layers]]
+
+        async def sample_timeline() -> None:
+            """Every 0.1 s, what the SFU does for each viewer's video, printed on a failure:
+            (viewer, s, layer it moves to, layer sent, paused, REMB kbit/s and its age in
+            s, estimate kbit/s, loss, the layers' kbit/s)."""
+            names = {wide.id: "open", narrow.id: "narrow"}
+            start = time.monotonic()
+            while True:
+                now = time.monotonic()
+                timeline.extend(
+                    (names[sub.label], round(now - start, 1), d.target and d.target.rid,
+                     d.source and d.source.rid, d.paused,
+                     d.remb and (round(d.remb[0] / 1000), round(now - d.remb[1], 1)),
+                     round(sub.estimate.bps / 1000), round(sub.estimate.loss, 3),
+                     [round(bps / 1000) for _, bps in track.sent_layers(now)])
+                    for sub in sfu.subscribers if sub.label in names
+                    for d in (sl.down for sl in sub.slots) if d.kind == "video")
+                await asyncio.sleep(0.1)
+
+        sampler = asyncio.ensure_future(sample_timeline())
 
         def size(viewer: Participant) -> tuple[int, int] | None:
             stats = viewer.received_from(publisher_id, "video")
@@ -155,7 +178,12 @@ async def test_chromium_simulcast_layers_follow_each_viewers_link(
                 open=dict(open_sizes), decode_errors=errors.count)
         # every frame decoded: layer switches happened only at keyframes
         assert errors.count == 0, errors.count
+    except AssertionError:
+        print("timeline:", *timeline[-400:], sep="\n")
+        raise
     finally:
+        if sampler is not None:
+            sampler.cancel()
         logging.getLogger("aiortc.rtcrtpreceiver").removeHandler(errors)
         await presenter.close()
         for p in viewers:
