@@ -176,19 +176,30 @@ class Worker:
 
 
 class Processes:
-    def __init__(self, log_dir: Path) -> None:
+    def __init__(self, log_dir: Path, server_cpus: set[int] | None = None) -> None:
+        """``server_cpus``: the cores a server process runs on (None: any); every other process
+        runs where this one does (``split_cores``)."""
         self.log_dir = log_dir
+        self.server_cpus = server_cpus
         self.workers: list[Worker] = []
 
     async def spawn(self, name: str, args: list[str], env: dict[str, str] | None = None,
-                    cwd: Path | None = None, exits_on_eof: bool = True) -> Worker:
+                    cwd: Path | None = None, exits_on_eof: bool = True,
+                    server: bool = False) -> Worker:
         log_path = self.log_dir / f"{name}.log"
         log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        cpus = self.server_cpus if server else None
+
+        def before_exec() -> None:
+            _die_with_parent()
+            if cpus is not None:
+                os.sched_setaffinity(0, cpus)
+
         try:
             proc = await asyncio.create_subprocess_exec(
                 *args, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
                 stderr=log_fd, env=env, cwd=cwd, start_new_session=True,
-                preexec_fn=_die_with_parent, limit=LINE_LIMIT)
+                preexec_fn=before_exec, limit=LINE_LIMIT)
         finally:
             os.close(log_fd)
         worker = Worker(name, proc, log_path, exits_on_eof)
@@ -219,6 +230,17 @@ async def gather_or_cancel(*aws: Awaitable[Any]) -> list[Any]:
     finally:
         for t in tasks:
             t.cancel()
+
+
+def split_cores(share: bool) -> tuple[set[int] | None, set[int] | None]:
+    """(server cores, everyone else's): the first core this process may use for the server,
+    the rest for the publisher, the subscribers and this script, as if they ran on other
+    machines (a viewer's decryption and socket reads no longer take the server's core and add
+    to its latency); (None, None) with ``share`` or fewer than two cores: all share all."""
+    cores = sorted(os.sched_getaffinity(0))
+    if share or len(cores) < 2:
+        return None, None
+    return {cores[0]}, set(cores[1:])
 
 
 def _die_with_parent() -> None:
@@ -320,7 +342,7 @@ class HuizhenTarget(Target):
         })
         return await self.procs.spawn(
             "huizhen-server", [sys.executable, "-m", "huizhen.cli", "serve"], env=env,
-            cwd=self.tmp, exits_on_eof=False)
+            cwd=self.tmp, exits_on_eof=False, server=True)
 
     async def api(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         from signaling.auth import mint_api_token
@@ -353,7 +375,7 @@ class RelayTarget(Target):
     async def start_server(self) -> Worker:
         return await self.procs.spawn(
             "relay-server", [sys.executable, str(RELAY_SERVER), "--port", str(self.port)],
-            env=worker_env(), cwd=self.tmp, exits_on_eof=False)
+            env=worker_env(), cwd=self.tmp, exits_on_eof=False, server=True)
 
     async def subscriber_count(self) -> int | None:
         async with aiohttp.ClientSession() as http, http.get(self.url + "/stats") as resp:
@@ -473,7 +495,7 @@ class JanusTarget(Target):
         return await self.procs.spawn(
             "janus-server", [binary, "--config", str(conf / "janus.jcfg"),
                              "--configs-folder", str(conf), "--disable-colors"],
-            env=worker_env(), cwd=self.tmp, exits_on_eof=False)
+            env=worker_env(), cwd=self.tmp, exits_on_eof=False, server=True)
 
     async def worker_args(self, role: str, index: int) -> list[str]:
         return ["--target", self.name, "--role", role, "--server", self.url + "/janus",
@@ -831,6 +853,10 @@ def report(result: dict[str, Any]) -> str:
            f"{s['warmup_s']:g} s warm-up, {s['window_s']:g} s window",
            f"machine: {m['nproc']} cores ({m['cpu'] or 'unknown CPU'}), Python {m['python']}, "
            f"aiortc {m['aiortc']}, aioice {m['aioice']}, av {m['av']}",
+           ("cores: all processes share all" if s["cores"]["server"] is None else
+            f"cores: the server runs on {s['cores']['server']}, the publisher, the "
+            f"subscribers and this script on {s['cores']['others']} (--share-cores: all "
+            f"share all)"),
            f"publisher bitrate (sent, forwarded by Huizhen): "
            f"{result['publisher_bitrate_mbps']:.2f} Mbit/s; received by Huizhen's subscribers: "
            f"{result['received_bitrate_mbps']:.2f} Mbit/s",
@@ -967,7 +993,7 @@ async def bench(args: argparse.Namespace, procs: Processes, tmp: Path) -> dict[s
                      "baseline_subscribers": [p["n"] for p in baseline],
                      "janus": bool(args.janus),
                      "warmup_s": args.warmup, "window_s": args.window, "settle_s": args.settle,
-                     "recover_max_s": args.recover},
+                     "recover_max_s": args.recover, "cores": args.cores},
     }
 
 
@@ -1007,6 +1033,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="after the warm-up, wait at most this long for the publisher's "
                              "bitrate to climb back to 85%% of the highest seen (Huizhen only; "
                              "default 30)")
+    parser.add_argument("--share-cores", action="store_true",
+                        help="let the server share every core with the publisher and the "
+                             "subscribers (default: the server gets the first core, "
+                             "everything else the others)")
     parser.add_argument("--json", action="store_true", help="print one JSON object to stdout")
     parser.add_argument("--keep-logs", action="store_true",
                         help="keep the temp folder with every process's log")
@@ -1034,7 +1064,12 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _raise_interrupt)
     tmp = Path(tempfile.mkdtemp(prefix="huizhen-fanout-"))
     (tmp / "logs").mkdir()
-    procs = Processes(tmp / "logs")
+    server_cpus, client_cpus = split_cores(args.share_cores)
+    if client_cpus is not None:
+        os.sched_setaffinity(0, client_cpus)  # inherited by the publisher and subscribers
+    args.cores = {"server": None if server_cpus is None else sorted(server_cpus),
+                  "others": None if client_cpus is None else sorted(client_cpus)}
+    procs = Processes(tmp / "logs", server_cpus)
     code = 1  # until it succeeded (an unexpected exception keeps the logs too)
     try:
         result = asyncio.run(amain(args, procs, tmp))

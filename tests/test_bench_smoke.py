@@ -7,6 +7,7 @@ depend on the machine and are never asserted here.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -46,6 +47,12 @@ def test_fanout_benchmark_runs_and_reports() -> None:
     assert isinstance(result["core_per_extra_subscriber"], float)  # two values of N: a slope
     assert result["baseline_core_per_extra_subscriber"] is None  # one value of N: no slope
     assert {"nproc", "python", "aiortc"} <= set(result["machine"])
+    cores = result["settings"]["cores"]  # the server on a core of its own, when there are two
+    if len(os.sched_getaffinity(0)) >= 2:
+        assert cores["server"] and cores["others"], cores
+        assert not set(cores["server"]) & set(cores["others"]), cores
+    else:
+        assert cores == {"server": None, "others": None}, cores
     # per packet: the socket arrival (kernel timestamp) comes before the subscriber process
     # has read and decrypted the packet
     for point in result["points"]:
