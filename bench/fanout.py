@@ -183,6 +183,12 @@ class Processes:
         self.server_cpus = server_cpus
         self.workers: list[Worker] = []
 
+    def cores(self) -> dict[str, list[int] | None]:
+        """Where the servers ran, and everything else (None: anywhere)."""
+        if self.server_cpus is None:
+            return {"server": None, "others": None}
+        return {"server": sorted(self.server_cpus), "others": sorted(os.sched_getaffinity(0))}
+
     async def spawn(self, name: str, args: list[str], env: dict[str, str] | None = None,
                     cwd: Path | None = None, exits_on_eof: bool = True,
                     server: bool = False) -> Worker:
@@ -993,7 +999,7 @@ async def bench(args: argparse.Namespace, procs: Processes, tmp: Path) -> dict[s
                      "baseline_subscribers": [p["n"] for p in baseline],
                      "janus": bool(args.janus),
                      "warmup_s": args.warmup, "window_s": args.window, "settle_s": args.settle,
-                     "recover_max_s": args.recover, "cores": args.cores},
+                     "recover_max_s": args.recover, "cores": procs.cores()},
     }
 
 
@@ -1067,8 +1073,6 @@ def main(argv: list[str] | None = None) -> int:
     server_cpus, client_cpus = split_cores(args.share_cores)
     if client_cpus is not None:
         os.sched_setaffinity(0, client_cpus)  # inherited by the publisher and subscribers
-    args.cores = {"server": None if server_cpus is None else sorted(server_cpus),
-                  "others": None if client_cpus is None else sorted(client_cpus)}
     procs = Processes(tmp / "logs", server_cpus)
     code = 1  # until it succeeded (an unexpected exception keeps the logs too)
     try:
