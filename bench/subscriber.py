@@ -1,7 +1,7 @@
 """One benchmark client per process, driven by bench/fanout.py: a subscriber or the publisher.
 
 Targets (``--target``):
-  huizhen  the Huizhen SFU: signalling over its WebSocket, ``huizhen.client.Participant``
+  huizhen  the Huizhen SFU: signalling over its WebSocket, ``sdk.participant.Participant``
            with ``decode=False``
   relay    bench/relay_baseline.py: one HTTP POST of the SDP offer, aiortc ``MediaRelay``
 
@@ -68,10 +68,10 @@ from aiortc import (
 from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtp import is_rtcp
 
-from huizhen.client import Participant
-from huizhen.testmedia import PatternVideoTrack
 from media import rxstamps
 from media.ice import IcePolicy
+from sdk.participant import Participant
+from sdk.testmedia import PatternVideoTrack
 
 JITTER_BUFFER_ATTR = "_RTCRtpReceiver__jitter_buffer"  # aiortc 1.16, name-mangled
 

@@ -3,7 +3,8 @@
 Commands that talk to a running service (``room create``, ``token create``, ``demo``) use the
 REST API with a short-lived API token signed by the configured key (in dev mode, the key in
 ``<data_dir>/dev-credentials.json``), or ``--api-key`` / ``--api-secret`` /
-``HUIZHEN_API_KEY`` / ``HUIZHEN_API_SECRET`` for a remote service.
+``HUIZHEN_API_KEY`` / ``HUIZHEN_API_SECRET`` for a remote service (huizhen/remote.py).
+``huizhen loadtest`` is the load tester's own package (loadtest/).
 """
 
 from __future__ import annotations
@@ -11,81 +12,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-import aiohttp
-
-from huizhen.config import (
-    ConfigError,
-    Settings,
-    ensure_dev_credentials,
-    generate_secret,
-    load_settings,
-)
+from huizhen.config import ConfigError, generate_secret
 from huizhen.logs import setup_logging
-
-EXIT_USAGE = 2
-EXIT_FAILED = 1
-
-
-class CliError(Exception):
-    pass
-
-
-def _settings(args: argparse.Namespace) -> Settings:
-    settings = load_settings(Path(args.config) if args.config else None)
-    created = ensure_dev_credentials(settings)
-    if created is not None and getattr(args, "announce_dev_key", False):
-        print("\nDev API key created (shown once; stored in "
-              f"{settings.data_dir / 'dev-credentials.json'}):\n"
-              f"  key:    {created.key}\n  secret: {created.secret}\n", file=sys.stderr)
-    return settings
+from huizhen.remote import EXIT_FAILED, EXIT_USAGE, Api, CliError, load_cli_settings
+from loadtest.cli import add_parser as add_loadtest_parser
 
 
 # ---- REST ------------------------------------------------------------------------------------
-class Api:
-    def __init__(self, args: argparse.Namespace) -> None:
-        settings = _settings(args)
-        self.url = (args.server or settings.base_url).rstrip("/")
-        key = args.api_key or os.environ.get("HUIZHEN_API_KEY")
-        secret = args.api_secret or os.environ.get("HUIZHEN_API_SECRET")
-        if key and not secret:
-            secret = settings.secret_for(key)
-        if not key:
-            if not settings.auth.api_keys:
-                raise CliError("no API key: pass --api-key/--api-secret or configure "
-                               "auth.api_keys")
-            key, secret = settings.primary_key.key, settings.primary_key.secret
-        if not secret:
-            raise CliError(f"no secret for API key {key!r}: pass --api-secret")
-        self.key, self.secret = key, secret
-        self.audience = settings.auth.audience
-        self.verify_tls = not args.insecure
-
-    async def call(self, method: str, path: str, body: Any = None) -> Any:
-        from signaling.auth import mint_api_token
-
-        headers = {"Authorization": "Bearer " + mint_api_token(self.key, self.secret,
-                                                               self.audience)}
-        try:
-            async with aiohttp.ClientSession() as http, http.request(
-                    method, self.url + path, json=body, headers=headers,
-                    ssl=self.verify_tls) as resp:
-                data = await resp.json(content_type=None)
-        except aiohttp.ClientError as exc:
-            raise CliError(f"cannot reach the service at {self.url}: {exc}. Is it running "
-                           "(huizhen serve / make run)? Use --server to point elsewhere.") \
-                from exc
-        if resp.status >= 400:
-            err = (data or {}).get("error", {})
-            raise CliError(f"{err.get('code', resp.status)}: {err.get('message', data)}")
-        return data
-
-
 def _print(data: Any, as_json: bool) -> None:
     if as_json:
         print(json.dumps(data, indent=2, ensure_ascii=False))
@@ -139,8 +76,8 @@ def _parse_join_url(url: str) -> tuple[str, str, str]:
 
 
 async def cmd_join(args: argparse.Namespace) -> None:
-    from huizhen.client import JoinRefused, Participant
     from media.ice import IcePolicy
+    from sdk.participant import JoinRefused, Participant
 
     if args.url:
         server, room, token = _parse_join_url(args.url)
@@ -177,7 +114,7 @@ async def cmd_join(args: argparse.Namespace) -> None:
 
 
 async def _publish(participant: Any, args: argparse.Namespace) -> None:
-    from huizhen.client import RequestFailed
+    from sdk.participant import RequestFailed
 
     video_track = audio_track = None
     if args.publish != "pattern":
@@ -199,7 +136,7 @@ async def _publish(participant: Any, args: argparse.Namespace) -> None:
 # ---- serve -----------------------------------------------------------------------------------
 def cmd_serve(args: argparse.Namespace) -> None:
     args.announce_dev_key = True
-    settings = _settings(args)
+    settings = load_cli_settings(args)
     if args.port is not None:
         settings.server.port = args.port
     setup_logging(settings.logging.level, settings.logging.format)
@@ -278,8 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="local address to gather ICE candidates on (repeatable)")
     join.set_defaults(func=cmd_join, is_async=True)
 
-    from huizhen.loadtest import add_parser as add_loadtest_parser  # huizhen loadtest …
-    add_loadtest_parser(sub)
+    add_loadtest_parser(sub)  # huizhen loadtest …
 
     key = sub.add_parser("key", help="API keys").add_subparsers(dest="key_cmd", required=True)
     gen = key.add_parser("generate", help="print a new API key and secret")

@@ -14,7 +14,7 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 
 from media.background import spawn
 from media.ice import IcePolicy
-from media.peers import SdpError, parse_sdp
+from media.sdp import SdpError, parse_sdp
 
 
 class EchoBusy(Exception):

@@ -7,17 +7,12 @@ from __future__ import annotations
 
 import logging
 
-from media.forwarder import MediaTrack
 from media.ice import IcePolicy
 from media.impairment import Impairment
-from media.peers import (
-    OfferSender,
-    PauseNotifier,
-    PublishedTrack,
-    PublisherPeer,
-    SdpError,
-    SubscriberPeer,
-)
+from media.publisher import PublishedTrack, PublisherPeer
+from media.sdp import SdpError
+from media.source import MediaTrack
+from media.subscriber import OfferSender, PauseNotifier, SubscriberPeer
 
 log = logging.getLogger("huizhen.media")
 

@@ -15,8 +15,9 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from media.background import spawn
-from media.peers import PublisherPeer, SubscriberPeer
+from media.publisher import PublisherPeer
 from media.sfu import PublishedTrack, SdpError, Sfu
+from media.subscriber import SubscriberPeer
 from rooms.db import Database
 from rooms.models import (
     EventRecord,

@@ -17,7 +17,7 @@ from aiohttp import web
 
 from huizhen.config import Settings
 from media.echo import EchoBusy
-from media.peers import SdpError
+from media.sdp import SdpError
 from rooms.policy import PolicyError, kind_policy
 from rooms.service import RoomError, RoomService
 from signaling.auth import (

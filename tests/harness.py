@@ -19,9 +19,9 @@ import aiohttp
 import jwt
 from aiohttp import web
 
-from huizhen.client import Participant
 from huizhen.config import ApiKey, Settings, generate_secret, load_settings
 from media.ice import IcePolicy
+from sdk.participant import Participant
 from signaling.app import create_app
 from signaling.auth import mint_api_token
 

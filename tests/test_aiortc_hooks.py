@@ -18,8 +18,8 @@ from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParam
 from aiortc.rtp import HeaderExtensionsMap, RtpPacket
 from pylibsrtp import Policy, Session
 
-from media.peers import _srtp_protect
 from media.rtp import URI_RTP_STREAM_ID
+from media.sendpath import _srtp_protect
 
 
 def test_pinned_minor_version() -> None:
@@ -73,7 +73,7 @@ def test_aioice_host_address_function_exists() -> None:
 
 
 def test_fast_srtp_protect_matches_pylibsrtp() -> None:
-    """media.peers protects packets with libsrtp through pylibsrtp's session internals."""
+    """media.sendpath protects packets with libsrtp through pylibsrtp's session internals."""
     key = os.urandom(30)
     reference = Session(Policy(key=key, ssrc_type=Policy.SSRC_ANY_OUTBOUND))
     session = Session(Policy(key=key, ssrc_type=Policy.SSRC_ANY_OUTBOUND))

@@ -10,8 +10,8 @@ from typing import Any
 import jwt
 import pytest
 
-from huizhen.client import JoinRefused, Participant
 from rooms.policy import grants_for
+from sdk.participant import JoinRefused, Participant
 from signaling.auth import LEEWAY_S, mint_api_token
 from tests.harness import LOOPBACK, Server, sign, unsigned, wait_for, with_claims
 

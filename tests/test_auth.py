@@ -21,8 +21,8 @@ import aiohttp
 import jwt
 import pytest
 
-from huizhen.client import JoinRefused, Participant
 from rooms.policy import Grants, PolicyError, grants_for
+from sdk.participant import JoinRefused, Participant
 from signaling.auth import (
     API_AUDIENCE_SUFFIX,
     LEEWAY_S,

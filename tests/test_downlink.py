@@ -13,8 +13,8 @@ import time
 import pytest
 from aiortc.codecs import vpx
 
-from huizhen.client import Participant, RemoteTrackStats
 from media.impairment import DownlinkLimit, Impairment
+from sdk.participant import Participant, RemoteTrackStats
 from signaling.keys import SFU
 from tests.harness import LOOPBACK, Server, figures
 

@@ -10,7 +10,8 @@ from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParam
 from aiortc.rtp import HeaderExtensionsMap, RtpPacket
 
 from media import rtp
-from media.forwarder import DownTrack, PacketSink, SourceTrack
+from media.downtrack import DownTrack, PacketSink
+from media.source import SourceTrack
 
 
 # ---- keyframe detection --------------------------------------------------------------------

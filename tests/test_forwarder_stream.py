@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 
 import pytest
 
-import media.forwarder as forwarder
+import media.source
 from media import rtp
-from media.forwarder import DownTrack, SourceTrack
+from media.downtrack import DownTrack
+from media.source import SourceTrack
 from tests.test_forwarder import DELTA, KEY, Sink
 
 CONTINUATION = bytes([0x00, 0x01, 0x9D])  # VP8 descriptor without S: the rest of a frame
@@ -83,7 +84,7 @@ class Uplink:
 async def test_no_subscriber_is_left_with_a_hole(monkeypatch: pytest.MonkeyPatch, seed: int,
                                                  loss: float, burst_every: int) -> None:
     clock = Clock()
-    monkeypatch.setattr(forwarder.time, "monotonic", clock)
+    monkeypatch.setattr(media.source.time, "monotonic", clock)  # the time module: DownTrack too
     rng = random.Random(seed)
     uplink = Uplink(rng, loss, burst_every)
 

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from huizhen.client import Participant
+from sdk.participant import Participant
 from tests.harness import Server
 
 GONE_WITHIN_S = 10.0

@@ -40,7 +40,7 @@ def worker_pids() -> set[int]:
     found = set()
     for proc in psutil.process_iter(["cmdline"]):
         cmd = proc.info.get("cmdline") or []
-        if "huizhen.loadtest" in cmd and "worker" in cmd:
+        if "loadtest.worker" in cmd:
             found.add(proc.pid)
     return found
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import asyncio
 import time
 
-from huizhen.client import Participant
 from media.impairment import Impairment
+from sdk.participant import Participant
 from signaling.keys import SFU
 from tests.harness import LOOPBACK, Server, figures
 

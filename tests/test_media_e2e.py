@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from huizhen.client import Participant
+from sdk.participant import Participant
 from signaling.keys import SFU
 from tests.harness import Server, running_server
 

@@ -9,7 +9,7 @@ import av
 import numpy as np
 from aiortc.contrib.media import MediaPlayer
 
-from huizhen.testmedia import tag_colour
+from sdk.testmedia import tag_colour
 from tests.harness import Server
 
 

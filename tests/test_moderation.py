@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
-from huizhen.client import JoinRefused, Participant, RequestFailed
+from sdk.participant import JoinRefused, Participant, RequestFailed
 from tests.harness import LOOPBACK, Server
 
 

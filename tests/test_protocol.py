@@ -22,8 +22,8 @@ import aiohttp
 import pytest
 from aiortc import RTCPeerConnection, RTCRtpSender
 
-from huizhen.client import Participant, RequestFailed
-from huizhen.testmedia import PatternVideoTrack, ToneAudioTrack
+from sdk.participant import Participant, RequestFailed
+from sdk.testmedia import PatternVideoTrack, ToneAudioTrack
 from tests.harness import LOOPBACK, Server, running_server
 
 LIMIT = 256 * 1024  # signaling.max_message_bytes by default

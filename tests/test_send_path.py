@@ -18,7 +18,7 @@ from aioice.candidate import Candidate
 from aioice.ice import CandidatePair, StunProtocol
 from pylibsrtp import Policy, Session
 
-from media.peers import SubscriberPeer
+from media.subscriber import SubscriberPeer
 
 
 class _Obj:

@@ -20,8 +20,8 @@ from collections import Counter
 import pytest
 from playwright.async_api import Browser
 
-from huizhen.client import Participant
 from media.impairment import DownlinkLimit, Impairment
+from sdk.participant import Participant
 from signaling.keys import SFU
 from tests.harness import LOOPBACK, Server, figures
 from tests.web_support import join, open_client

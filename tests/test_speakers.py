@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 import time
 
-from huizhen.client import Participant
-from huizhen.testmedia import ToneAudioTrack
 from rooms.speakers import SpeakerDetector
+from sdk.participant import Participant
+from sdk.testmedia import ToneAudioTrack
 from signaling.keys import SFU
 from tests.harness import LOOPBACK, Server, figures
 

@@ -21,11 +21,11 @@ import numpy as np
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
-from huizhen.testmedia import PatternVideoTrack, ToneAudioTrack, frame_tag
 from media.ice import IcePolicy
 from media.rxstamps import ArrivalStamps
+from sdk.testmedia import PatternVideoTrack, ToneAudioTrack, frame_tag
 
-log = logging.getLogger("huizhen.client")
+log = logging.getLogger("huizhen.sdk")
 
 
 class JoinRefused(Exception):

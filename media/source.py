@@ -1,21 +1,20 @@
-"""RTP-level forwarding: one SourceTrack per published track, one DownTrack per subscriber m-line.
+"""The publisher side of forwarding: a published track and the packets it fans out.
 
-Nothing here decodes. A packet from a publisher becomes a *template* once per header-extension
-profile (usually one), and each DownTrack stamps its own SSRC, payload type, sequence number and
-timestamp into a copy, protects it with its connection's SRTP session and sends it.
+Nothing here decodes. A packet from a publisher becomes a *template* (``Template``) once per
+header-extension profile (usually one); each subscriber's DownTrack (media/downtrack.py) stamps
+its own SSRC, payload type, sequence number and timestamp into a copy and sends it.
 
-* Video subscribers start at a keyframe; the source asks the publisher for one (PLI), throttled
-  to one per ``pli_throttle_s`` with requests in between deferred, never dropped.
-* Sequence numbers and timestamps stay continuous on a DownTrack across source switches.
-* Subscribers' NACKs are answered from what each DownTrack sent under that sequence number
-  (its own history: across a layer switch, a publisher restart or a resume, a sequence number
-  maps to the packet it was, not to what the current source's numbering would give), as RTX
-  (RFC 4588) when the subscriber negotiated it; a NACK for a packet the SFU never got goes
-  upstream. PLI/FIR go upstream.
-* Publishers' sender reports are translated per DownTrack (same NTP time, the DownTrack's RTP
-  timestamp), so receivers keep lip sync.
-* A simulcast track has one SourceTrack per layer (MediaTrack groups them); a DownTrack moves
-  to another layer at that layer's next keyframe, and can be paused (video on a weak link).
+* ``SourceTrack``: one per published track (one per simulcast layer); it keeps the last
+  ``HISTORY_SIZE`` packets, hands every packet to its DownTracks and asks the publisher for a
+  keyframe (PLI) when a video subscriber waits for one, throttled to one per
+  ``pli_throttle_s`` with requests in between deferred, never dropped. PLI/FIR from subscribers
+  come here; a subscriber's NACK for a packet the SFU never got goes upstream.
+* Upstream loss: a video gap still open after ``LOST_FOR_GOOD_S`` is given up on (DownTracks
+  that passed it get a padding packet in its place and restart at the next keyframe); a jump of
+  more than ``MAX_TRACKED_GAP`` packets or a new SSRC restarts every DownTrack that way.
+* Publishers' sender reports go to every DownTrack, which translates them.
+* ``MediaTrack``: a published track as rooms and subscribers see it; a simulcast track has one
+  SourceTrack per layer, and a DownTrack moves to another layer at that layer's next keyframe.
 * abs-send-time is stamped with the SFU's own clock, so a subscriber's REMB measures the
   SFU → subscriber path, not the publisher's uplink.
 * Silent audio (RFC 6464 level at or below -120 dBov, no voice flag; a muted browser
@@ -27,22 +26,18 @@ timestamp into a copy, protects it with its connection's SRTP session and sends 
 from __future__ import annotations
 
 import asyncio
-import logging
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
-
-from aiortc.rtp import RtcpSdesPacket, RtcpSenderInfo, RtcpSourceInfo, RtcpSrPacket
+from typing import TYPE_CHECKING
 
 from media import rtp
 from media.bandwidth import PACKET_OVERHEAD
 
-log = logging.getLogger("huizhen.media")
+if TYPE_CHECKING:
+    from media.downtrack import DownTrack
 
 HISTORY_SIZE = 512  # packets kept per source for retransmission (≈ 1.5 s of 2.5 Mbit/s video)
-SENT_HISTORY = 512  # (seq, timestamp, packet) a video DownTrack sent, for its NACKs (power of 2)
 KEYFRAME_RETRY_S = 1.0  # re-ask for a keyframe when a waiting subscriber got none by then
 LOST_FOR_GOOD_S = 0.3  # an upstream video gap still open after this is given up on
 MAX_TRACKED_GAP = 64  # a larger jump is a stream restart, not loss
@@ -69,22 +64,6 @@ class Template:
             ext = rtp.build_extension_block(ids, self.audio_level, self.abs_send_time)
             block = self.blocks[ids] = rtp.build_packet(ext, self.payload, self.padding)
         return block
-
-
-class PacketSink:
-    """Where a DownTrack's bytes go: one subscriber connection's SRTP session and socket."""
-
-    def send_rtp(self, data: bytes) -> None:  # pragma: no cover - interface
-        raise NotImplementedError
-
-    def send_rtcp(self, data: bytes) -> None:  # pragma: no cover - interface
-        raise NotImplementedError
-
-    def queue_rtp(self, data: bytes) -> None:
-        """A video packet whose frame's last packet (marker) is still to come: a sink may hold
-        it and send the frame's packets together at the next send_rtp; by default it is sent
-        at once. (A receiver decodes a frame only once its last packet is in.)"""
-        self.send_rtp(data)
 
 
 class SourceTrack:
@@ -412,269 +391,3 @@ class MediaTrack:
     def close(self) -> None:
         for layer in self.layers:
             layer.close()
-
-
-class DownTrack:
-    """One subscriber m-line: rewrites and sends whatever source is attached to it."""
-
-    def __init__(self, kind: str, ssrc: int, sink: PacketSink) -> None:
-        self.kind = kind
-        self.ssrc = ssrc
-        self.sink = sink
-        self.payload_type = 0
-        self.clock_rate = 90000 if kind == "video" else 48000
-        self.ext_ids = rtp.ExtensionIds()
-        self.cname = ""
-        self.rtx: tuple[int, int] | None = None  # (payload type, SSRC) of its RTX stream
-        self._rtx_seq = random.randint(0, 0xFFFF)
-        self.source: SourceTrack | None = None
-        self._pending: SourceTrack | None = None  # the layer it moves to at its next keyframe
-        self.active = False  # the subscriber has applied the SDP that carries this m-line
-        self.paused = False  # video held back: the subscriber's link cannot carry it
-        self.waiting_keyframe = True
-        # rewriting state, continuous across sources
-        self._seq_offset = 0
-        self._ts_offset = 0
-        self._first_src_seq = 0
-        self._last_out_seq = random.randint(0, 0x7FFF)
-        self._last_out_ts = random.getrandbits(32)
-        self._last_out_time: float | None = None
-        self.started = False
-        self.packets = 0
-        self.octets = 0
-        self.retransmissions = 0
-        #: NACKed packets it had been sent since it last started (on this layer, or since the
-        #: last resume): lost on its downlink as it is now. A NACK for a packet from before
-        #: (often late: a round trip, and the receiver's next gap) is answered but not
-        #: counted: that loss was of a bigger layer, already left
-        self.nacks_answered = 0
-        self._run_start = 0  # the first sequence number it sent since it last started
-        self._answered: set[int] = set()  # the recently answered ones (a NACK may repeat)
-        #: what went out under each sequence number (video): None for a padding filler
-        self._sent: list[tuple[int, int, Template | None] | None] = [None] * SENT_HISTORY
-        self.remb: tuple[float, float] | None = None  # (bit/s, when): this stream's REMB share
-        self.keyframe_requests = 0
-
-    def configure(self, payload_type: int, clock_rate: int, ext_ids: rtp.ExtensionIds,
-                  cname: str, rtx: tuple[int, int] | None = None) -> None:
-        self.payload_type = payload_type
-        self.clock_rate = clock_rate
-        self.ext_ids = ext_ids
-        self.cname = cname
-        self.rtx = rtx
-
-    def attach(self, source: SourceTrack) -> None:
-        self.detach()
-        self.source = source
-        self.waiting_keyframe = source.is_video
-        self.started = False
-        source.add(self)
-
-    def detach(self) -> None:
-        self._cancel_switch()
-        if self.source is not None:
-            self.source.remove(self)
-            self.source = None
-        self.started = False
-
-    @property
-    def target(self) -> SourceTrack | None:
-        """The layer this subscriber is on, or moving to."""
-        return self._pending or self.source
-
-    def switch(self, layer: SourceTrack) -> None:
-        """Move to another layer of the same track at that layer's next keyframe; until then
-        the current layer keeps flowing (no freeze while waiting)."""
-        if layer is self.target:
-            return
-        self._cancel_switch()
-        if self.source is None or not self.started or self.paused:
-            self.attach(layer)
-            return
-        self._pending = layer
-        layer.candidates.append(self)
-        layer.request_keyframe()
-
-    def take_over(self, layer: SourceTrack) -> None:
-        """The new layer's keyframe is here: leave the old layer, start on this one."""
-        self._pending = None
-        if self.source is not None:
-            self.source.remove(self)
-        self.source = layer
-        layer.down_tracks.append(self)
-        self.started = False
-        self.waiting_keyframe = True
-
-    def _cancel_switch(self) -> None:
-        if self._pending is not None:
-            if self in self._pending.candidates:
-                self._pending.candidates.remove(self)
-            self._pending = None
-
-    def pause(self) -> None:
-        self._cancel_switch()
-        self.paused = True
-
-    def resume(self) -> None:
-        """Video again, from a keyframe, continuing this m-line's numbering."""
-        self.paused = False
-        self.rebase()
-        if self.source is not None:
-            self.source.request_keyframe()
-
-    def plug_holes(self, src_seqs: list[int]) -> bool:
-        """Send a padding-only packet for each lost source packet this subscriber has already
-        passed: receivers' jitter buffers wait at a hole, but not at a damaged frame. The
-        filler carries the timestamp of the frame the lost packet belonged to, so it joins
-        that frame (an empty frame of its own would end the receiver's decoder stream).
-        True if it passed any (its picture is damaged from there)."""
-        if not self.started or self.source is None:
-            return False
-        plugged = False
-        for src_seq in src_seqs:
-            if (src_seq - self._first_src_seq) & 0xFFFF >= 0x8000:
-                continue
-            seq = (src_seq + self._seq_offset) & 0xFFFF
-            if ((self._last_out_seq - seq) & 0xFFFF) >= 0x8000:
-                continue  # not passed yet
-            plugged = True
-            if not self.active:
-                continue
-            src_ts = self.source.frame_timestamp_of(src_seq)
-            ts = (self._last_out_ts if src_ts is None
-                  else (src_ts + self._ts_offset) & 0xFFFFFFFF)
-            self._sent[seq & (SENT_HISTORY - 1)] = (seq, ts, None)
-            self._send_filler(seq, ts)
-        return plugged
-
-    def _send_filler(self, seq: int, ts: int) -> None:
-        """A padding-only packet under ``seq``: it closes a hole in the receiver's buffer."""
-        self.sink.send_rtp(rtp.stamp(rtp.PADDING_ONLY, self.payload_type, seq, ts, self.ssrc))
-
-    def skip(self) -> None:
-        """The source's next packet is not forwarded: keep this m-line's numbering gapless."""
-        if self.started:
-            self._seq_offset = (self._seq_offset - 1) & 0xFFFF
-
-    def rebase(self) -> None:
-        """The source's numbering restarted: start again at its next keyframe (video) or
-        packet (audio), continuing this m-line's sequence numbers and timestamps."""
-        self.started = False
-        self.waiting_keyframe = self.source is not None and self.source.is_video
-
-    # ---- the hot path ------------------------------------------------------------------
-    def forward(self, template: Template, key_start: bool) -> bool:
-        """Send one packet; False while this subscriber still waits for a keyframe."""
-        if not self.active or self.paused:
-            return True
-        if not self.started:
-            if self.waiting_keyframe and not key_start:
-                return False
-            self._start(template)
-        elif (template.seq - self._first_src_seq) & 0xFFFF >= 0x8000:
-            return True  # older than where this subscriber started
-        seq = (template.seq + self._seq_offset) & 0xFFFF
-        ts = (template.timestamp + self._ts_offset) & 0xFFFFFFFF
-        if ((seq - self._last_out_seq) & 0xFFFF) < 0x8000:
-            self._last_out_seq = seq
-            self._last_out_ts = ts
-            self._last_out_time = time.monotonic()
-            if (template.seq - self._first_src_seq) & 0xFFFF > 0x4000:
-                # a long stream: keep the start trailing the newest packet, or the sequence
-                # numbers would wrap past it and 32768 packets in a row would look older
-                self._first_src_seq = (template.seq - 0x4000) & 0xFFFF
-        block = template.for_ids(self.ext_ids)
-        data = rtp.stamp(block, (template.marker << 7) | self.payload_type, seq, ts, self.ssrc)
-        if self.kind != "video":
-            self.sink.send_rtp(data)
-        else:
-            self._sent[seq & (SENT_HISTORY - 1)] = (seq, ts, template)
-            if template.marker:
-                self.sink.send_rtp(data)
-            else:
-                self.sink.queue_rtp(data)
-        self.packets += 1
-        self.octets += len(template.payload)
-        return True
-
-    def _start(self, template: Template) -> None:
-        """Continue this m-line's sequence and timestamp from where it stopped."""
-        self.waiting_keyframe = False
-        self.started = True
-        self._first_src_seq = template.seq
-        self._seq_offset = (self._last_out_seq + 1 - template.seq) & 0xFFFF
-        self._run_start = (self._last_out_seq + 1) & 0xFFFF
-        elapsed = 0.0 if self._last_out_time is None else time.monotonic() - self._last_out_time
-        step = max(1, int(elapsed * self.clock_rate))
-        self._ts_offset = (self._last_out_ts + step - template.timestamp) & 0xFFFFFFFF
-
-    def resend(self, seq: int, ts: int, template: Template | None) -> None:
-        """Send again what went out as ``seq`` (``template`` None: a padding filler)."""
-        if template is None:
-            self._send_filler(seq, ts)
-            self.retransmissions += 1
-            return
-        if self.rtx is None:
-            block = template.for_ids(self.ext_ids)
-            self.sink.send_rtp(rtp.stamp(block, (template.marker << 7) | self.payload_type,
-                                         seq, ts, self.ssrc))
-        else:  # RFC 4588: its own SSRC and numbering, the original sequence number first
-            rtx_pt, rtx_ssrc = self.rtx
-            ext = rtp.build_extension_block(self.ext_ids, template.audio_level,
-                                            template.abs_send_time)
-            block = rtp.build_packet(ext, seq.to_bytes(2, "big") + template.payload)
-            self.sink.send_rtp(rtp.stamp(block, (template.marker << 7) | rtx_pt,
-                                         self._rtx_seq, ts, rtx_ssrc))
-            self._rtx_seq = (self._rtx_seq + 1) & 0xFFFF
-        self.retransmissions += 1
-
-    # ---- RTCP from the subscriber ---------------------------------------------------------
-    def on_nack(self, lost: list[int]) -> None:
-        if self.source is None:
-            return
-        for out_seq in lost:
-            sent = self._sent[out_seq & (SENT_HISTORY - 1)]
-            if sent is not None and sent[0] == out_seq:
-                if self.paused:
-                    # a hole left before the pause would stall the receiver's jitter buffer
-                    # after the resume (aiortc's waits for 512 packets); the resume starts
-                    # at a keyframe, so a filler closes it without loading the weak link
-                    self.resend(sent[0], sent[1], None)
-                else:
-                    self.resend(*sent)
-                this_run = ((out_seq - self._run_start) & 0xFFFF) < 0x8000
-                if this_run and out_seq not in self._answered:
-                    self.nacks_answered += 1
-                    if len(self._answered) > 512:
-                        self._answered.clear()
-                    self._answered.add(out_seq)
-            elif self.started:
-                # never sent: a gap in what the current source gave this subscriber?
-                src_seq = (out_seq - self._seq_offset) & 0xFFFF
-                if ((src_seq - self._first_src_seq) & 0xFFFF < 0x8000
-                        and ((self._last_out_seq - out_seq) & 0xFFFF) < 0x8000):
-                    self.source.nack_if_missing(src_seq)
-
-    def on_keyframe_request(self) -> None:
-        self.keyframe_requests += 1
-        if self.source is not None and not self.paused:
-            self.source.request_keyframe()
-
-    def send_sender_report(self, ntp: int, src_rtp_ts: int) -> None:
-        if not self.started or not self.active:
-            return
-        packets: list[Any] = [
-            RtcpSrPacket(
-                ssrc=self.ssrc,
-                sender_info=RtcpSenderInfo(
-                    ntp_timestamp=ntp,
-                    rtp_timestamp=(src_rtp_ts + self._ts_offset) & 0xFFFFFFFF,
-                    packet_count=self.packets & 0xFFFFFFFF,
-                    octet_count=self.octets & 0xFFFFFFFF,
-                ),
-            )
-        ]
-        if self.cname:
-            packets.append(RtcpSdesPacket(chunks=[
-                RtcpSourceInfo(ssrc=self.ssrc, items=[(1, self.cname.encode())])]))
-        self.sink.send_rtcp(b"".join(bytes(p) for p in packets))

@@ -1,0 +1,204 @@
+"""A client's publish connection: the client offers, the SFU answers receive-only and hands
+every packet to a SourceTrack (media/source.py), with aiortc's decoders bypassed.
+
+aiortc hooks used here (aiortc is pinned to 1.16.*; tests/test_aiortc_hooks.py fails if one
+stops working): ``RTCRtpReceiver._handle_rtp_packet`` / ``_handle_rtcp_packet`` are wrapped
+per instance (packets go to a SourceTrack first; aiortc still keeps its receiver statistics,
+NACK generation and REMB), and the receiver's jitter buffer is replaced by one that never
+yields a frame, so nothing reaches a decoder. A simulcast m-line's packets are told apart by
+SSRC, learnt from the rtp-stream-id header extension; its receiver's NACK generator (which
+follows one sequence) is switched off and the layers NACK upstream themselves. The
+``arrival_time_ms`` handed on is the kernel's receive time of the datagram (media/rxstamps.py:
+the ICE connection's ``_protocols`` sockets are read with ``SO_TIMESTAMPNS``).
+
+The subscribe side is media/subscriber.py (negotiation, adaptation) and media/sendpath.py (how
+its packets leave).
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCSessionDescription
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+from aiortc.rtp import RtcpSrPacket, RtpPacket
+
+from media import rtp
+from media.background import spawn
+from media.ice import IcePolicy
+from media.impairment import Impairment
+from media.rxstamps import ArrivalStamps
+from media.sdp import SdpError, is_rtx, parse_sdp
+from media.simulcast import SimulcastError, accept_in_answer, offered_rids
+from media.source import MediaTrack, SourceTrack
+
+
+class _NullJitterBuffer:
+    """Stands in for aiortc's jitter buffer on publisher receivers: no frames, so no decoding."""
+
+    def add(self, packet: RtpPacket) -> tuple[bool, None]:
+        return False, None
+
+
+@dataclass
+class PublishedTrack:
+    mid: str
+    kind: str
+    track_id: str
+
+
+class PublisherPeer:
+    """A client's publish connection: the client offers, we answer receive-only."""
+
+    def __init__(self, policy: IcePolicy, video_codec: str, pli_throttle_s: float,
+                 impairment: Impairment | None = None) -> None:
+        self._policy = policy
+        self._impairment = impairment
+        self._video_mime = "video/" + video_codec.lower()
+        self._pli_throttle_s = pli_throttle_s
+        self.pc = RTCPeerConnection(policy.configuration())
+        self.tracks: dict[str, MediaTrack] = {}
+        self.closed = False
+        self._stamps = ArrivalStamps()
+
+    async def answer(self, offer_sdp: str, tracks: list[PublishedTrack]) -> str:
+        """Apply the client's offer and return our answer; SdpError if it is unusable."""
+        parsed = parse_sdp(offer_sdp)
+        by_mid = {t.mid: t for t in tracks}
+        offered = {m.rtp.muxId: m.kind for m in parsed.media if m.kind in ("audio", "video")}
+        for mid, kind in offered.items():
+            if mid not in by_mid:
+                raise SdpError(f"m-line with mid {mid!r} is not listed in tracks")
+            if by_mid[mid].kind != kind:
+                raise SdpError(f"mid {mid!r} is {kind} in the SDP, {by_mid[mid].kind} in tracks")
+        missing = sorted(set(by_mid) - set(offered))
+        if missing:
+            raise SdpError(f"tracks list mid(s) {', '.join(missing)} that the SDP does not carry")
+        try:
+            simulcast = offered_rids(offer_sdp)
+        except SimulcastError as exc:
+            raise SdpError(str(exc)) from exc
+        for mid in simulcast:
+            if offered.get(mid) != "video":
+                raise SdpError(f"mid {mid!r}: simulcast is for video m-lines only")
+        rid_ext = {m.rtp.muxId: next((e for e in m.rtp.headerExtensions
+                                      if e.uri == rtp.URI_RTP_STREAM_ID), None)
+                   for m in parsed.media}
+        try:
+            await self.pc.setRemoteDescription(
+                RTCSessionDescription(self._policy.clean_remote_sdp(offer_sdp), "offer"))
+        except Exception as exc:
+            raise SdpError(f"offer refused: {exc}") from exc
+        for transceiver in self.pc.getTransceivers():
+            track = by_mid.get(transceiver.mid or "")
+            if track is None:
+                continue
+            transceiver.direction = "recvonly"
+            rids = simulcast.get(track.mid, [])
+            # no RTX with simulcast: retransmissions then come on each layer's own SSRC
+            codecs = self._pin_codecs(transceiver.kind, transceiver._codecs, rtx=not rids)
+            transceiver._codecs = codecs
+            if rids:
+                ext = rid_ext.get(track.mid)
+                if ext is None:
+                    raise SdpError(f"mid {track.mid!r}: simulcast without the "
+                                   f"{rtp.URI_RTP_STREAM_ID} header extension")
+                transceiver._headerExtensions = [*transceiver._headerExtensions, ext]
+            self._hook_receiver(transceiver.receiver, track, codecs, rids)
+        answer = await self.pc.createAnswer()
+        await self.pc.setLocalDescription(answer)  # gathers: the ICE sockets exist from here
+        self._stamps.attach_connection(self.pc)
+        return accept_in_answer(self._policy.rewrite_local_sdp(self.pc.localDescription.sdp),
+                                simulcast)
+
+    def _pin_codecs(self, kind: str, codecs: list[RTCRtpCodecParameters], rtx: bool = True
+                    ) -> list[RTCRtpCodecParameters]:
+        """Keep the room's codec (and its RTX) only: the SFU cannot transcode."""
+        wanted = "audio/opus" if kind == "audio" else self._video_mime
+        main = [c for c in codecs if c.mimeType.lower() == wanted]
+        if not main:
+            raise SdpError(f"the offer has no {wanted} for its {kind} track; "
+                           f"this room uses {wanted}")
+        main = main[:1]
+        if not rtx:
+            return main
+        rtx_codecs = [c for c in codecs
+                      if is_rtx(c) and c.parameters.get("apt") == main[0].payloadType]
+        return main + rtx_codecs[:1]
+
+    def _hook_receiver(self, receiver: RTCRtpReceiver, track: PublishedTrack,
+                       codecs: list[RTCRtpCodecParameters], rids: list[str]) -> None:
+        main = codecs[0]
+        rtx_pt = codecs[1].payloadType if len(codecs) > 1 else None
+
+        def send_pli(ssrc: int) -> None:
+            spawn(receiver._send_rtcp_pli(ssrc))
+
+        def send_nack(ssrc: int, lost: list[int]) -> None:
+            spawn(receiver._send_rtcp_nack(ssrc, lost))
+
+        layers = [SourceTrack(track.track_id, track.kind, main.mimeType, main.clockRate,
+                              send_pli, send_nack, self._pli_throttle_s, rid=rid,
+                              nack_upstream=True)
+                  for rid in rids]
+        source = SourceTrack(track.track_id, track.kind, main.mimeType, main.clockRate,
+                             send_pli, send_nack, self._pli_throttle_s)
+        self.tracks[track.track_id] = MediaTrack(track.track_id, track.kind, layers or [source])
+        layer_by_rid = {layer.rid: layer for layer in layers}
+        layer_by_ssrc: dict[int, SourceTrack] = {}
+        if layers:
+            receiver._RTCRtpReceiver__nack_generator = None  # type: ignore[attr-defined]
+        receiver._RTCRtpReceiver__jitter_buffer = _NullJitterBuffer()  # type: ignore[attr-defined]
+        handle_rtp = receiver._handle_rtp_packet
+        handle_rtcp = receiver._handle_rtcp_packet
+        main_pt = main.payloadType
+
+        impairment = self._impairment
+
+        async def on_rtp(packet: RtpPacket, arrival_time_ms: int) -> None:
+            pt = packet.payload_type
+            ext = packet.extensions
+            if impairment is not None and impairment.drops(
+                    track.kind, packet.sequence_number if pt == main_pt
+                    else struct.unpack_from("!H", packet.payload)[0] if len(packet.payload) > 1
+                    else -1):
+                return
+            if pt == main_pt:
+                target = source
+                if layers:
+                    layer = layer_by_ssrc.get(packet.ssrc)
+                    if layer is None:
+                        layer = layer_by_rid.get(ext.rtp_stream_id)
+                        if layer is None:
+                            return  # a stream we cannot place (yet): not forwarded
+                        layer_by_ssrc[packet.ssrc] = layer
+                    target = layer
+                target.on_packet(packet.ssrc, packet.sequence_number, packet.timestamp,
+                                 packet.marker, packet.payload, packet.padding_size,
+                                 ext.audio_level, ext.abs_send_time)
+            elif pt == rtx_pt and len(packet.payload) > 2 and source.ssrc is not None:
+                (seq,) = struct.unpack_from("!H", packet.payload)
+                source.on_packet(source.ssrc, seq, packet.timestamp, packet.marker,
+                                 packet.payload[2:], 0, ext.audio_level, ext.abs_send_time)
+            await handle_rtp(packet, arrival_time_ms)
+
+        async def on_rtcp(packet: Any) -> None:
+            if isinstance(packet, RtcpSrPacket):
+                target = layer_by_ssrc.get(packet.ssrc, source) if layers else source
+                target.on_sender_report(packet.sender_info.ntp_timestamp,
+                                        packet.sender_info.rtp_timestamp)
+            await handle_rtcp(packet)
+
+        receiver._handle_rtp_packet = on_rtp  # type: ignore[method-assign]
+        self._stamps.stamp_receiver(receiver)  # in front: arrival_time_ms is the kernel's
+        receiver._handle_rtcp_packet = on_rtcp  # type: ignore[method-assign]
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        for track in self.tracks.values():
+            track.close()
+        await self.pc.close()
