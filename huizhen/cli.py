@@ -4,7 +4,8 @@ Commands that talk to a running service (``room create``, ``token create``, ``de
 REST API with a short-lived API token signed by the configured key (in dev mode, the key in
 ``<data_dir>/dev-credentials.json``), or ``--api-key`` / ``--api-secret`` /
 ``HUIZHEN_API_KEY`` / ``HUIZHEN_API_SECRET`` for a remote service (huizhen/remote.py).
-``huizhen loadtest`` is the load tester's own package (loadtest/).
+``huizhen loadtest`` is the load tester's own package (loadtest/); ``huizhen recording`` works
+on the database and recording storage directly (recording/cli.py).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from huizhen.config import ConfigError, generate_secret
 from huizhen.logs import setup_logging
 from huizhen.remote import EXIT_FAILED, EXIT_USAGE, Api, CliError, load_cli_settings
 from loadtest.cli import add_parser as add_loadtest_parser
+from recording.cli import add_parser as add_recording_parser
 
 
 # ---- REST ------------------------------------------------------------------------------------
@@ -216,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     join.set_defaults(func=cmd_join, is_async=True)
 
     add_loadtest_parser(sub)  # huizhen loadtest …
+    add_recording_parser(sub)  # huizhen recording …
 
     key = sub.add_parser("key", help="API keys").add_subparsers(dest="key_cmd", required=True)
     gen = key.add_parser("generate", help="print a new API key and secret")

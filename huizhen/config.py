@@ -8,16 +8,26 @@ Validation happens once, at start; an error names the option and what is wrong w
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import json
 import os
+import re
 import secrets
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlparse
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 #: The development API key. In dev mode with no key configured, the service makes one with a
@@ -90,8 +100,111 @@ class RedisConfig(BaseModel):
         return value
 
 
+#: Smallest multipart part S3 accepts (every part but the last).
+S3_MIN_PART_MB = 5
+ENCRYPTION_KEY_ID = r"^[A-Za-z0-9._-]{1,64}$"
+ENCRYPTION_KEYS_ENV = "HUIZHEN_RECORDING__ENCRYPTION__KEYS"
+
+
+class S3Config(BaseModel):
+    """An S3-compatible bucket (AWS S3, MinIO, Ceph RGW, a cloud OSS with an S3 endpoint)."""
+
+    endpoint_url: str = ""
+    region: str = "us-east-1"
+    bucket: str = ""
+    prefix: str = ""
+    access_key_id: str = ""
+    secret_access_key: SecretStr = SecretStr("")
+    addressing_style: Literal["path", "virtual", "auto"] = "path"
+    part_size_mb: int = Field(8, ge=S3_MIN_PART_MB, le=5 * 1024)
+    verify_tls: bool = True
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _endpoint(cls, value: str) -> str:
+        if value:
+            parsed = urlparse(value)
+            if parsed.scheme not in ("http", "https") or not parsed.netloc:
+                raise ValueError("must be an http(s) URL such as https://minio.hospital.internal")
+        return value.rstrip("/")
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        value = value.strip("/")
+        if ".." in value.split("/"):
+            raise ValueError("must not contain '..'")
+        return value
+
+
+class StorageConfig(BaseModel):
+    backend: Literal["local", "s3"] = "local"
+    s3: S3Config = S3Config()
+
+    @model_validator(mode="after")
+    def _bucket(self) -> StorageConfig:
+        if self.backend == "s3" and not self.s3.bucket:
+            raise ValueError("backend s3 needs s3.bucket (HUIZHEN_RECORDING__STORAGE__S3__BUCKET)")
+        return self
+
+
+class UploadConfig(BaseModel):
+    attempts: int = Field(8, ge=1, le=100)
+    backoff_s: float = Field(2.0, ge=0)
+    max_backoff_s: float = Field(120.0, ge=0)
+    keep_local: bool = False
+
+
+class EncryptionConfig(BaseModel):
+    """Keys as base64 of 32 random bytes, by key id; ``active_key`` encrypts new files."""
+
+    keys: dict[str, SecretStr] = {}
+    active_key: str = ""
+
+    @field_validator("keys")
+    @classmethod
+    def _keys(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        for key_id, key in value.items():
+            if not re.match(ENCRYPTION_KEY_ID, key_id):
+                raise ValueError(f"key id {key_id!r}: use 1-64 characters of A-Z a-z 0-9 . _ -")
+            if len(_decode_key(key.get_secret_value())) != 32:
+                raise ValueError(
+                    f"key {key_id!r} must be base64 of exactly 32 random bytes (AES-256); "
+                    "generate one with: python -c 'import os,base64;"
+                    "print(base64.b64encode(os.urandom(32)).decode())'")
+        return value
+
+    @model_validator(mode="after")
+    def _active(self) -> EncryptionConfig:
+        if self.active_key and self.active_key not in self.keys:
+            raise ValueError(f"active_key {self.active_key!r} is not one of the key ids in keys "
+                             f"(set them in {ENCRYPTION_KEYS_ENV})")
+        if self.keys and not self.active_key:
+            raise ValueError("keys are set but active_key is empty: name the key id that "
+                             "encrypts new recordings")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.active_key)
+
+    def key_bytes(self) -> dict[str, bytes]:
+        return {k: _decode_key(v.get_secret_value()) for k, v in self.keys.items()}
+
+
+def _decode_key(text: str) -> bytes:
+    try:
+        return base64.b64decode(text.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        return b""
+
+
 class RecordingConfig(BaseModel):
     folder: Path | None = None
+    workers: int = Field(1, ge=0, le=16)
+    storage: StorageConfig = StorageConfig()
+    upload: UploadConfig = UploadConfig()
+    encryption: EncryptionConfig = EncryptionConfig()
 
 
 class TurnServer(BaseModel):
@@ -214,6 +327,21 @@ class Settings(BaseSettings):
         scheme = "https" if self.server.tls.enabled else "http"
         return f"{scheme}://{self.server.host}:{self.server.port}"
 
+    def handover(self) -> dict[str, Any]:
+        """Every option as plain JSON values, secrets included: for a child process of the
+        service (its recording workers), passed in its environment, never written to disk."""
+        def reveal(value: Any) -> Any:
+            if isinstance(value, SecretStr):
+                return value.get_secret_value()
+            if isinstance(value, dict):
+                return {k: reveal(v) for k, v in value.items()}
+            if isinstance(value, list):
+                return [reveal(v) for v in value]
+            if isinstance(value, Path):
+                return str(value)
+            return value
+        return {k: reveal(v) for k, v in self.model_dump().items()}
+
     def secret_for(self, key: str) -> str | None:
         for item in self.auth.api_keys:
             if item.key == key:
@@ -255,13 +383,27 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
         elif Path("config.yaml").exists():
             path = Path("config.yaml")
     data = _read_yaml(path) if path is not None else {}
+    keys_in_file = _encryption_keys_in(data)
     data.update(overrides)
     try:
         settings = Settings(**data)
     except ValidationError as exc:
         raise ConfigError(_describe(exc)) from exc
     check_secure(settings)
+    if keys_in_file and settings.mode != "dev":
+        raise ConfigError(
+            f"recording.encryption.keys is written in {path}; outside dev mode encryption keys "
+            f"belong in the environment, never in a file that is copied or committed: move them "
+            f"to {ENCRYPTION_KEYS_ENV}='{{\"<key id>\": \"<base64 of 32 bytes>\"}}'"
+        )
     return settings
+
+
+def _encryption_keys_in(data: dict[str, Any]) -> bool:
+    """Whether a config file's own mapping holds recording encryption keys."""
+    recording = data.get("recording")
+    encryption = recording.get("encryption") if isinstance(recording, dict) else None
+    return isinstance(encryption, dict) and bool(encryption.get("keys"))
 
 
 def check_secure(settings: Settings) -> None:
@@ -288,6 +430,22 @@ def check_secure(settings: Settings) -> None:
         raise ConfigError(
             "server.tls.self_signed is for LAN testing in dev mode; production needs "
             "server.tls.cert_file/key_file, or TLS terminated by a proxy in front"
+        )
+    _check_recording_storage(settings.recording.storage)
+
+
+def _check_recording_storage(storage: StorageConfig) -> None:
+    """Outside dev mode an S3 backend needs explicit credentials: no silent fallback to
+    whatever the machine's AWS environment happens to hold."""
+    s3 = storage.s3
+    if storage.backend == "s3" and not (
+        s3.access_key_id and s3.secret_access_key.get_secret_value()
+    ):
+        raise ConfigError(
+            "recording.storage.backend is s3 but recording.storage.s3.access_key_id/"
+            "secret_access_key are empty; production mode needs them: set "
+            "HUIZHEN_RECORDING__STORAGE__S3__ACCESS_KEY_ID and "
+            "HUIZHEN_RECORDING__STORAGE__S3__SECRET_ACCESS_KEY"
         )
 
 

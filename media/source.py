@@ -13,6 +13,7 @@ its own SSRC, payload type, sequence number and timestamp into a copy and sends 
   that passed it get a padding packet in its place and restart at the next keyframe); a jump of
   more than ``MAX_TRACKED_GAP`` packets or a new SSRC restarts every DownTrack that way.
 * Publishers' sender reports go to every DownTrack, which translates them.
+* Taps (``PacketTap``: the recorder) get every packet and sender report first.
 * ``MediaTrack``: a published track as rooms and subscribers see it; a simulcast track has one
   SourceTrack per layer, and a DownTrack moves to another layer at that layer's next keyframe.
 * abs-send-time is stamped with the SFU's own clock, so a subscriber's REMB measures the
@@ -29,7 +30,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from media import rtp
 from media.bandwidth import PACKET_OVERHEAD
@@ -43,6 +44,16 @@ LOST_FOR_GOOD_S = 0.3  # an upstream video gap still open after this is given up
 MAX_TRACKED_GAP = 64  # a larger jump is a stream restart, not loss
 SILENCE_LEVEL = 120  # RFC 6464 level (-dBov) from which audio counts as silence
 SILENCE_HANGOVER = 10  # silent packets still forwarded (200 ms of Opus) before skipping
+
+
+class PacketTap(Protocol):
+    """Gets a source's packets as they arrive (retransmissions with their original sequence
+    number, in any order) and its sender reports; must be quick, it runs per packet."""
+
+    def on_rtp(self, source: SourceTrack, ssrc: int, seq: int, timestamp: int, marker: int,
+               payload: bytes) -> None: ...
+
+    def on_sender_report(self, source: SourceTrack, ntp: int, rtp_timestamp: int) -> None: ...
 
 
 @dataclass
@@ -112,6 +123,9 @@ class SourceTrack:
         self._pli_pending = False
         self.plis_sent = 0
         self.closed = False
+        #: who else gets every packet and sender report (recording/capture.py), before the
+        #: subscribers do
+        self.taps: list[PacketTap] = []
         # upstream loss: highest sequence number seen, and missing ones with their deadline
         self._max_seq: int | None = None
         self._gaps: dict[int, float] = {}
@@ -175,6 +189,8 @@ class SourceTrack:
                 self.request_keyframe()
         self.packets += 1
         self.bytes += len(payload)
+        for tap in self.taps:  # the recorder: every packet, silence and repairs included
+            tap.on_rtp(self, ssrc, seq, timestamp, marker, payload)
         late = self.is_video and self._track_gaps(seq)
         if audio_level is not None:
             self._loudness_sum += 127 - audio_level[1]
@@ -330,13 +346,23 @@ class SourceTrack:
         self.last_sr = (ntp, rtp_timestamp)
         for down in self.down_tracks:
             down.send_sender_report(ntp, rtp_timestamp)
+        for tap in self.taps:
+            tap.on_sender_report(self, ntp, rtp_timestamp)
 
     def nack_if_missing(self, src_seq: int) -> None:
         """A subscriber asked for a packet it was never sent: if the SFU never got it either,
         ask the publisher (again); when it comes, it is forwarded as a late packet."""
-        held = self.history[src_seq % HISTORY_SIZE]
-        if (held is None or held.seq != src_seq) and self.ssrc is not None:
-            self._send_nack(self.ssrc, [src_seq])
+        self.nack_missing([src_seq])
+
+    def nack_missing(self, src_seqs: list[int]) -> None:
+        """Of these sequence numbers, NACK upstream (in one NACK) those the SFU never got."""
+        missing = []
+        for seq in src_seqs:
+            held = self.history[seq % HISTORY_SIZE]
+            if held is None or held.seq != seq:
+                missing.append(seq)
+        if missing and self.ssrc is not None:
+            self._send_nack(self.ssrc, missing)
 
     # ---- subscribers --------------------------------------------------------------------
     def add(self, down: DownTrack) -> None:

@@ -15,6 +15,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import (
     JSON,
+    Boolean,
     DateTime,
     Dialect,
     ForeignKey,
@@ -96,6 +97,7 @@ class RoomRow(Base):
     ended_at: Mapped[datetime | None]
     end_reason: Mapped[str | None] = mapped_column(Text)
     created_by: Mapped[str | None] = mapped_column(String(255))
+    auto_record: Mapped[bool | None] = mapped_column(Boolean)
 
     def to_record(self) -> RoomRecord:
         return RoomRecord(
@@ -110,6 +112,7 @@ class RoomRow(Base):
             ended_at=self.ended_at,
             end_reason=self.end_reason,
             created_by=self.created_by,
+            auto_record=self.auto_record,
         )
 
 
@@ -229,6 +232,11 @@ class Database:
     def engine(self) -> AsyncEngine:
         return self._engine
 
+    @property
+    def sessions(self) -> async_sessionmaker[Any]:
+        """The session factory, for other packages' tables on the same database."""
+        return self._sessions
+
     @classmethod
     async def open(cls, url: str) -> Database:
         """Connect, migrate to head and return a ready database."""
@@ -304,6 +312,7 @@ class Database:
                     ended_at=room.ended_at,
                     end_reason=room.end_reason,
                     created_by=room.created_by,
+                    auto_record=room.auto_record,
                 )
             )
 
@@ -327,7 +336,7 @@ class Database:
             .where(RoomRow.id == room_id, RoomRow.status != "ended")
             .values(status="ended", ended_at=at, end_reason=reason)
         )
-        return await self._update(stmt) == 1
+        return await self.run_update(stmt) == 1
 
     # participant sessions
 
@@ -354,7 +363,7 @@ class Database:
             .where(SessionRow.id == session_id, SessionRow.left_at.is_(None))
             .values(left_at=at, leave_reason=reason)
         )
-        await self._update(stmt)
+        await self.run_update(stmt)
 
     async def sessions_for_room(self, room_id: str) -> list[SessionRecord]:
         stmt = (
@@ -372,7 +381,7 @@ class Database:
             .where(SessionRow.left_at.is_(None))
             .values(left_at=at, leave_reason=reason)
         )
-        return await self._update(stmt)
+        return await self.run_update(stmt)
 
     # event log
 
@@ -403,7 +412,8 @@ class Database:
         async with self._sessions() as session:
             return [row.to_record() for row in await session.scalars(stmt)]
 
-    async def _update(self, stmt: Update) -> int:
+    async def run_update(self, stmt: Update) -> int:
+        """Execute an UPDATE; returns the number of rows it changed."""
         async with self._sessions.begin() as session:
             result = await session.execute(stmt, execution_options={"synchronize_session": False})
             return cast("CursorResult[Any]", result).rowcount

@@ -39,6 +39,8 @@ class RoomRecord:
     ended_at: datetime | None = None
     end_reason: str | None = None
     created_by: str | None = None
+    #: record by itself once the patient's recording consent exists; None: the kind decides
+    auto_record: bool | None = None
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)

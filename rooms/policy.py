@@ -40,6 +40,8 @@ class Grants:
     subscribe: bool = True
     send_data: bool = False
     moderate: bool = False
+    #: start, stop and pause the recording (moderators); with consent, or an override reason
+    record: bool = False
 
     def as_dict(self) -> dict[str, bool]:
         return asdict(self)
@@ -77,7 +79,7 @@ class Grants:
 _AV = Grants(publish_audio=True, publish_video=True, send_data=True)
 _AV_SCREEN = Grants(publish_audio=True, publish_video=True, publish_screen=True, send_data=True)
 _HOST = Grants(publish_audio=True, publish_video=True, publish_screen=True, send_data=True,
-               moderate=True)
+               moderate=True, record=True)
 _WATCH = Grants(send_data=True)
 
 
@@ -86,6 +88,9 @@ class RolePolicy:
     grants: Grants
     #: joins the lobby and waits to be admitted by a moderator (clinic patients)
     waits_in_lobby: bool = False
+    #: may give or refuse the recording consent in the client (the patient, or a guardian
+    #: for a child or an elderly patient)
+    gives_consent: bool = False
 
 
 @dataclass(frozen=True)
@@ -99,6 +104,9 @@ class KindPolicy:
     #: the layer its link and screen can take (not for small calls: it costs the publisher's
     #: uplink, often a patient's weak 4G)
     simulcast: bool = False
+    #: recording starts by itself once the patient's recording consent is recorded (a room
+    #: can say otherwise when it is created)
+    auto_record: bool = False
 
 
 POLICIES: dict[RoomKind, KindPolicy] = {
@@ -109,8 +117,8 @@ POLICIES: dict[RoomKind, KindPolicy] = {
             Role.DOCTOR: RolePolicy(_HOST),
             Role.NURSE: RolePolicy(_AV),
             Role.INTERPRETER: RolePolicy(_AV),
-            Role.PATIENT: RolePolicy(_AV, waits_in_lobby=True),
-            Role.GUARDIAN: RolePolicy(_AV, waits_in_lobby=True),
+            Role.PATIENT: RolePolicy(_AV, waits_in_lobby=True, gives_consent=True),
+            Role.GUARDIAN: RolePolicy(_AV, waits_in_lobby=True, gives_consent=True),
         },
         max_participants=6,
     ),
@@ -122,8 +130,8 @@ POLICIES: dict[RoomKind, KindPolicy] = {
             Role.SPECIALIST: RolePolicy(_AV_SCREEN),
             Role.NURSE: RolePolicy(_AV),
             Role.INTERPRETER: RolePolicy(_AV),
-            Role.PATIENT: RolePolicy(_AV),
-            Role.GUARDIAN: RolePolicy(_AV),
+            Role.PATIENT: RolePolicy(_AV, gives_consent=True),
+            Role.GUARDIAN: RolePolicy(_AV, gives_consent=True),
         },
         max_participants=8,
     ),
@@ -145,7 +153,7 @@ POLICIES: dict[RoomKind, KindPolicy] = {
             Role.PRESENTER: RolePolicy(_AV_SCREEN),
             Role.SPECIALIST: RolePolicy(_AV_SCREEN),
             Role.DOCTOR: RolePolicy(_AV_SCREEN),
-            Role.PATIENT: RolePolicy(_AV, waits_in_lobby=True),
+            Role.PATIENT: RolePolicy(_AV, waits_in_lobby=True, gives_consent=True),
             Role.VIEWER: RolePolicy(_WATCH),
         },
         max_participants=24,
@@ -161,6 +169,9 @@ POLICIES: dict[RoomKind, KindPolicy] = {
         },
         max_participants=1000,
         simulcast=True,
+        # a teaching broadcast is recorded for on-demand viewing once the operated patient's
+        # consent is entered (through the API, before the broadcast)
+        auto_record=True,
     ),
 }
 

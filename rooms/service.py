@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from media.background import spawn
 from media.publisher import PublisherPeer
 from media.sfu import PublishedTrack, SdpError, Sfu
+from media.source import MediaTrack
 from media.subscriber import SubscriberPeer
 from rooms.db import Database
 from rooms.models import (
@@ -53,6 +54,23 @@ class MessageSink(Protocol):
     async def send(self, message: dict[str, Any]) -> None: ...
 
     async def close(self, code: int, reason: str) -> None: ...
+
+
+class RoomObserver(Protocol):
+    """What other parts (recording) learn of the rooms, without rooms knowing them."""
+
+    async def joined_state(self, room_id: str) -> dict[str, Any]:
+        """Added to the ``room`` object of a joining participant's ``joined`` reply."""
+
+    async def participant_joined(self, member: Member) -> None: ...
+
+    def media_changed(self, room_id: str) -> None:
+        """The set of tracks the room hears changed (see :meth:`RoomService.audible_tracks`)."""
+
+    def active_speaker(self, room_id: str, participant_id: str) -> None: ...
+
+    async def room_ended(self, room_id: str) -> None:
+        """Called before the participants are disconnected."""
 
 
 @dataclass(frozen=True)
@@ -94,6 +112,17 @@ class RoomService:
         self._marks_restored: set[str] = set()
         self._speakers: dict[str, SpeakerDetector] = {}
         self._speaker_task: asyncio.Task[None] | None = None
+        self._observers: list[RoomObserver] = []
+
+    def add_observer(self, observer: RoomObserver) -> None:
+        self._observers.append(observer)
+
+    def _media_changed(self, room_id: str) -> None:
+        for observer in self._observers:
+            try:
+                observer.media_changed(room_id)
+            except Exception:  # an observer's trouble never stops the room
+                log.exception("room observer failed", extra={"room": room_id})
 
     # ---- life cycle ---------------------------------------------------------------------
     async def start(self) -> None:
@@ -122,11 +151,13 @@ class RoomService:
     async def create_room(self, kind: str, title: str, patient_ref: str | None = None,
                           scheduled_start: datetime | None = None,
                           scheduled_end: datetime | None = None,
-                          created_by: str | None = None) -> RoomRecord:
+                          created_by: str | None = None,
+                          auto_record: bool | None = None) -> RoomRecord:
         kind_policy(kind)  # PolicyError for an unknown kind
         room = RoomRecord(id=new_id("r"), kind=kind, title=title, created_at=utcnow(),
                           patient_ref=patient_ref, scheduled_start=scheduled_start,
-                          scheduled_end=scheduled_end, created_by=created_by)
+                          scheduled_end=scheduled_end, created_by=created_by,
+                          auto_record=auto_record)
         await self.db.create_room(room)
         await self._event(room.id, "room_created", None, {"kind": kind, "by": created_by})
         return room
@@ -149,6 +180,11 @@ class RoomService:
             raise RoomError("room_ended", f"room {room_id} has already ended")
         await self.db.end_room(room_id, utcnow(), reason)
         await self._event(room_id, "room_ended", None, {"reason": reason, "by": by})
+        for observer in self._observers:  # the recording is finished while media still flows
+            try:
+                await observer.room_ended(room_id)
+            except Exception:
+                log.exception("room observer failed", extra={"room": room_id})
         members = list(self.members.get(room_id, {}).values())
         for member in members:  # everyone hears it first, before anything else can fail
             await self._send(member, {"type": "room_ended", "reason": reason})
@@ -200,9 +236,12 @@ class RoomService:
             if info.state == ACTIVE:
                 self._start_media(member)
                 await self._tell_active_speaker(member)
+        room_info: dict[str, Any] = {"id": room.id, "kind": room.kind, "title": room.title,
+                                     "status": room.status, "recording": False}
+        for observer in self._observers:
+            room_info.update(await observer.joined_state(room_id))
         joined = {
-            "room": {"id": room.id, "kind": room.kind, "title": room.title,
-                     "status": room.status, "recording": False},
+            "room": room_info,
             "me": info.as_dict(),
             "participants": self._visible_to(member),
             "ice_servers": self.sfu.policy.client_ice_servers(),
@@ -211,6 +250,11 @@ class RoomService:
         }
         log.info("participant joined", extra={"room": room_id, "participant": info.id,
                                               "role": info.role})
+        for observer in self._observers:
+            try:
+                await observer.participant_joined(member)
+            except Exception:
+                log.exception("room observer failed", extra={"room": room_id})
         return member, joined
 
     async def leave(self, member: Member, reason: str) -> None:
@@ -228,6 +272,7 @@ class RoomService:
             self.members.pop(room_id, None)
         others = list(self.members.get(room_id, {}).values())
         self._stop_forwarding_from(member, others)
+        self._media_changed(room_id)  # before its tracks close: a recording ends them cleanly
         for peer in member.publishers:
             await self.sfu.close_publisher(peer)
         if member.subscriber is not None:
@@ -287,6 +332,7 @@ class RoomService:
                                                                "track": track.as_dict()})
                 for other in others:
                     self._subscribe(other, member, track)
+            self._media_changed(member.room_id)
         return {"sdp": answer,
                 "tracks": [{"mid": p.mid, "track_id": p.track_id} for p in published]}
 
@@ -298,6 +344,7 @@ class RoomService:
             for other in self.members.get(member.room_id, {}).values():
                 if other.subscriber is not None:
                     other.subscriber.unsubscribe(track_id)
+            self._media_changed(member.room_id)
             self.sfu.close_track(track_id)
             await self.store.remove_track(member.room_id, member.id, track_id)
             await self._event(member.room_id, "track_unpublished", member.id,
@@ -345,6 +392,7 @@ class RoomService:
                 kind = "participant_updated" if other.grants.moderate else "participant_joined"
                 await self._send(other, {"type": kind, "participant": participant})
             self._start_media(target)
+            self._media_changed(target.room_id)
 
     async def deny(self, moderator: Member, participant_id: str) -> None:
         await self._dismiss(moderator, participant_id, "denied")
@@ -386,6 +434,7 @@ class RoomService:
             else:
                 await self._set_state(target, ACTIVE)
                 self._start_media(target)
+            self._media_changed(target.room_id)
             await self._event(target.room_id, "participant_held" if held else
                               "participant_resumed", target.id, {"by": moderator.info.identity})
             await self._send(target, {"type": "held", "held": held})
@@ -454,6 +503,8 @@ class RoomService:
         detector = self._speakers.setdefault(room_id, SpeakerDetector())
         speaker = detector.tick(loudness)
         if speaker is not None:
+            for observer in self._observers:
+                observer.active_speaker(room_id, speaker)
             await self._broadcast([m for m in members if m.info.state == ACTIVE],
                                   {"type": "active_speaker", "participant_id": speaker})
 
@@ -465,6 +516,31 @@ class RoomService:
                 and detector.active != member.id:
             await self._send(member, {"type": "active_speaker",
                                       "participant_id": detector.active})
+
+    # ---- for the other parts (recording) ------------------------------------------------------
+    def members_of(self, room_id: str) -> list[Member]:
+        """Everyone connected to the room on this node (the lobby included)."""
+        return list(self.members.get(room_id, {}).values())
+
+    def audible_tracks(self, room_id: str) -> list[tuple[Member, TrackInfo, MediaTrack]]:
+        """The tracks the room hears and sees: those of active participants (not the lobby,
+        not someone on hold)."""
+        out = []
+        for member in self.members_of(room_id):
+            if member.info.state != ACTIVE:
+                continue
+            for track in member.info.tracks.values():
+                media = self.sfu.tracks.get(track.id)
+                if media is not None:
+                    out.append((member, track, media))
+        return out
+
+    async def send(self, member: Member, message: dict[str, Any]) -> None:
+        await self._send(member, message)
+
+    async def broadcast(self, room_id: str, message: dict[str, Any]) -> None:
+        """To everyone connected to the room, the lobby included."""
+        await self._broadcast(self.members_of(room_id), message)
 
     # ---- helpers -------------------------------------------------------------------------------
     async def _restore_marks(self, room_id: str) -> None:

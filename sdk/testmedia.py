@@ -46,6 +46,20 @@ def frame_tag(frame: av.VideoFrame) -> int | None:
     return best if best_d < 60 else None
 
 
+COUNTER_BITS = 12
+
+
+def read_counter(img: np.ndarray) -> int:
+    """The frame counter a PatternVideoTrack drew into this RGB picture (modulo 4096)."""
+    h = img.shape[0]
+    count = 0
+    for bit in range(COUNTER_BITS):
+        block = img[h - 36:h - 28, 24 + bit * 20:32 + bit * 20]
+        if float(block.mean()) < 50:
+            count |= 1 << bit
+    return count
+
+
 class PatternVideoTrack(MediaStreamTrack):
     kind = "video"
 
@@ -62,6 +76,22 @@ class PatternVideoTrack(MediaStreamTrack):
         rng = np.random.default_rng(tag)
         self._noise = rng.integers(0, 40, size=(height // 8, width // 8, 3), dtype=np.uint8)
 
+    def image(self, count: int) -> np.ndarray:
+        """Frame number ``count`` as RGB: the tag colour, a textured centre that scrolls, a
+        moving bar and the frame counter as black blocks (so a receiver can tell which frame
+        it got, and rebuild it to compare: ``read_counter``)."""
+        img = self._base.copy()
+        h, w = self.height, self.width
+        tile = np.kron(self._noise, np.ones((8, 8, 1), dtype=np.uint8))
+        cy0, cy1, cx0, cx1 = h // 4, 3 * h // 4, w // 4, 3 * w // 4
+        img[cy0:cy1, cx0:cx1] = np.roll(tile, count * 4, axis=1)[cy0:cy1, cx0:cx1]
+        x = (count * 8) % w
+        img[h // 4: 3 * h // 4, x:x + 12] = 255
+        for bit in range(COUNTER_BITS):
+            if count >> bit & 1:
+                img[h - 40:h - 24, 20 + bit * 20:36 + bit * 20] = 0
+        return img
+
     async def recv(self) -> av.VideoFrame:
         if self._start is None:
             self._start = time.monotonic()
@@ -69,17 +99,7 @@ class PatternVideoTrack(MediaStreamTrack):
         delay = due - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
-        img = self._base.copy()
-        h, w = self.height, self.width
-        # textured centre region, moving bar, frame counter blocks
-        tile = np.kron(self._noise, np.ones((8, 8, 1), dtype=np.uint8))
-        cy0, cy1, cx0, cx1 = h // 4, 3 * h // 4, w // 4, 3 * w // 4
-        img[cy0:cy1, cx0:cx1] = np.roll(tile, self._count * 4, axis=1)[cy0:cy1, cx0:cx1]
-        x = (self._count * 8) % w
-        img[h // 4: 3 * h // 4, x:x + 12] = 255
-        for bit in range(12):
-            if self._count >> bit & 1:
-                img[h - 40:h - 24, 20 + bit * 20:36 + bit * 20] = 0
+        img = self.image(self._count)
         frame = av.VideoFrame.from_ndarray(img, format="rgb24")
         frame.pts = int(self._count * VIDEO_CLOCK / self.fps)
         frame.time_base = fractions.Fraction(1, VIDEO_CLOCK)

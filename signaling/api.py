@@ -32,7 +32,8 @@ log = logging.getLogger("huizhen.api")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-_STATUS = {"room_not_found": 404, "room_ended": 409}
+_STATUS = {"room_not_found": 404, "room_ended": 409, "recording_not_found": 404,
+           "consent_required": 409, "recording_active": 409, "not_recording": 409}
 
 
 def error_response(status: int, code: str, message: str) -> web.Response:
@@ -71,7 +72,7 @@ class BadRequest(ValueError):
     pass
 
 
-async def _body(request: web.Request) -> dict[str, Any]:
+async def json_body(request: web.Request) -> dict[str, Any]:
     try:
         data = await request.json()
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -81,7 +82,7 @@ async def _body(request: web.Request) -> dict[str, Any]:
     return data
 
 
-def _text(data: dict[str, Any], name: str, required: bool = True, max_len: int = 200
+def text_field(data: dict[str, Any], name: str, required: bool = True, max_len: int = 200
           ) -> str | None:
     value = data.get(name)
     if value is None:
@@ -107,22 +108,26 @@ def _when(data: dict[str, Any], name: str) -> datetime | None:
     return parsed
 
 
-def _service(request: web.Request) -> RoomService:
+def rooms_of(request: web.Request) -> RoomService:
     service: RoomService = request.app[ROOMS]
     return service
 
 
 async def create_room(request: web.Request) -> web.Response:
-    data = await _body(request)
-    kind = _text(data, "kind") or ""
+    data = await json_body(request)
+    kind = text_field(data, "kind") or ""
     kind_policy(kind)
     start, end = _when(data, "scheduled_start"), _when(data, "scheduled_end")
     if start and end and end <= start:
         raise BadRequest("scheduled_end must be after scheduled_start")
-    room = await _service(request).create_room(
-        kind=kind, title=_text(data, "title") or "", patient_ref=_text(data, "patient_ref",
-                                                                        required=False),
-        scheduled_start=start, scheduled_end=end, created_by=request[API_KEY])
+    auto_record = data.get("auto_record")
+    if auto_record is not None and not isinstance(auto_record, bool):
+        raise BadRequest("auto_record must be true, false or absent (the room kind decides)")
+    room = await rooms_of(request).create_room(
+        kind=kind, title=text_field(data, "title") or "",
+        patient_ref=text_field(data, "patient_ref", required=False),
+        scheduled_start=start, scheduled_end=end, created_by=request[API_KEY],
+        auto_record=auto_record)
     return web.json_response(room.as_dict(), status=201)
 
 
@@ -130,23 +135,23 @@ async def list_rooms(request: web.Request) -> web.Response:
     status = request.query.get("status")
     if status not in (None, "open", "ended"):
         raise BadRequest("status must be open or ended")
-    rooms = await _service(request).db.list_rooms(status=status)
+    rooms = await rooms_of(request).db.list_rooms(status=status)
     return web.json_response({"rooms": [r.as_dict() for r in rooms]})
 
 
 async def get_room(request: web.Request) -> web.Response:
-    return web.json_response(await _service(request).room_state(request.match_info["room_id"]))
+    return web.json_response(await rooms_of(request).room_state(request.match_info["room_id"]))
 
 
 async def room_sessions(request: web.Request) -> web.Response:
-    service = _service(request)
+    service = rooms_of(request)
     room = await service.get_room(request.match_info["room_id"])
     sessions = await service.db.sessions_for_room(room.id)
     return web.json_response({"sessions": [s.as_dict() for s in sessions]})
 
 
 async def room_events(request: web.Request) -> web.Response:
-    service = _service(request)
+    service = rooms_of(request)
     room = await service.get_room(request.match_info["room_id"])
     try:
         after = int(request.query.get("after", "0"))
@@ -158,11 +163,11 @@ async def room_events(request: web.Request) -> web.Response:
 
 async def create_token(request: web.Request) -> web.Response:
     settings: Settings = request.app[SETTINGS]
-    service = _service(request)
+    service = rooms_of(request)
     room = await service.get_room(request.match_info["room_id"])
     if room.status != "open":
         raise RoomError("room_ended", "the room has ended; create a new one")
-    data = await _body(request)
+    data = await json_body(request)
     ttl = data.get("ttl_s", settings.auth.default_token_ttl_s)
     if not isinstance(ttl, int) or isinstance(ttl, bool) or not (
             0 < ttl <= settings.auth.max_token_ttl_s):
@@ -172,8 +177,8 @@ async def create_token(request: web.Request) -> web.Response:
     secret = settings.secret_for(key) or ""
     token, claims = mint_participant_token(
         api_key=key, secret=secret, audience=settings.auth.audience, room_id=room.id,
-        room_kind=room.kind, identity=_text(data, "identity", max_len=128) or "",
-        name=_text(data, "name") or "", role=_text(data, "role", max_len=32) or "",
+        room_kind=room.kind, identity=text_field(data, "identity", max_len=128) or "",
+        name=text_field(data, "name") or "", role=text_field(data, "role", max_len=32) or "",
         ttl_s=ttl)
     return web.json_response({
         "token": token,
@@ -190,9 +195,9 @@ def join_url(settings: Settings, room_id: str, token: str) -> str:
 
 
 async def end_room(request: web.Request) -> web.Response:
-    data = await _body(request) if request.can_read_body else {}
-    reason = _text(data, "reason", required=False) or "ended"
-    room = await _service(request).end_room(request.match_info["room_id"], reason,
+    data = await json_body(request) if request.can_read_body else {}
+    reason = text_field(data, "reason", required=False) or "ended"
+    room = await rooms_of(request).end_room(request.match_info["room_id"], reason,
                                              by=request[API_KEY])
     return web.json_response(room.as_dict())
 
@@ -207,10 +212,10 @@ async def precheck(request: web.Request) -> web.Response:
     except AuthError as exc:
         return error_response(401, exc.code, exc.message)
     try:
-        room = await _service(request).get_room(claims.room)
+        room = await rooms_of(request).get_room(claims.room)
         if room.status != "open":
             raise RoomError("room_ended", "this consultation has ended")
-        data = await _body(request)
+        data = await json_body(request)
         sdp = data.get("sdp")
         if not isinstance(sdp, str):
             raise BadRequest("field 'sdp' (the offer) is required")
@@ -228,7 +233,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    service = _service(request)
+    service = rooms_of(request)
     db_ok = await service.db.ping()
     body = {"status": "ready" if db_ok else "not_ready", "checks": {"database": db_ok}}
     return web.json_response(body, status=200 if db_ok else 503)

@@ -14,12 +14,15 @@ from huizhen.config import Settings
 from media.echo import EchoService
 from media.ice import IcePolicy, TurnServerSpec
 from media.sfu import Sfu
-from recording.storage import RecordingStorage
+from recording.db import RecordingDb
+from recording.service import RecordingService
+from recording.storage import open_storage
+from recording.worker import WorkerProcess
 from rooms.db import Database
 from rooms.service import RoomService
 from rooms.store import MemoryRoomStateStore
-from signaling import api
-from signaling.keys import ECHO, ROOMS, SETTINGS, SFU
+from signaling import api, recording_api
+from signaling.keys import ECHO, RECORDING, ROOMS, SETTINGS, SFU
 from signaling.tls import ssl_context
 from signaling.ws import websocket_handler
 
@@ -45,6 +48,7 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[api.api_errors], client_max_size=1024 * 1024)
     app[SETTINGS] = settings
     api.add_routes(app)
+    recording_api.add_routes(app)
     app.router.add_get("/ws/{room_id}", websocket_handler)
     static = static_folder()
 
@@ -63,7 +67,10 @@ def create_app(settings: Settings) -> web.Application:
 
 
 async def _stop_rooms(app: web.Application) -> None:
-    """Runs before aiohttp closes the sockets, so leaves are recorded as server_shutdown."""
+    """Runs before aiohttp closes the sockets, so leaves are recorded as server_shutdown
+    (recordings are stopped first: their files close while the media still flows)."""
+    if RECORDING in app:
+        await app[RECORDING].stop_service()
     if ROOMS in app:
         await app[ROOMS].stop()
 
@@ -72,20 +79,32 @@ async def _services(app: web.Application):  # type: ignore[no-untyped-def]
     settings: Settings = app[SETTINGS]
     policy = ice_policy(settings)
     policy.install()
-    storage = RecordingStorage(settings.recordings_folder)
-    storage.check()
+    storage = open_storage(settings)
+    try:
+        await storage.check()
+    finally:
+        await storage.close()  # checked here so a bad folder/bucket fails the start
     db = await Database.open(settings.database_url)
     sfu = Sfu(policy, settings.media.video_codec, settings.media.pli_throttle_ms / 1000)
     service = RoomService(db, MemoryRoomStateStore(), sfu)
     await service.start()
+    recordings = RecordingService(service, RecordingDb(db), settings.recordings_folder)
+    await recordings.start_service()
+    workers = [WorkerProcess(settings, i) for i in range(settings.recording.workers)]
+    for worker in workers:
+        await worker.start()
     app[ROOMS] = service
     app[SFU] = sfu
+    app[RECORDING] = recordings
     app[ECHO] = EchoService(policy)
     log.info("service ready", extra={"url": settings.base_url, "mode": settings.mode,
                                      "database": db.engine.url.render_as_string(
                                          hide_password=True)})
     yield
-    await service.stop()  # no-op after on_shutdown; covers a failed start
+    await recordings.stop_service()  # no-op after on_shutdown; covers a failed start
+    await service.stop()
+    for worker in workers:
+        await worker.stop()
     await app[ECHO].close()
     await db.close()
 

@@ -7,10 +7,12 @@ from aiohttp import web
 from huizhen.config import Settings
 from media.echo import EchoService
 from media.sfu import Sfu
+from recording.service import RecordingService
 from rooms.service import RoomService
 
 SETTINGS = web.AppKey("settings", Settings)
 ROOMS = web.AppKey("rooms", RoomService)
 SFU = web.AppKey("sfu", Sfu)
 ECHO = web.AppKey("echo", EchoService)
+RECORDING = web.AppKey("recording", RecordingService)
 API_KEY = web.RequestKey("api_key", str)

@@ -17,6 +17,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from huizhen.config import Settings
+from recording.service import RecordingService
 from rooms.policy import PolicyError
 from rooms.service import JoinRequest, Member, RoomError, RoomService
 from signaling.api import join_url
@@ -27,7 +28,7 @@ from signaling.auth import (
     mint_participant_token,
     verify_participant_token,
 )
-from signaling.keys import ROOMS, SETTINGS
+from signaling.keys import RECORDING, ROOMS, SETTINGS
 from signaling.protocol import PROTOCOL_VERSION, ProtocolError, parse_client_message
 
 log = logging.getLogger("huizhen.signaling")
@@ -72,10 +73,12 @@ class WsSink:
 
 
 class Connection:
-    def __init__(self, request: web.Request, settings: Settings, service: RoomService) -> None:
+    def __init__(self, request: web.Request, settings: Settings, service: RoomService,
+                 recording: RecordingService) -> None:
         self.request = request
         self.settings = settings
         self.service = service
+        self.recording = recording
         self.room_id = request.match_info["room_id"]
         self.ws = web.WebSocketResponse(
             heartbeat=settings.signaling.heartbeat_s,
@@ -178,6 +181,13 @@ class Connection:
         elif kind == "create_invite":
             invite = await self._invite(member, message)
             await self.sink.send({"type": "invite", "ref": ref, **invite})
+        elif kind == "recording":
+            await self.recording.control(member, message["action"],
+                                         message.get("override_reason"))
+        elif kind == "request_consent":
+            await self.recording.request_consent(member)
+        elif kind == "recording_consent":
+            await self.recording.answer_consent(member, message["granted"])
         elif kind == "end_room":
             await self.service.end_by(member, message.get("reason") or "ended by the host")
         elif kind == "leave":
@@ -259,5 +269,6 @@ class Connection:
 
 
 async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
-    connection = Connection(request, request.app[SETTINGS], request.app[ROOMS])
+    connection = Connection(request, request.app[SETTINGS], request.app[ROOMS],
+                            request.app[RECORDING])
     return await connection.run()

@@ -81,6 +81,8 @@ def make_settings(data_dir: Path, port: int | None = None, **overrides: Any) -> 
         "server": {"host": "127.0.0.1", "port": port or free_port()},
         "auth": {"api_keys": [key.model_dump()]},
         "logging": {"level": "WARNING", "format": "text"},
+        # tests run the recording worker themselves when they need it (recording.worker)
+        "recording": {"workers": 0},
     }
     for name, value in overrides.items():
         if isinstance(value, dict) and isinstance(base.get(name), dict):
@@ -199,6 +201,7 @@ class ServerProcess(HospitalSystem):
             "HUIZHEN_SERVER__PORT": str(self.port),
             "HUIZHEN_AUTH__API_KEYS": json.dumps([{"key": "test-key", "secret": self.secret}]),
             "HUIZHEN_LOGGING__LEVEL": "INFO",
+            "HUIZHEN_RECORDING__WORKERS": "0",
             "HUIZHEN_CONFIG": "/dev/null",
         })
         env.update(self.extra_env)

@@ -15,11 +15,11 @@ from rooms.policy import (
     role_policy,
 )
 
-# (publish_audio, publish_video, publish_screen, subscribe, send_data, moderate)
-HOST = (True, True, True, True, True, True)
-AV_SCREEN = (True, True, True, True, True, False)
-AV = (True, True, False, True, True, False)
-WATCH = (False, False, False, True, True, False)
+# (publish_audio, publish_video, publish_screen, subscribe, send_data, moderate, record)
+HOST = (True, True, True, True, True, True, True)
+AV_SCREEN = (True, True, True, True, True, False, False)
+AV = (True, True, False, True, True, False, False)
+WATCH = (False, False, False, True, True, False, False)
 
 #: the whole table, written out by hand: (kind, role) -> (grants, waits in the lobby)
 EXPECTED: dict[tuple[str, str], tuple[tuple[bool, ...], bool]] = {
@@ -63,7 +63,7 @@ NOT_ALLOWED = [(k, r) for k in ALL_KINDS for r in ALL_ROLES if (k, r) not in EXP
 
 def flags(grants: Grants) -> tuple[bool, ...]:
     return (grants.publish_audio, grants.publish_video, grants.publish_screen,
-            grants.subscribe, grants.send_data, grants.moderate)
+            grants.subscribe, grants.send_data, grants.moderate, grants.record)
 
 
 def test_the_table_covers_exactly_the_expected_kinds() -> None:
@@ -135,6 +135,24 @@ def test_lobby_flag(kind: str, role: str, waits: bool) -> None:
     assert role_policy(kind, role).waits_in_lobby is waits
 
 
+def test_only_moderators_record() -> None:
+    for kind, policy in POLICIES.items():
+        for role, role_policy_ in policy.roles.items():
+            assert role_policy_.grants.record == role_policy_.grants.moderate, (kind, role)
+
+
+def test_only_patients_and_guardians_give_recording_consent() -> None:
+    givers = {(k.value, r.value) for k, p in POLICIES.items() for r, rp in p.roles.items()
+              if rp.gives_consent}
+    assert givers == {("clinic", "patient"), ("clinic", "guardian"),
+                      ("joint_clinic", "patient"), ("joint_clinic", "guardian"),
+                      ("mdt", "patient")}
+
+
+def test_kinds_that_record_by_themselves_once_consent_exists() -> None:
+    assert {k.value for k, p in POLICIES.items() if p.auto_record} == {"broadcast"}
+
+
 def test_only_patients_and_guardians_ever_wait_in_the_lobby() -> None:
     waiting = {(k.value, r.value) for k, p in POLICIES.items() for r, rp in p.roles.items()
                if rp.waits_in_lobby}
@@ -197,10 +215,11 @@ def test_policy_error_is_a_value_error_with_a_code() -> None:
     (HOST, AV_SCREEN, False),
     (HOST, HOST, True),
     (AV, WATCH, False),
-    ((False, False, False, False, False, False), WATCH, True),
-    ((False, False, False, True, False, False), (False, False, False, False, False, False),
-     False),
-    ((False, False, False, False, False, True), AV_SCREEN, False),
+    ((False, False, False, False, False, False, False), WATCH, True),
+    ((False, False, False, True, False, False, False),
+     (False, False, False, False, False, False, False), False),
+    ((False, False, False, False, False, True, False), AV_SCREEN, False),
+    ((False, False, False, False, False, False, True), AV_SCREEN, False),
 ])
 def test_grants_within(mine: object, other: object, within: bool) -> None:
     def make(value: object) -> Grants:
@@ -208,7 +227,7 @@ def test_grants_within(mine: object, other: object, within: bool) -> None:
             return value
         assert isinstance(value, tuple)
         names = ("publish_audio", "publish_video", "publish_screen", "subscribe", "send_data",
-                 "moderate")
+                 "moderate", "record")
         return Grants(**dict(zip(names, value, strict=True)))
 
     assert make(mine).within(make(other)) is within

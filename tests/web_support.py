@@ -29,8 +29,9 @@ KEEP_SOCKETS = """
 })();
 """
 
-# Pretend the server says the room is being recorded (joined.room.recording: true), and let a
-# test hand the page a server message of its own (window.__serverSays(msg)).
+# Pretend the server says the room is being recorded (joined.room.recording: true, with the
+# matching recording_state), and let a test hand the page a server message of its own
+# (window.__serverSays(msg)).
 FAKE_SERVER = """
 (() => {
   const desc = Object.getOwnPropertyDescriptor(WebSocket.prototype, 'onmessage');
@@ -44,7 +45,12 @@ FAKE_SERVER = """
         let data = ev.data;
         try {
           const m = JSON.parse(data);
-          if (m.type === 'joined' && m.room) { m.room.recording = true; data = JSON.stringify(m); }
+          if (m.type === 'joined' && m.room) {
+            m.room.recording = true;
+            m.room.recording_state = { ...(m.room.recording_state || {}), state: 'recording',
+                                       consent: 'granted', override: false };
+            data = JSON.stringify(m);
+          }
         } catch (e) { /* not JSON: as is */ }
         fn.call(ws, { data });
       }));

@@ -14,6 +14,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
+import recording.db  # noqa: F401  (its tables are on the same metadata)
 from rooms.db import Base
 
 config = context.config

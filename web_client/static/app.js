@@ -12,6 +12,10 @@
 // #btn-mic #btn-cam #btn-leave #btn-chat #btn-screen #btn-invite #btn-end #btn-join #btn-care
 // #tiles #banner #precheck #lobby-wait #lobby-list #hold-screen #chat-panel #chat-log #quality
 // #rec-indicator (tiles: [data-participant-id], moderator menu buttons [data-action]).
+// Recording (recording.js, host.js): #rec-indicator[data-state], #rec-declined, #consent-dialog
+// (#btn-consent-yes / #btn-consent-no), #btn-record, #btn-rec-pause, #rec-consent, #rec-dialog
+// (#btn-rec-ask, #btn-rec-override, #rec-reason, #btn-rec-override-start);
+// window.huizhen.recording.
 
 import {
   applyTranslations,
@@ -23,15 +27,26 @@ import {
   toggleLang,
 } from './i18n.js';
 import { ChatView } from './chat.js';
-import { confirmAction, InviteDialog, LobbyList } from './host.js';
+import {
+  confirmAction,
+  InviteDialog,
+  LobbyList,
+  RecordDialog,
+  renderRecordControls,
+} from './host.js';
 import { ICONS } from './icons.js';
 import { countCameras, getLocalMedia, kindsFromToken, openOtherCamera, reopenCamera } from './media.js';
 import { CallMonitor } from './monitor.js';
 import { PrecheckView } from './precheck.js';
-import { Session } from './session.js';
+import { ConsentPrompt, recordingNotice, renderRecordingBadges } from './recording.js';
+import { CONSENT_ROLES, Session } from './session.js';
 import { TileView } from './tiles.js';
 
 const NOTICE_HIDE_MS = 12000;
+// a recording message the server has not answered (with a state or an error) by then is let go
+const RECORDING_BUSY_MS = 10000;
+// the host asked the patient from the Record dialog: their "yes" within this time starts it
+const ASK_STARTS_WITHIN_MS = 10 * 60 * 1000;
 // banners about the connection itself, cleared once we are back
 const RECONNECT_NOTICES = new Set(['connection_lost', 'media_connection_failed']);
 const CARE_KEY = 'huizhen.care';
@@ -62,6 +77,10 @@ const ui = {
   care: $('btn-care'),
   quality: $('quality'),
   rec: $('rec-indicator'),
+  recDeclined: $('rec-declined'),
+  record: $('btn-record'),
+  recPause: $('btn-rec-pause'),
+  recConsent: $('rec-consent'),
   precheck: $('precheck'),
   join: $('btn-join'),
   lobbyWait: $('lobby-wait'),
@@ -102,6 +121,12 @@ const localTile = new TileView({ local: true });
 let chatView = null;
 let lobbyList = null;
 let inviteDialog = null;
+let recordDialog = null;
+let consentPrompt = null;
+let recordingBusy = false; // a start/stop/pause/resume of ours awaits the server
+let recordingBusyTimer = null;
+let askedToStartAt = null; // the host asked the patient via Record: start when they agree
+let consentAnswered = null; // patient/guardian: what we answered last (true/false)
 
 // ---- read-only view for tests and debugging ---------------------------------------------------
 
@@ -184,6 +209,18 @@ window.huizhen = Object.freeze({
   },
   get lang() {
     return getLang();
+  },
+  /** {state: off|recording|paused, consent: null|granted|declined, override, recording_id,
+   *   consent_by, consent_asked (moderators), consent_request: {by}|null (patient), busy} */
+  get recording() {
+    if (!session) return null;
+    return {
+      ...session.recording,
+      consent_by: session.consentBy,
+      consent_asked: session.consentAsked,
+      consent_request: session.consentRequest ? { ...session.consentRequest } : null,
+      busy: recordingBusy,
+    };
   },
 });
 
@@ -280,7 +317,7 @@ function renderStatus() {
 }
 
 function noticeText(n) {
-  if (n.key) return t(n.key);
+  if (n.key) return t(n.key, n.vars);
   return errorText(n.code, n.message);
 }
 
@@ -340,6 +377,8 @@ function showEnd(info) {
     for (const track of localMedia.stream.getTracks()) track.stop();
   }
   if (inviteDialog && inviteDialog.dialog.open) inviteDialog.dialog.close();
+  if (recordDialog) recordDialog.close();
+  if (consentPrompt) consentPrompt.close();
   const confirm = $('confirm-dialog');
   if (confirm.open) confirm.close();
   setAppState(info.state);
@@ -377,8 +416,121 @@ function setCare(on) {
 // ---- top bar: recording, quality -----------------------------------------------------------------
 
 function renderRecording() {
-  const on = !!(session && session.room && session.room.recording === true) && view !== 'end';
-  ui.rec.hidden = !on;
+  const show = !!session && view !== 'end' && view !== 'start' && view !== 'precheck';
+  renderRecordingBadges({ indicator: ui.rec, declined: ui.recDeclined },
+    session ? session.recording : null,
+    { show, declinedBadge: !!(session && session.givesConsent) });
+  renderRecordHost();
+}
+
+/** The host's Record / Pause buttons (in the moderator tools), with the consent status. */
+function renderRecordHost() {
+  const inCall = view === 'call';
+  const canRecord = !!(inCall && session && session.canRecord);
+  renderRecordControls(
+    { record: ui.record, pause: ui.recPause, consent: ui.recConsent },
+    session ? session.recording : { state: 'off', consent: null },
+    {
+      show: canRecord,
+      enabled: appState === 'joined',
+      busy: recordingBusy,
+      consentBy: session ? session.consentBy : null,
+      asked: !!(session && session.consentAsked),
+    },
+  );
+}
+
+function setRecordingBusy(busy) {
+  recordingBusy = !!busy;
+  clearTimeout(recordingBusyTimer);
+  if (recordingBusy) {
+    recordingBusyTimer = setTimeout(() => setRecordingBusy(false), RECORDING_BUSY_MS);
+  }
+  renderRecordHost();
+}
+
+function startRecording(overrideReason) {
+  if (!session) return;
+  setRecordingBusy(session.recordingAction('start', overrideReason));
+}
+
+function onRecordClick() {
+  if (!session || recordingBusy) return;
+  setMoreOpen(false);
+  if (session.recording.state === 'off') startRecording();
+  else setRecordingBusy(session.recordingAction('stop'));
+}
+
+function onRecordPauseClick() {
+  if (!session || recordingBusy || session.recording.state === 'off') return;
+  setMoreOpen(false);
+  const action = session.recording.state === 'paused' ? 'resume' : 'pause';
+  setRecordingBusy(session.recordingAction(action));
+}
+
+function askForConsent() {
+  if (!session) return;
+  if (session.requestConsent()) {
+    askedToStartAt = Date.now();
+    showNotice({ key: 'rec_asked', level: 'info' });
+  }
+}
+
+/** The server's recording state changed (or we joined): render, and tell everyone plainly. */
+function onRecordingChanged(next, previous, info) {
+  setRecordingBusy(false);
+  if (next.state !== 'off') askedToStartAt = null;
+  if (next.state === 'recording' && recordDialog && recordDialog.isOpen) recordDialog.close();
+  renderRecording();
+  const key = recordingNotice(next, previous, info);
+  if (!key) return;
+  // joining a recorded consultation: the badge says it too, so never over a message that matters
+  if (info.joined && info.first && notice) return;
+  showNotice({ key, level: 'info' });
+}
+
+function onRecordingConsent({ granted, given_by_role: by }) {
+  if (consentPrompt) consentPrompt.close();
+  renderRecording();
+  if (!session) return;
+  const mine = consentAnswered !== null && session.givesConsent;
+  if (mine && consentAnswered === granted) {
+    showNotice({ key: granted ? 'consent_thanks_yes' : 'consent_thanks_no', level: 'info' });
+  } else if (session.canRecord || session.givesConsent) {
+    showNotice({ key: `consent_${granted ? 'given' : 'refused'}_${by}`, level: 'info' });
+  }
+  consentAnswered = null;
+  if (!session.canRecord) return;
+  const asked = askedToStartAt !== null && Date.now() - askedToStartAt < ASK_STARTS_WITHIN_MS;
+  askedToStartAt = null;
+  if (granted && asked && session.recording.state === 'off') {
+    // the doctor pressed Record and asked; the patient said yes: record now
+    showNotice({ key: 'rec_auto_started', level: 'info' });
+    startRecording();
+  }
+}
+
+/** A patient or guardian came in (the lobby counts): "nobody to ask" is no longer true. */
+function noLongerNobodyToAsk(people) {
+  if (notice && notice.code === 'no_patient' && people.some((p) => CONSENT_ROLES.has(p.role))) {
+    hideNotice();
+  }
+}
+
+function onRecordingError({ action, code, message }) {
+  setRecordingBusy(false);
+  if (action === 'request_consent') askedToStartAt = null;
+  if (action === 'start' && code === 'consent_required') {
+    recordDialog.open(session ? session.recording.consent : null);
+    return;
+  }
+  if (action === 'start' && recordDialog.isOpen) {
+    recordDialog.showError(errorText(code, message));
+    return;
+  }
+  // a start that raced another host's: it is being recorded, which is what was wanted
+  if (action === 'start' && code === 'recording_active') return;
+  showNotice({ code, message, level: 'error' });
 }
 
 function renderQuality() {
@@ -475,6 +627,7 @@ function renderControls() {
   ui.hostTools.dataset.popover = String(narrow);
   ui.invite.disabled = !joined;
   ui.end.disabled = !joined;
+  renderRecordHost();
   ui.controls.dataset.count = String(
     [...ui.controls.querySelectorAll(':scope > .ctrl')].filter((b) => !b.hidden).length,
   );
@@ -484,7 +637,7 @@ function renderControls() {
 function setMoreOpen(open) {
   moreOpen = !!open;
   renderControls();
-  if (moreOpen) ui.invite.focus();
+  if (moreOpen) (ui.record.hidden || ui.record.disabled ? ui.invite : ui.record).focus();
 }
 
 function renderLocalTile() {
@@ -532,6 +685,7 @@ function installIcons() {
   put(ui.more, ICONS.moreH);
   put(ui.invite, ICONS.invite);
   put(ui.end, ICONS.end);
+  ui.recDeclined.querySelector('.rec-off-icon').innerHTML = ICONS.recordOff;
   ui.sound.insertAdjacentHTML('afterbegin', ICONS.sound);
   $('btn-chat-close').innerHTML = ICONS.close;
   $('btn-chat-send').innerHTML = ICONS.send;
@@ -661,6 +815,8 @@ function wireControls() {
     if (session && session.room) inviteDialog.open(session.room.kind);
   });
   ui.end.addEventListener('click', onEndForAll);
+  ui.record.addEventListener('click', onRecordClick);
+  ui.recPause.addEventListener('click', onRecordPauseClick);
   NARROW.addEventListener('change', () => {
     moreOpen = false;
     renderControls();
@@ -695,6 +851,22 @@ function wireControls() {
       const invite = await session.createInvite(role, name);
       lastInvite = invite;
       return invite;
+    },
+  });
+  recordDialog = new RecordDialog({
+    ask: askForConsent,
+    override: (reason) => {
+      if (!session || !session.recordingAction('start', reason)) {
+        recordDialog.showError(t('chat_offline'));
+        return;
+      }
+      setRecordingBusy(true);
+    },
+  });
+  consentPrompt = new ConsentPrompt({
+    answer: (granted) => {
+      if (session && session.answerConsent(granted)) consentAnswered = granted;
+      else showNotice({ key: 'chat_offline', level: 'warning' });
     },
   });
 }
@@ -857,9 +1029,21 @@ function wireSession(s) {
     renderStatus();
     renderRecording();
   });
-  s.on('lobby', () => renderLobbyList());
+  s.on('recording', onRecordingChanged);
+  s.on('recording-updated', () => renderRecording());
+  s.on('recording-consent', onRecordingConsent);
+  s.on('recording-error', onRecordingError);
+  s.on('consent-request', ({ by }) => {
+    consentAnswered = null;
+    consentPrompt.open(by);
+  });
+  s.on('lobby', () => {
+    renderLobbyList();
+    noLongerNobodyToAsk(Object.values(s.lobby));
+  });
   s.on('participant-added', (p) => {
     renderTile(p);
+    noLongerNobodyToAsk([p]);
     if (s.state === 'joined') announce(t('announce_joined', { name: p.name || p.identity }));
   });
   s.on('participant-updated', (p) => {
@@ -905,6 +1089,8 @@ function rerenderAll() {
   if (session) for (const p of Object.values(session.participants)) renderTile(p);
   if (chatView) chatView.rerender();
   if (inviteDialog) inviteDialog.rerender();
+  if (recordDialog) recordDialog.rerender();
+  if (consentPrompt) consentPrompt.rerender();
   if (precheck) precheck.render();
 }
 

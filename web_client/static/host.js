@@ -4,8 +4,16 @@
 // * the invite dialog (#invite-dialog): role → `create_invite` → #invite-link + Copy
 // * a confirm dialog (#confirm-dialog) for Remove and "End for everyone" (never window.confirm:
 //   some in-app browsers block it)
+// * recording (grants.record): #btn-record (start ↔ stop, the patient's consent under it),
+//   #btn-rec-pause (pause ↔ resume), and #rec-dialog when a start is refused for want of consent
+//   (`consent_required`): Ask the patient | Record anyway… (a reason, ≥ 5 characters, logged) |
+//   Cancel
 
 import { roleLabel, t } from './i18n.js';
+import { ICONS } from './icons.js';
+
+/** Least length of an override reason (recording/service.py MIN_OVERRIDE_REASON). */
+export const MIN_OVERRIDE_REASON = 5;
 
 /** Roles a moderator may invite, per room kind (docs/api.md), most useful first. */
 export const INVITE_ROLES = {
@@ -233,5 +241,169 @@ export class InviteDialog {
       this.renderRoles();
       this.renderExpiry();
     }
+  }
+}
+
+// ---- recording ----------------------------------------------------------------------------------
+
+/** The consent status the host sees: i18n key for the room's consent and our open question. */
+export function consentStatusKey(recording, consentBy, asked) {
+  const who = consentBy === 'guardian' ? 'guardian' : 'patient';
+  if (recording.consent === 'granted') return `rec_consent_granted_${who}`;
+  if (asked) return 'rec_consent_asked';
+  if (recording.consent === 'declined') return `rec_consent_declined_${who}`;
+  return 'rec_consent_none';
+}
+
+/**
+ * Render #btn-record and #btn-rec-pause for a recording state.
+ * @param {{record: HTMLButtonElement, pause: HTMLButtonElement, consent: HTMLElement}} ui
+ * @param {{state, consent}} recording
+ * @param {{show: boolean, enabled: boolean, busy: boolean, consentBy: string|null, asked: boolean}} o
+ */
+export function renderRecordControls(ui, recording, o) {
+  const on = recording.state !== 'off';
+  const paused = recording.state === 'paused';
+  ui.record.hidden = !o.show;
+  ui.pause.hidden = !o.show || !on;
+  ui.record.disabled = !o.enabled || o.busy;
+  ui.pause.disabled = !o.enabled || o.busy;
+  ui.record.dataset.recording = recording.state;
+  const statusKey = consentStatusKey(recording, o.consentBy, o.asked);
+  const status = t(statusKey);
+  ui.consent.textContent = status;
+  ui.consent.dataset.consent = statusKey.replace(/^rec_consent_/, '').replace(/_(patient|guardian)$/, '');
+  ui.record.querySelector('.ctrl-text').textContent = t(on ? 'record_stop' : 'record');
+  ui.record.setAttribute('aria-label', t(on ? 'record_stop_label' : 'record_label', { status }));
+  ui.record.title = ui.record.getAttribute('aria-label');
+  const icon = ui.record.querySelector('.ctrl-icon');
+  const iconName = on ? 'recordStop' : 'record';
+  if (icon.dataset.icon !== iconName) {
+    icon.innerHTML = ICONS[iconName];
+    icon.dataset.icon = iconName;
+  }
+  ui.pause.dataset.paused = String(paused);
+  ui.pause.querySelector('.ctrl-text').textContent = t(paused ? 'record_resume' : 'record_pause');
+  ui.pause.setAttribute('aria-label', t(paused ? 'record_resume_label' : 'record_pause_label'));
+  ui.pause.title = ui.pause.getAttribute('aria-label');
+  const pauseIcon = ui.pause.querySelector('.ctrl-icon');
+  const pauseName = paused ? 'recordResume' : 'pause';
+  if (pauseIcon.dataset.icon !== pauseName) {
+    pauseIcon.innerHTML = ICONS[pauseName];
+    pauseIcon.dataset.icon = pauseName;
+  }
+}
+
+/** Code points, as the server counts a reason's length (Python len). */
+function reasonLength(text) {
+  return [...text.trim()].length;
+}
+
+export class RecordDialog {
+  /**
+   * @param {{ask: () => void, override: (reason: string) => void}} options
+   */
+  constructor({ ask, override }) {
+    this.ask = ask;
+    this.override = override;
+    this.dialog = document.getElementById('rec-dialog');
+    this.stepConsent = document.getElementById('rec-step-consent');
+    this.stepReason = document.getElementById('rec-step-reason');
+    this.title = document.getElementById('rec-dialog-title');
+    this.reasonTitle = document.getElementById('rec-override-title');
+    this.reason = document.getElementById('rec-reason');
+    this.error = document.getElementById('rec-reason-error');
+    this.askBtn = document.getElementById('btn-rec-ask');
+    this.start = document.getElementById('btn-rec-override-start');
+    this.consent = null;
+    this.busy = false;
+    this.askBtn.addEventListener('click', () => {
+      this.close();
+      this.ask();
+    });
+    document.getElementById('btn-rec-override').addEventListener('click', () => this.showReason());
+    document.getElementById('btn-rec-cancel').addEventListener('click', () => this.close());
+    document.getElementById('btn-rec-back').addEventListener('click', () => this.showConsent());
+    this.reason.addEventListener('input', () => {
+      this.error.hidden = true;
+      this.renderStart();
+    });
+    this.start.addEventListener('click', () => this.submit());
+    this.dialog.addEventListener('close', () => {
+      this.busy = false;
+    });
+  }
+
+  get isOpen() {
+    return this.dialog.open;
+  }
+
+  /** The start was refused for want of consent; `consent`: null (not asked) or 'declined'. */
+  open(consent) {
+    this.consent = consent;
+    this.busy = false;
+    this.reason.value = '';
+    this.error.hidden = true;
+    this.showConsent();
+    if (!this.dialog.open) {
+      if (typeof this.dialog.showModal === 'function') this.dialog.showModal();
+      else this.dialog.setAttribute('open', '');
+    }
+    this.askBtn.focus();
+  }
+
+  showConsent() {
+    this.stepReason.hidden = true;
+    this.stepConsent.hidden = false;
+    this.dialog.setAttribute('aria-labelledby', 'rec-dialog-title');
+    this.render();
+    if (this.dialog.open) this.askBtn.focus();
+  }
+
+  showReason() {
+    this.stepConsent.hidden = true;
+    this.stepReason.hidden = false;
+    this.dialog.setAttribute('aria-labelledby', 'rec-override-title');
+    this.renderStart();
+    this.reason.focus();
+  }
+
+  submit() {
+    const reason = this.reason.value.trim();
+    if (reasonLength(reason) < MIN_OVERRIDE_REASON) {
+      this.showError(t('rec_reason_short'));
+      return;
+    }
+    this.busy = true;
+    this.renderStart();
+    this.override(reason);
+  }
+
+  /** The server refused the start with a reason (the dialog stays open to correct it). */
+  showError(text) {
+    this.busy = false;
+    this.error.textContent = text;
+    this.error.hidden = false;
+    this.renderStart();
+    if (this.dialog.open && !this.stepReason.hidden) this.reason.focus();
+  }
+
+  renderStart() {
+    this.start.disabled = this.busy || reasonLength(this.reason.value) < MIN_OVERRIDE_REASON;
+  }
+
+  render() {
+    this.title.textContent = t(
+      this.consent === 'declined' ? 'rec_dialog_title_declined' : 'rec_dialog_title_none',
+    );
+  }
+
+  close() {
+    this.busy = false;
+    if (this.dialog.open) this.dialog.close();
+  }
+
+  rerender() {
+    if (this.dialog.open) this.render();
   }
 }

@@ -54,6 +54,11 @@ export const ICONS = {
       '<path d="M16 11h6"/>',
   ),
   end: svg('<circle cx="12" cy="12" r="9"/><rect x="9" y="9" width="6" height="6" rx="1" fill="currentColor"/>'),
+  // recording: start and resume (a dot), stop (a square), not recorded (crossed out)
+  record: svg('<circle cx="12" cy="12" r="7" fill="currentColor" stroke="none"/>'),
+  recordStop: svg('<rect x="6" y="6" width="12" height="12" rx="2" fill="currentColor" stroke="none"/>'),
+  recordResume: svg('<circle cx="12" cy="12" r="6" fill="currentColor" stroke="none"/>'),
+  recordOff: svg('<circle cx="12" cy="12" r="8"/><path d="M6.3 6.3l11.4 11.4"/>'),
   send: svg('<path d="M4 12l16-8-6 16-2.5-6.5z"/><path d="M11.5 13.5L20 4"/>'),
   close: svg('<path d="M6 6l12 12"/><path d="M18 6L6 18"/>'),
   check: svg('<path d="M4.5 12.5l5 5L19.5 7"/>'),

@@ -27,6 +27,14 @@
 //   'chat'                  (message)        a chat message {id, participant_id, name, text, at, mine}
 //   'invite'                (invite)         {join_url, role, identity, expires_at}
 //   'room-updated'          (room)
+//   'recording'             (state, previous, info)   the server's recording state changed
+//                           (state: {state: off|recording|paused, consent: null|granted|declined,
+//                           recording_id, override, started_at}; info: {reason?, joined?, first?})
+//   'recording-updated'     ()               our own side changed (we asked for consent, answered…)
+//   'consent-request'       ({by})           a clinician asks us (patient/guardian) to agree
+//   'recording-consent'     ({granted, given_by_role, method})   a consent decision was recorded
+//   'recording-error'       ({action, code, message})  the server refused one of our recording
+//                           messages (action: start|stop|pause|resume|request_consent|consent)
 
 import { CLOSE_STALE, Signaling, SignalingError } from './signaling.js';
 
@@ -42,6 +50,31 @@ const LEAVE_CLOSE_DELAY_MS = 1500;
 const SERVER_CLOSE_WAIT_MS = 5000;
 
 const TERMINAL = new Set(['left', 'ended', 'failed']);
+const RECORDING_STATES = new Set(['off', 'recording', 'paused']);
+/** Roles that answer a recording consent request in the client (rooms/policy.py). */
+export const CONSENT_ROLES = new Set(['patient', 'guardian']);
+// how long the error of a recording message is matched to it by its `ref`
+const RECORDING_REF_KEEP_MS = 30000;
+
+/** The room's recording state from `joined.room` (recording_state, else the old boolean). */
+export function recordingFromRoom(room) {
+  const rs = room && typeof room.recording_state === 'object' ? room.recording_state : null;
+  if (!rs) return recordingState({ state: room && room.recording === true ? 'recording' : 'off' });
+  return recordingState(rs);
+}
+
+/** A `recording` state as the client keeps it (unknown values made safe). */
+export function recordingState(m) {
+  const state = RECORDING_STATES.has(m && m.state) ? m.state : 'off';
+  const consent = m && (m.consent === 'granted' || m.consent === 'declined') ? m.consent : null;
+  return {
+    state,
+    consent,
+    recording_id: state !== 'off' && m.recording_id ? m.recording_id : null,
+    override: state !== 'off' && !!m.override,
+    started_at: state !== 'off' && m.started_at ? m.started_at : null,
+  };
+}
 const CHAT_KEEP = 500; // messages kept in memory
 /**
  * Camera simulcast layers, lowest first (the server's convention): half size for weak links
@@ -191,6 +224,17 @@ export class Session {
     this.knownAdmitted = new Set();
     /** our screen share: {track, trackId, mid} or null */
     this.screen = null;
+    /** the room's recording state (docs/protocol.md, "Recording and consent") */
+    this.recording = recordingState({ state: 'off' });
+    /** who gave or refused the latest consent in the client: patient|guardian (null: unknown) */
+    this.consentBy = null;
+    /** moderators: we asked the patient and no answer has come yet */
+    this.consentAsked = false;
+    /** patient/guardian: the open question {by}, or null */
+    this.consentRequest = null;
+    this.recordingRefs = new Map(); // id of our recording message -> action
+    this.recordingSeq = 0;
+    this.joinedOnce = false;
 
     // our own tracks: {track, kind, source, muted, trackId, sentMuted, mid, sender}
     this.local = { audio: null, video: null };
@@ -252,6 +296,16 @@ export class Session {
 
   get isModerator() {
     return !!(this.me && this.me.grants && this.me.grants.moderate);
+  }
+
+  /** May start, stop and pause the recording (grants.record). */
+  get canRecord() {
+    return !!(this.me && this.me.grants && this.me.grants.record);
+  }
+
+  /** Answers recording consent requests (the patient or a guardian). */
+  get givesConsent() {
+    return !!(this.me && CONSENT_ROLES.has(this.me.role));
   }
 
   setAdmission(state) {
@@ -423,6 +477,9 @@ export class Session {
     sig.on('invite', live((m) => this.emit('invite', m)));
     sig.on('video_paused', live((m) => this.onVideoPaused(m)));
     sig.on('active_speaker', live((m) => this.emit('active-speaker', m.participant_id)));
+    sig.on('recording', live((m) => this.onRecording(m)));
+    sig.on('consent_request', live((m) => this.onConsentRequest(m)));
+    sig.on('recording_consent', live((m) => this.onRecordingConsent(m)));
     sig.on('error', live((m) => this.onServerError(m)));
     sig.on('close', live((ev) => this.onSocketClosed(ev)));
   }
@@ -437,6 +494,9 @@ export class Session {
     this.heartbeatS = Number(j.heartbeat_s) > 0 ? Number(j.heartbeat_s) : 3;
 
     this.emit('room-updated', this.room);
+    const first = !this.joinedOnce;
+    this.joinedOnce = true;
+    this.setRecording(recordingFromRoom(this.room), { joined: true, first });
     this.setParticipants(j.participants || []);
 
     // Captured something the grants do not allow (the token hint was wider)? Release it.
@@ -621,6 +681,19 @@ export class Session {
   // ---- server events ------------------------------------------------------------------------
 
   onServerError(msg) {
+    const action = msg.ref !== undefined ? this.recordingRefs.get(String(msg.ref)) : undefined;
+    if (action) {
+      // a refused recording message: the recording UI says what to do (consent_required opens
+      // the host's consent dialog), not the generic banner
+      this.recordingRefs.delete(String(msg.ref));
+      console.info('[huizhen] recording message refused:', action, msg.code);
+      if (action === 'request_consent') {
+        this.consentAsked = false;
+        this.emit('recording-updated');
+      }
+      this.emit('recording-error', { action, code: msg.code, message: msg.message });
+      return;
+    }
     console.warn('[huizhen] server error', msg.code, msg.message, msg.ref ?? '');
     this.emit('notice', { code: msg.code, message: msg.message, level: 'error' });
   }
@@ -758,6 +831,76 @@ export class Session {
     if (message.id !== null) this.chat.sort((a, b) => (a.id ?? Infinity) - (b.id ?? Infinity));
     if (this.chat.length > CHAT_KEEP) this.chat.splice(0, this.chat.length - CHAT_KEEP);
     this.emit('chat', message);
+  }
+
+  // ---- recording and consent (docs/protocol.md, "Recording and consent") -------------------
+
+  setRecording(next, info = {}) {
+    const previous = this.recording;
+    this.recording = next;
+    if (this.room) this.room.recording = next.state === 'recording';
+    this.emit('recording', next, previous, info);
+  }
+
+  onRecording(m) {
+    this.setRecording(recordingState(m), { reason: m.reason || null });
+  }
+
+  onConsentRequest(m) {
+    if (m.kind && m.kind !== 'recording') return; // another kind of consent: not ours to show
+    this.consentRequest = { by: typeof m.by === 'string' ? m.by : '' };
+    this.emit('consent-request', this.consentRequest);
+  }
+
+  onRecordingConsent(m) {
+    const granted = !!m.granted;
+    this.consentBy = m.given_by_role === 'guardian' ? 'guardian' : 'patient';
+    this.consentAsked = false;
+    this.consentRequest = null;
+    // the `recording` state that follows says the same; keep the two in step meanwhile
+    this.recording = { ...this.recording, consent: granted ? 'granted' : 'declined' };
+    this.emit('recording-consent', {
+      granted,
+      given_by_role: this.consentBy,
+      method: m.method || null,
+    });
+    this.emit('recording-updated');
+  }
+
+  /** Send a recording message with an id, so that its error (if any) is told apart. */
+  sendRecording(msg, action) {
+    const id = `rec-${++this.recordingSeq}`;
+    if (!this.sendMessage({ ...msg, id })) return false;
+    this.recordingRefs.set(id, action);
+    setTimeout(() => this.recordingRefs.delete(id), RECORDING_REF_KEEP_MS);
+    return true;
+  }
+
+  /** Moderators: start|stop|pause|resume; a start without consent needs overrideReason. */
+  recordingAction(action, overrideReason) {
+    const msg = { type: 'recording', action };
+    if (overrideReason) msg.override_reason = overrideReason;
+    return this.sendRecording(msg, action);
+  }
+
+  /** Moderators: ask the patient / guardian in the room to agree to recording. */
+  requestConsent() {
+    const sent = this.sendRecording({ type: 'request_consent' }, 'request_consent');
+    if (sent) {
+      this.consentAsked = true;
+      this.emit('recording-updated');
+    }
+    return sent;
+  }
+
+  /** The patient's / guardian's answer to a consent request. */
+  answerConsent(granted) {
+    const sent = this.sendRecording({ type: 'recording_consent', granted: !!granted }, 'consent');
+    if (sent) {
+      this.consentRequest = null;
+      this.emit('recording-updated');
+    }
+    return sent;
   }
 
   onVideoPaused({ participant_id: pid, paused }) {

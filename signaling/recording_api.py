@@ -1,0 +1,110 @@
+"""REST API for recording: consents, start/stop/pause, recordings and their jobs (docs/api.md).
+
+Same authentication and error format as signaling/api.py (its middleware covers these routes).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from recording.service import CONSENT_GIVERS, CONSENT_METHODS, Actor, RecordingService
+from rooms.service import RoomError
+from signaling.api import BadRequest, json_body, rooms_of, text_field
+from signaling.keys import API_KEY, RECORDING
+
+ACTIONS = ("start", "stop", "pause", "resume")
+
+
+def _recording(request: web.Request) -> RecordingService:
+    service: RecordingService = request.app[RECORDING]
+    return service
+
+
+def _actor(request: web.Request) -> Actor:
+    return Actor(f"api:{request[API_KEY]}", "api")
+
+
+async def add_consent(request: web.Request) -> web.Response:
+    """A recording consent (or refusal) obtained outside the client: on paper, by phone, in the
+    hospital's patient portal."""
+    room = await rooms_of(request).get_room(request.match_info["room_id"])
+    data = await json_body(request)
+    granted = data.get("granted", True)
+    if not isinstance(granted, bool):
+        raise BadRequest("field 'granted' must be true or false")
+    method = text_field(data, "method", max_len=32) or ""
+    if method not in CONSENT_METHODS:
+        raise BadRequest(f"field 'method' must be one of {', '.join(CONSENT_METHODS)}")
+    given_by_role = text_field(data, "given_by_role", required=False, max_len=32) or "patient"
+    if given_by_role not in CONSENT_GIVERS:
+        raise BadRequest(f"field 'given_by_role' must be {' or '.join(CONSENT_GIVERS)}")
+    obtained_by = text_field(data, "obtained_by", max_len=255) or ""
+    note = text_field(data, "note", required=False, max_len=2000)
+    consent = await _recording(request).record_consent(
+        room.id, granted, method, given_by_role, recorded_by=f"api:{request[API_KEY]}",
+        asked_by=obtained_by, note=note)
+    return web.json_response(consent.as_dict(), status=201)
+
+
+async def list_consents(request: web.Request) -> web.Response:
+    room = await rooms_of(request).get_room(request.match_info["room_id"])
+    consents = await _recording(request).db.consents(room.id)
+    return web.json_response({"consents": [c.as_dict() for c in consents]})
+
+
+async def control(request: web.Request) -> web.Response:
+    room = await rooms_of(request).get_room(request.match_info["room_id"])
+    action = request.match_info["action"]
+    if action not in ACTIONS:
+        raise web.HTTPNotFound()
+    data: dict[str, Any] = await json_body(request) if request.can_read_body else {}
+    recording = _recording(request)
+    actor = _actor(request)
+    if action == "start":
+        reason = text_field(data, "override_reason", required=False, max_len=500)
+        record = await recording.start(room.id, actor, reason)
+        return web.json_response(record.as_dict(), status=201)
+    if action == "stop":
+        record = await recording.stop(room.id, actor)
+        return web.json_response(record.as_dict())
+    await recording.pause(room.id, actor, action == "pause")
+    return web.json_response(recording.state(room.id))
+
+
+async def room_recordings(request: web.Request) -> web.Response:
+    room = await rooms_of(request).get_room(request.match_info["room_id"])
+    found = await _recording(request).db.recordings(room_id=room.id)
+    return web.json_response({"recordings": [r.as_dict() for r in found]})
+
+
+async def _get(request: web.Request) -> Any:
+    found = await _recording(request).db.get_recording(request.match_info["recording_id"])
+    if found is None:
+        raise RoomError("recording_not_found",
+                        f"no recording {request.match_info['recording_id']!r}")
+    return found
+
+
+async def get_recording(request: web.Request) -> web.Response:
+    return web.json_response((await _get(request)).as_dict())
+
+
+async def composite_again(request: web.Request) -> web.Response:
+    """Queue the composite again (say, after a layout change, or a failed run)."""
+    found = await _get(request)
+    if found.status in ("recording", "paused"):
+        raise RoomError("recording_active", "the recording is still going: stop it first")
+    job_id = await _recording(request).db.add_job(found.id, "composite")
+    return web.json_response({"job_id": job_id, "recording_id": found.id, "status": "queued"},
+                             status=202)
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/api/rooms/{room_id}/consents", add_consent)
+    app.router.add_get("/api/rooms/{room_id}/consents", list_consents)
+    app.router.add_post("/api/rooms/{room_id}/recording/{action}", control)
+    app.router.add_get("/api/rooms/{room_id}/recordings", room_recordings)
+    app.router.add_get("/api/recordings/{recording_id}", get_recording)
+    app.router.add_post("/api/recordings/{recording_id}/composite", composite_again)
