@@ -330,14 +330,17 @@ class HuizhenTarget(Target):
         self.secret = secrets.token_urlsafe(36)
         self.room = ""
 
-    async def start_server(self) -> Worker:
-        data = self.tmp / "huizhen-data"
-        data.mkdir()
+    @property
+    def data_dir(self) -> Path:
+        return self.tmp / "huizhen-data"
+
+    def server_env(self) -> dict[str, str]:
+        """The server's environment: its whole configuration (no config file)."""
         env = worker_env()
         env.update({
             "HUIZHEN_CONFIG": os.devnull,
             "HUIZHEN_MODE": "dev",
-            "HUIZHEN_DATA_DIR": str(data),
+            "HUIZHEN_DATA_DIR": str(self.data_dir),
             "HUIZHEN_SERVER__HOST": "127.0.0.1",
             "HUIZHEN_SERVER__PORT": str(self.port),
             "HUIZHEN_AUTH__API_KEYS": json.dumps([{"key": API_KEY, "secret": self.secret}]),
@@ -346,18 +349,23 @@ class HuizhenTarget(Target):
             "HUIZHEN_ICE__TURN_SERVERS": "[]",
             "HUIZHEN_LOGGING__LEVEL": "WARNING",
         })
-        return await self.procs.spawn(
-            "huizhen-server", [sys.executable, "-m", "huizhen.cli", "serve"], env=env,
-            cwd=self.tmp, exits_on_eof=False, server=True)
+        return env
 
-    async def api(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def start_server(self) -> Worker:
+        self.data_dir.mkdir()
+        return await self.procs.spawn(
+            "huizhen-server", [sys.executable, "-m", "huizhen.cli", "serve"],
+            env=self.server_env(), cwd=self.tmp, exits_on_eof=False, server=True)
+
+    async def api(self, path: str, body: dict[str, Any], expect: int = 201) -> dict[str, Any]:
+        """POST to the REST API with an API token; the reply, if its status is ``expect``."""
         from signaling.auth import mint_api_token
 
         headers = {"Authorization": "Bearer " + mint_api_token(API_KEY, self.secret, AUDIENCE)}
         async with aiohttp.ClientSession() as http, http.post(
                 self.url + path, json=body, headers=headers) as resp:
             data: dict[str, Any] = await resp.json(content_type=None)
-            if resp.status != 201:
+            if resp.status != expect:
                 raise BenchError(f"POST {path}: HTTP {resp.status}: {data}")
             return data
 

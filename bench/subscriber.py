@@ -1,4 +1,4 @@
-"""One benchmark client per process, driven by bench/fanout.py: a subscriber or the publisher.
+"""One benchmark client per process, driven by bench/fanout.py and bench/recording.py.
 
 Targets (``--target``):
   huizhen  the Huizhen SFU: signalling over its WebSocket, ``sdk.participant.Participant``
@@ -11,7 +11,17 @@ Roles (``--role``):
              replaced by a counter, so the client's own CPU stays small and the benchmark
              measures the server
   publish    send the 640x480 VP8 test pattern (video only, 30 fps at most: late frames are
-             skipped like a camera's; the encoder follows the server's REMB)
+             skipped like a camera's; the encoder follows the server's REMB). ``--audio`` also
+             publishes a tone (Opus; huizhen only). ``--replay`` (huizhen): encode
+             ``--replay-seconds`` of the pattern once at start (VP8 at ``--max-kbps``, aiortc's
+             encoder settings, a keyframe every second) and one second of the tone, and send
+             those encoded frames in a loop (aiortc's sender only packetises an ``av.Packet``),
+             so a publisher costs ~0.05 core instead of ~0.2
+  receive    (huizhen) receive the room's audio and video and count frames without decoding:
+             the plain subscriber that bench/recording.py compares a recorder with
+  record     (huizhen) receive, decode (aiortc's receivers) and record what arrives with
+             aiortc's ``MediaRecorder`` into ``--record-to`` (.webm: VP8 and Opus re-encoded):
+             how an aiortc-based service records (bench/recording.py's baseline)
 
 Protocol with the parent: stdout carries one JSON object per line (``{"event": "ready", …}``
 when the first frame arrived / the publisher is connected, ``{"event": "stats", …}``,
@@ -44,10 +54,12 @@ import asyncio
 import bisect
 import collections
 import contextlib
+import fractions
 import hashlib
 import itertools
 import json
 import logging
+import math
 import random
 import sys
 import time
@@ -58,20 +70,30 @@ from typing import Any
 import aiohttp
 import aiortc.codecs.vpx
 import av
+import numpy as np
 from aiortc import (
+    MediaStreamTrack,
     RTCConfiguration,
     RTCPeerConnection,
     RTCRtpCodecCapability,
     RTCRtpSender,
     RTCSessionDescription,
 )
+from aiortc.codecs.opus import OpusEncoder
+from aiortc.contrib.media import MediaRecorder
 from aiortc.rtcdtlstransport import RTCDtlsTransport
-from aiortc.rtp import is_rtcp
+from aiortc.rtp import compute_audio_level_dbov, is_rtcp
 
 from media import rxstamps
 from media.ice import IcePolicy
 from sdk.participant import Participant
-from sdk.testmedia import PatternVideoTrack
+from sdk.testmedia import (
+    AUDIO_PTIME,
+    AUDIO_RATE,
+    VIDEO_CLOCK,
+    PatternVideoTrack,
+    ToneAudioTrack,
+)
 
 JITTER_BUFFER_ATTR = "_RTCRtpReceiver__jitter_buffer"  # aiortc 1.16, name-mangled
 
@@ -233,6 +255,8 @@ class FrameLog:
         self._seen_order: collections.deque[int] = collections.deque()
         #: arrival of every packet (subscriber) or send of every packet (publisher)
         self.packets = PacketTimes()
+        #: publisher with --replay: what one pass of the replayed stream holds
+        self.replay: dict[str, Any] | None = None
 
     def on_packet(self, packet: Any, arrived: tuple[float | None, float] | None = None
                   ) -> None:
@@ -363,6 +387,165 @@ class CameraPatternTrack(PatternVideoTrack):
         return frame
 
 
+# ---- replayed video: encoded once, sent in a loop ---------------------------------------------
+#: libvpx settings of aiortc's own VP8 encoder (aiortc/codecs/vpx.py), for a stream like the
+#: one a live publisher sends: real time, constant bitrate
+def _vp8_options(bitrate: int) -> dict[str, str]:
+    return {"bufsize": str(bitrate), "cpu-used": "-6", "deadline": "realtime",
+            "lag-in-frames": "0", "minrate": str(bitrate), "maxrate": str(bitrate),
+            "noise-sensitivity": "4", "overshoot-pct": "15", "partitions": "0",
+            "static-thresh": "1", "undershoot-pct": "100"}
+
+
+def encode_pattern(tag: int, seconds: float, kbps: int, fps: int = 30,
+                   keyframe_every: int = 30, preroll: int = 30) -> list[bytes]:
+    """``seconds`` of the 640x480 test pattern encoded as VP8 at ``kbps`` (libvpx, real time,
+    CBR, as aiortc encodes), a keyframe every ``keyframe_every`` frames starting with the
+    first. ``preroll`` frames are encoded first and dropped, so that the rate control has
+    settled. Returns the encoded frames in order (the first is a keyframe, so the list can be
+    sent in a loop: each pass starts at a keyframe)."""
+    pattern = PatternVideoTrack(tag, fps=fps)
+    codec: Any = av.CodecContext.create("libvpx", "w")
+    codec.width, codec.height = pattern.width, pattern.height
+    codec.pix_fmt = "yuv420p"
+    codec.bit_rate = kbps * 1000
+    codec.framerate = fractions.Fraction(fps)
+    codec.time_base = fractions.Fraction(1, fps)
+    codec.gop_size = keyframe_every
+    codec.qmin, codec.qmax = 2, 56
+    codec.options = _vp8_options(kbps * 1000)
+    total = preroll + max(1, round(seconds * fps))
+    frames: list[bytes] = []
+    keyframes: list[bool] = []
+
+    def keep(packets: Any) -> None:
+        for packet in packets:
+            if packet.pts is not None and packet.pts >= preroll:
+                frames.append(bytes(packet))
+                keyframes.append(bool(packet.is_keyframe))
+
+    for i in range(total):
+        frame = av.VideoFrame.from_ndarray(pattern.image(i), format="rgb24")
+        frame = frame.reformat(format="yuv420p")
+        frame.pts, frame.time_base = i, codec.time_base
+        if i >= preroll and (i - preroll) % keyframe_every == 0:
+            frame.pict_type = av.video.frame.PictureType.I
+        keep(codec.encode(frame))
+    keep(codec.encode(None))
+    if not frames or not keyframes[0]:
+        raise RuntimeError("the replayed stream does not start with a keyframe")
+    return frames
+
+
+class ReplayVideoTrack(MediaStreamTrack):
+    """Sends pre-encoded VP8 frames (``encode_pattern``) in a loop, paced at ``fps``.
+
+    ``recv()`` returns an ``av.Packet``: aiortc's ``RTCRtpSender`` then only packetises it
+    (``Vp8Encoder.pack``), no encoder runs, so many publishers fit on a small machine. The
+    stream is the same every pass, keyframe first (a receiver that decodes it is fine); the
+    timestamps go on rising, jittered by 0–1 ms like ``CameraPatternTrack``'s (for
+    ``fanout.match_frames``). A frame whose time has passed is sent at once, never skipped
+    (the next frames would reference it); more than a second behind, the pace restarts from
+    now instead of sending a second's burst."""
+
+    kind = "video"
+
+    def __init__(self, frames: list[bytes], fps: int = 30, tag: int = 0) -> None:
+        super().__init__()
+        self.frames = frames
+        self.fps = fps
+        self._count = 0
+        self._start: float | None = None
+        self._jitter = random.Random(f"huizhen-bench-pts-{tag}")
+
+    async def recv(self) -> av.Packet:
+        now = time.monotonic()
+        if self._start is None:
+            self._start = now
+        due = self._start + self._count / self.fps
+        if due > now:
+            await asyncio.sleep(due - now)
+        elif now - due > 1.0:
+            self._start = now - self._count / self.fps
+        packet = av.Packet(self.frames[self._count % len(self.frames)])
+        packet.pts = self._count * (VIDEO_CLOCK // self.fps) + self._jitter.randrange(90)
+        packet.time_base = fractions.Fraction(1, VIDEO_CLOCK)
+        self._count += 1
+        return packet
+
+
+def encode_tone(frequency: float, seconds: float = 1.0, amplitude: float = 0.3
+                ) -> tuple[list[bytes], int]:
+    """``seconds`` of ``ToneAudioTrack``'s tone (mono, 48 kHz) encoded by aiortc's own Opus
+    encoder, one packet per 20 ms, and the tone's audio level (-dBov, as RFC 6464 sends it).
+    A whole number of cycles per second makes the loop seamless."""
+    encoder = OpusEncoder()
+    samples = int(AUDIO_RATE * AUDIO_PTIME)
+    packets: list[bytes] = []
+    level = 127
+    for i in range(round(seconds / AUDIO_PTIME) + 1):  # the encoder holds one frame back
+        t = (np.arange(samples) + i * samples) / AUDIO_RATE
+        wave = (amplitude * 32767 * np.sin(2 * math.pi * frequency * t)).astype(np.int16)
+        frame = av.AudioFrame.from_ndarray(wave.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = AUDIO_RATE
+        frame.pts, frame.time_base = i * samples, fractions.Fraction(1, AUDIO_RATE)
+        level = compute_audio_level_dbov(frame)
+        payloads, _ = encoder.encode(frame)
+        packets += payloads
+    return packets[:round(seconds / AUDIO_PTIME)], level
+
+
+class ReplayAudioTrack(MediaStreamTrack):
+    """Sends pre-encoded Opus packets (``encode_tone``) in a loop, one per 20 ms: aiortc's
+    sender only packetises them (no resampler, no encoder thread: a live tone's Opus encoding
+    costs a publisher about three times what its replayed video does)."""
+
+    kind = "audio"
+
+    def __init__(self, packets: list[bytes]) -> None:
+        super().__init__()
+        self.packets = packets
+        self._samples = int(AUDIO_RATE * AUDIO_PTIME)
+        self._count = 0
+        self._start: float | None = None
+
+    async def recv(self) -> av.Packet:
+        now = time.monotonic()
+        if self._start is None:
+            self._start = now
+        due = self._start + self._count * AUDIO_PTIME
+        if due > now:
+            await asyncio.sleep(due - now)
+        elif now - due > 1.0:
+            self._start = now - self._count * AUDIO_PTIME
+        packet = av.Packet(self.packets[self._count % len(self.packets)])
+        packet.pts = self._count * self._samples
+        packet.time_base = fractions.Fraction(1, AUDIO_RATE)
+        self._count += 1
+        return packet
+
+
+def stamp_audio_level(sender: RTCRtpSender, level: int) -> None:
+    """Give the audio level header extension to pre-encoded audio too (aiortc computes it only
+    from frames it encodes): the SFU reads it (silence, active speaker) as from a browser."""
+    next_frame = sender._next_encoded_frame
+
+    async def with_level(codec: Any) -> Any:
+        encoded = await next_frame(codec)
+        if encoded is not None:
+            encoded.audio_level = level
+        return encoded
+
+    sender._next_encoded_frame = with_level  # type: ignore[method-assign]
+
+
+def replay_summary(frames: list[bytes], fps: int) -> dict[str, Any]:
+    """What one pass of the replayed stream holds: frames, seconds, mean Mbit/s."""
+    seconds = len(frames) / fps
+    return {"frames": len(frames), "seconds": round(seconds, 3),
+            "mbps": round(sum(len(f) for f in frames) * 8 / seconds / 1e6, 3)}
+
+
 # ---- Huizhen ---------------------------------------------------------------------------------
 class BenchParticipant(Participant):
     """A viewer that also logs frame times and sizes of every video track it receives."""
@@ -391,15 +574,114 @@ async def wait_connected(pc: RTCPeerConnection, timeout: float) -> None:
 
 async def huizhen_client(args: argparse.Namespace, frames: FrameLog
                          ) -> Callable[[], Awaitable[None]]:
+    video: MediaStreamTrack = CameraPatternTrack(args.tag)
+    tone = 440.0 + 110 * args.tag  # ToneAudioTrack's pitch for this tag, as sdk publishes
+    audio: MediaStreamTrack = ToneAudioTrack(tone)
+    level: int | None = None
+    if args.role == "publish" and args.replay:
+        # before joining: this blocks the event loop for seconds, and a participant that
+        # does not answer the server's heartbeat is dropped
+        encoded = encode_pattern(args.tag, args.replay_seconds, args.max_kbps)
+        frames.replay = replay_summary(encoded, 30)
+        video = ReplayVideoTrack(encoded, tag=args.tag)
+        if args.audio:
+            packets, level = encode_tone(tone)
+            audio = ReplayAudioTrack(packets)
+            frames.replay["audio_kbps"] = round(sum(len(p) for p in packets) * 8 / 1000 /
+                                                (len(packets) * AUDIO_PTIME), 1)
     participant = BenchParticipant(args.server, args.room, args.token, ice=ice_policy(args),
                                    decode=False, frames=frames)
     await participant.join(timeout=args.ready_timeout)
     if args.role == "publish":
-        await participant.publish(audio=False, video=True, tag=args.tag,
-                                  video_track=CameraPatternTrack(args.tag))
+        await participant.publish(audio=args.audio, video=True, tag=args.tag, video_track=video,
+                                  audio_track=audio if args.audio else None)
         pc = participant._publish_pcs[0]
-        count_sent_frames(pc.getSenders()[0], frames)
+        count_sent_frames(next(s for s in pc.getSenders() if s.track is video), frames)
+        if level is not None:
+            stamp_audio_level(next(s for s in pc.getSenders() if s.track is audio), level)
         await wait_connected(pc, args.ready_timeout)
+    return participant.leave
+
+
+# ---- the recording baseline: a participant that records what it receives ---------------------
+class CountedTrack(MediaStreamTrack):
+    """Hands on a received track's decoded frames, noting each one (what MediaRecorder got).
+    ``after``: hand out nothing until that event is set."""
+
+    def __init__(self, inner: MediaStreamTrack, frames: FrameLog,
+                 after: asyncio.Event | None = None) -> None:
+        super().__init__()
+        self.kind = inner.kind
+        self.inner = inner
+        self.frames = frames
+        self.after = after
+
+    async def recv(self) -> Any:
+        frame = await self.inner.recv()
+        if self.after is not None:
+            await self.after.wait()
+        self.frames.on_frame(0)
+        return frame
+
+
+class ReceiveParticipant(Participant):
+    """Receives the room's tracks. Without ``record_to``: counts frames from RTP and decodes
+    nothing (role ``receive``). With it (role ``record``): aiortc's receivers decode, and
+    ``MediaRecorder`` re-encodes what arrives into that file (.webm: VP8 + Opus), as an
+    aiortc-based service records. Video frames go to ``frames``, audio frames to ``audio``
+    (counted as they reach the recorder when recording)."""
+
+    #: a second kind of track is waited for this long before the recorder starts without it
+    OTHER_KIND_WAIT_S = 2.0
+
+    def __init__(self, server_url: str, room_id: str, token: str, ice: IcePolicy, *,
+                 frames: FrameLog, audio: FrameLog, record_to: str | None) -> None:
+        super().__init__(server_url, room_id, token, ice=ice, decode=record_to is not None)
+        self.video_log = frames
+        self.audio_log = audio
+        self.recorder = MediaRecorder(record_to) if record_to else None
+        self._to_record: dict[str, MediaStreamTrack] = {}
+        self._recording = False
+
+    def _count_frame(self, stats: Any) -> float:
+        now = super()._count_frame(stats)
+        if self.recorder is None:
+            (self.video_log if stats.kind == "video" else self.audio_log).on_frame(0)
+        return now
+
+    async def _drain(self, mid: str, track: MediaStreamTrack) -> None:
+        if self.recorder is None or self._recording or track.kind in self._to_record:
+            await super()._drain(mid, track)  # (a track that came late is drained, unrecorded)
+            return
+        # MediaRecorder opens every stream's encoder when the file gets its first packet, and
+        # sets the video size from the first video frame: a first audio packet before it
+        # kills the video ("Cannot change width after codec is open"). So audio waits for
+        # the first video frame.
+        video = track.kind == "video"
+        self._to_record[track.kind] = CountedTrack(
+            track, self.video_log if video else self.audio_log,
+            None if video else self.video_log.first_frame)
+        if len(self._to_record) < 2:
+            await asyncio.sleep(self.OTHER_KIND_WAIT_S)
+        if not self._recording:
+            self._recording = True
+            for counted in self._to_record.values():
+                self.recorder.addTrack(counted)
+            await self.recorder.start()
+
+    async def leave(self) -> None:
+        if self.recorder is not None:
+            with contextlib.suppress(Exception):
+                await self.recorder.stop()  # writes the file's end
+        await super().leave()
+
+
+async def receive_client(args: argparse.Namespace, frames: FrameLog, audio: FrameLog
+                         ) -> Callable[[], Awaitable[None]]:
+    participant = ReceiveParticipant(
+        args.server, args.room, args.token, ice=ice_policy(args), frames=frames, audio=audio,
+        record_to=args.record_to if args.role == "record" else None)
+    await participant.join(timeout=args.ready_timeout)
     return participant.leave
 
 
@@ -568,7 +850,7 @@ async def stdin_reader() -> asyncio.StreamReader:
 
 
 async def serve_commands(reader: asyncio.StreamReader, frames: FrameLog,
-                         sent: PacketTimes) -> None:
+                         sent: PacketTimes, audio: FrameLog | None = None) -> None:
     """``window T0 T1``: print the frames of that window. ``packets T0 T1``: print the RTP
     packets sent in that window (publisher). ``stop [T0 T1]`` (printing that window first) or
     the end of input: return, and the worker leaves."""
@@ -583,7 +865,9 @@ async def serve_commands(reader: asyncio.StreamReader, frames: FrameLog,
             emit("packets", **sent.window(float(words[1]), float(words[2])))
             continue
         if len(words) == 3:
-            emit("stats", **frames.window(float(words[1]), float(words[2])))
+            t0, t1 = float(words[1]), float(words[2])
+            extra = {} if audio is None else {"audio_fps": audio.window(t0, t1)["fps"]}
+            emit("stats", **frames.window(t0, t1), **extra)
         if words[0] == "stop":
             return
 
@@ -591,21 +875,27 @@ async def serve_commands(reader: asyncio.StreamReader, frames: FrameLog,
 async def run(args: argparse.Namespace) -> int:
     ice_policy(args).install()
     frames = FrameLog()
+    audio = FrameLog()  # roles receive and record: audio frames
     sent = PacketTimes()
     if args.role == "publish":
         record_sent_packets(sent)
-    else:
+    elif args.role == "subscribe":
         stamp_rtp_arrivals()
     reader = await stdin_reader()
-    stop = asyncio.ensure_future(serve_commands(reader, frames, sent))
+    baseline = args.role in ("receive", "record")
+    stop = asyncio.ensure_future(serve_commands(reader, frames, sent,
+                                                audio if baseline else None))
     connect = {"huizhen": huizhen_client, "relay": relay_client,
                "janus": janus_client}[args.target]
     close: Callable[[], Awaitable[None]] | None = None
     try:
         async def start() -> None:
             nonlocal close
-            close = await connect(args, frames)
-            if args.role == "subscribe":
+            if baseline:
+                close = await receive_client(args, frames, audio)
+            else:
+                close = await connect(args, frames)
+            if args.role != "publish":
                 await frames.first_frame.wait()
 
         starting = asyncio.ensure_future(asyncio.wait_for(start(), args.ready_timeout))
@@ -621,7 +911,7 @@ async def run(args: argparse.Namespace) -> int:
             emit("error", message=f"not ready after {args.ready_timeout} s")
             return 1
         emit("ready", role=args.role, target=args.target,
-             first_frame_delay_s=frames.first_frame_delay)
+             first_frame_delay_s=frames.first_frame_delay, replay=frames.replay)
         await stop
         return 0
     except Exception as exc:
@@ -638,7 +928,8 @@ async def run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--target", choices=["huizhen", "relay", "janus"], required=True)
-    parser.add_argument("--role", choices=["subscribe", "publish"], default="subscribe")
+    parser.add_argument("--role", choices=["subscribe", "publish", "receive", "record"],
+                        default="subscribe")
     parser.add_argument("--server", required=True, help="http://127.0.0.1:PORT")
     parser.add_argument("--room", help="room id (huizhen)")
     parser.add_argument("--token", help="participant token (huizhen)")
@@ -648,11 +939,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ready-timeout", type=float, default=60)
     parser.add_argument("--max-kbps", type=int, default=1000,
                         help="publisher: the VP8 encoder's bitrate ceiling (aiortc's is 1500)")
+    parser.add_argument("--replay", action="store_true",
+                        help="publisher: send a pre-encoded loop of the pattern (VP8 at "
+                             "--max-kbps, a keyframe every second) instead of encoding live")
+    parser.add_argument("--replay-seconds", type=float, default=4.0,
+                        help="publisher with --replay: length of the loop (default 4 s)")
+    parser.add_argument("--audio", action="store_true",
+                        help="publisher (huizhen): also publish an Opus tone")
+    parser.add_argument("--record-to", help="role record: the .webm file MediaRecorder writes")
     args = parser.parse_args(argv)
     # the encoder follows REMB up to this ceiling: ~1 Mbit/s is the benchmark's stream
     aiortc.codecs.vpx.MAX_BITRATE = args.max_kbps * 1000
     if args.target == "huizhen" and not (args.room and args.token):
         parser.error("--target huizhen needs --room and --token")
+    if args.role in ("receive", "record") and args.target != "huizhen":
+        parser.error(f"--role {args.role} is for --target huizhen")
+    if args.role == "record" and not args.record_to:
+        parser.error("--role record needs --record-to FILE.webm")
+    if (args.replay or args.audio) and (args.role != "publish" or args.target != "huizhen"):
+        parser.error("--replay and --audio are for --role publish --target huizhen")
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import json
 import math
 import os
@@ -30,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlparse
 
-from huizhen.procgroup import signal_group, stop_group
+from huizhen.procgroup import die_with_parent, signal_group, stop_group
 from huizhen.remote import Api, CliError
 from loadtest.report import percentile, progress, round_or_none
 from loadtest.worker import LINE_LIMIT
@@ -45,13 +44,6 @@ DEFAULT_ROLES: dict[str, tuple[str, str]] = {
     "ward_round": ("doctor", "nurse"),
 }
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
-
-
-def _die_with_parent() -> None:
-    """In the child, before exec: get SIGTERM if the orchestrator dies (even by SIGKILL)."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 @dataclass
@@ -299,7 +291,7 @@ class LoadTest:
         for k in range(count):
             proc = await asyncio.create_subprocess_exec(
                 *base, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                env=env, start_new_session=True, preexec_fn=_die_with_parent,
+                env=env, start_new_session=True, preexec_fn=die_with_parent,
                 limit=LINE_LIMIT)
             worker = WorkerProc(k, proc, self.on_event)
             worker.reader = asyncio.ensure_future(worker.read())

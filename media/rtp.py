@@ -18,17 +18,14 @@ URI_RTP_STREAM_ID = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id"
 _HEADER = struct.Struct("!BBHII")
 
 
-def _vp8_frame_start(payload: bytes) -> int | None:
-    """Where the VP8 frame starts in this RTP payload (after the RFC 7741 descriptor), if the
-    packet starts a frame (S bit set, partition 0); else None."""
+def vp8_descriptor_size(payload: bytes) -> int | None:
+    """Length of the RFC 7741 payload descriptor at the start of ``payload``; None if the
+    packet is too short to hold it."""
     size = len(payload)
     if size < 1:
         return None
-    first = payload[0]
-    if not first & 0x10 or first & 0x07:
-        return None
     pos = 1
-    if first & 0x80:  # X: extension byte follows
+    if payload[0] & 0x80:  # X: extension byte follows
         if size < 2:
             return None
         ext = payload[1]
@@ -41,7 +38,21 @@ def _vp8_frame_start(payload: bytes) -> int | None:
             pos += 1
         if ext & 0x30:  # T or K: TID/KEYIDX byte
             pos += 1
-    return pos if size > pos else None
+    return pos if size >= pos else None
+
+
+def vp8_starts_frame(payload: bytes) -> bool:
+    """The packet starts a VP8 frame: S bit set, partition index 0."""
+    return bool(payload) and bool(payload[0] & 0x10) and not payload[0] & 0x07
+
+
+def _vp8_frame_start(payload: bytes) -> int | None:
+    """Where the VP8 frame starts in this RTP payload (after the RFC 7741 descriptor), if the
+    packet starts a frame (S bit set, partition 0); else None."""
+    if not vp8_starts_frame(payload):
+        return None
+    pos = vp8_descriptor_size(payload)
+    return pos if pos is not None and len(payload) > pos else None
 
 
 def vp8_is_keyframe_start(payload: bytes) -> bool:

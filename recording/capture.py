@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,21 +62,25 @@ class _Stream:
         self.layer = layer
         self.clock = SenderClock(layer.clock_rate)
         self.pending: list[Frame] = []
-        self.first_seen = time.monotonic()
+        self.first_seen = recorder.clock()
         self.last_packet = self.first_seen
         self.assembler = FrameAssembler(
             depacketizer_for(layer.mime_type), GIVE_UP_S.get(layer.kind, 0.6),
             lambda frame: recorder._on_frame(self, frame), layer.request_keyframe,
             # video is repaired by retransmission: ask again for what a hole still misses
             # (the publisher's own NACK went out once; a room nobody watches has no other)
-            self._nack if layer.is_video else None)
+            self._nack if layer.is_video else None, clock=recorder.clock)
 
 
 class TrackRecorder:
     """Records one MediaTrack to one file (see the module docstring)."""
 
     def __init__(self, track: MediaTrack, meta: TrackMeta, path: Path,
-                 session: SessionClock, offset: ClockOffset) -> None:
+                 session: SessionClock, offset: ClockOffset,
+                 clock: Callable[[], float] = time.monotonic,
+                 wall: Callable[[], float] = time.time) -> None:
+        self.clock = clock  # for waits and liveness (tests drive both)
+        self.wall = wall  # packets' arrival times
         self.track = track
         self.meta = meta
         self.session = session
@@ -101,8 +106,8 @@ class TrackRecorder:
         stream = self._streams.get(ssrc)
         if stream is None:
             stream = self._streams[ssrc] = _Stream(source, self)
-        stream.last_packet = time.monotonic()
-        stream.assembler.add(seq, timestamp, bool(marker), payload, time.time())
+        stream.last_packet = self.clock()
+        stream.assembler.add(seq, timestamp, bool(marker), payload, self.wall())
 
     def on_sender_report(self, source: SourceTrack, ntp: int, rtp_timestamp: int) -> None:
         if source.ssrc is None:
@@ -159,7 +164,7 @@ class TrackRecorder:
     # ---- housekeeping --------------------------------------------------------------------
     def tick(self) -> None:
         """A few times a second: holes given up on, reports waited for, layers chosen."""
-        now = time.monotonic()
+        now = self.clock()
         for stream in list(self._streams.values()):
             stream.assembler.tick()
             if stream.pending and not stream.clock.ready and now - stream.first_seen > SR_WAIT_S:

@@ -274,11 +274,37 @@ def _layout(head: bytes, cipher_size: int, keyring: KeyRing, where: str) -> _Lay
     return _Layout(header, cipher_size, where, key)
 
 
-class EncryptedReader:
+class _Reader:
+    """What the sync and async readers share: the layout, the sizes, the key id."""
+
+    def __init__(self, layout: _Layout) -> None:
+        self._layout = layout
+
+    @property
+    def plain_size(self) -> int:
+        return self._layout.plain_size
+
+    @property
+    def key_id(self) -> str:
+        return self._layout.header.key_id
+
+    def _span(self, start: int, end: int) -> tuple[int, int, int] | None:
+        """(first chunk, ciphertext start, ciphertext end) covering plaintext [start, end)."""
+        chunks = self._layout.chunk_range(start, end)
+        if chunks is None:
+            return None
+        return (chunks[0], *self._layout.cipher_span(*chunks))
+
+    def _plain(self, first: int, sealed: bytes, start: int, end: int) -> bytes:
+        return self._layout.slice(first, self._layout.open_span(first, sealed), start, end)
+
+
+class EncryptedReader(_Reader):
     """Random access to the plaintext of an encrypted object through a sync ``read(a, b)``."""
 
     def __init__(self, layout: _Layout, read: SyncRead) -> None:
-        self._layout, self._read = layout, read
+        super().__init__(layout)
+        self._read = read
 
     @classmethod
     def open(cls, read: SyncRead, cipher_size: int, keyring: KeyRing,
@@ -286,30 +312,22 @@ class EncryptedReader:
         head = read(0, min(MAX_HEADER_BYTES, cipher_size))
         return cls(_layout(head, cipher_size, keyring, where), read)
 
-    @property
-    def plain_size(self) -> int:
-        return self._layout.plain_size
-
-    @property
-    def key_id(self) -> str:
-        return self._layout.header.key_id
-
     def read_range(self, start: int, end: int) -> bytes:
         """Plaintext bytes [start, end) (clamped to the size), decrypting only their chunks."""
-        chunks = self._layout.chunk_range(start, end)
-        if chunks is None:
+        span = self._span(start, end)
+        if span is None:
             return b""
-        a, b = self._layout.cipher_span(*chunks)
-        plains = self._layout.open_span(chunks[0], self._read(a, b))
-        return self._layout.slice(chunks[0], plains, start, end)
+        first, a, b = span
+        return self._plain(first, self._read(a, b), start, end)
 
 
-class AsyncEncryptedReader:
+class AsyncEncryptedReader(_Reader):
     """The same over an async ``read(a, b)`` (e.g. ``functools.partial(storage.read_range,
     key)``): a ranged request for an encrypted object in S3 fetches only the chunks it needs."""
 
     def __init__(self, layout: _Layout, read: AsyncRead) -> None:
-        self._layout, self._read = layout, read
+        super().__init__(layout)
+        self._read = read
 
     @classmethod
     async def open(cls, read: AsyncRead, cipher_size: int, keyring: KeyRing,
@@ -317,21 +335,12 @@ class AsyncEncryptedReader:
         head = await read(0, min(MAX_HEADER_BYTES, cipher_size))
         return cls(_layout(head, cipher_size, keyring, where), read)
 
-    @property
-    def plain_size(self) -> int:
-        return self._layout.plain_size
-
-    @property
-    def key_id(self) -> str:
-        return self._layout.header.key_id
-
     async def read_range(self, start: int, end: int) -> bytes:
-        chunks = self._layout.chunk_range(start, end)
-        if chunks is None:
+        span = self._span(start, end)
+        if span is None:
             return b""
-        a, b = self._layout.cipher_span(*chunks)
-        plains = self._layout.open_span(chunks[0], await self._read(a, b))
-        return self._layout.slice(chunks[0], plains, start, end)
+        first, a, b = span
+        return self._plain(first, await self._read(a, b), start, end)
 
 
 def _file_reader(handle: Any) -> SyncRead:

@@ -27,9 +27,7 @@ Manifest (JSON, version 1)::
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -44,7 +42,7 @@ from pydantic import (
     model_validator,
 )
 
-from recording.storage import ObjectMissing, Storage, check_key
+from recording.storage import ObjectMissing, Storage, check_key, write_atomically
 
 FORMAT: Final = "huizhen-recording-manifest"
 MANIFEST_NAME = "manifest.json"
@@ -178,17 +176,7 @@ class Manifest(BaseModel):
 
     def write(self, path: Path) -> None:
         """Write atomically (a crash leaves the old manifest, never half a new one)."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(self.to_json())
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomically(path, self.to_json())
 
     @classmethod
     def read(cls, path: Path) -> Manifest:

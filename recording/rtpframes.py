@@ -22,6 +22,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from media.rtp import vp8_descriptor_size, vp8_is_keyframe_start, vp8_starts_frame
+
 START_CODE = b"\x00\x00\x00\x01"
 MAX_BUFFERED = 2048  # packets held behind a hole; more than that is given up at once
 RENACK_S = 0.15  # a hole still open this long is asked for again (and again after as long)
@@ -61,37 +63,12 @@ class OpusDepacketizer(Depacketizer):
     packet_is_frame = True
 
 
-def vp8_descriptor_size(payload: bytes) -> int | None:
-    """Length of the RFC 7741 payload descriptor at the start of ``payload`` (None if short)."""
-    size = len(payload)
-    if size < 1:
-        return None
-    pos = 1
-    if payload[0] & 0x80:  # X: an extension byte follows
-        if size < 2:
-            return None
-        ext = payload[1]
-        pos = 2
-        if ext & 0x80:  # I: picture id, 7 or 15 bits
-            if size <= pos:
-                return None
-            pos += 2 if payload[pos] & 0x80 else 1
-        if ext & 0x40:  # L: TL0PICIDX
-            pos += 1
-        if ext & 0x30:  # T or K: TID/KEYIDX byte
-            pos += 1
-    return pos if size >= pos else None
-
-
 class Vp8Depacketizer(Depacketizer):
     def frame_start(self, payload: bytes) -> bool:
-        # S bit set and partition index 0
-        return bool(payload) and bool(payload[0] & 0x10) and not payload[0] & 0x07
+        return vp8_starts_frame(payload)
 
     def keyframe_start(self, payload: bytes) -> bool:
-        pos = vp8_descriptor_size(payload)
-        return (pos is not None and self.frame_start(payload) and len(payload) > pos
-                and not payload[pos] & 0x01)
+        return vp8_is_keyframe_start(payload)
 
     def part(self, payload: bytes) -> bytes | None:
         pos = vp8_descriptor_size(payload)

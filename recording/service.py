@@ -29,9 +29,10 @@ from media.background import spawn
 from recording.capture import TrackMeta
 from recording.db import Consent, Recording, RecordingDb
 from recording.session import RoomRecording, read_journal, write_json
+from rooms.members import Member, RoomError
 from rooms.models import EventRecord, new_id, utcnow
 from rooms.policy import kind_policy, role_policy
-from rooms.service import Member, RoomError, RoomService
+from rooms.service import RoomService
 
 log = logging.getLogger("huizhen.recording")
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from media.source import MediaTrack
 from recording.capture import TrackMeta, TrackRecorder
+from recording.storage import write_atomically
 from recording.timeline import ClockOffset, SessionClock
 from recording.trackfile import file_suffix
 
@@ -172,12 +173,10 @@ class RoomRecording:
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Replace ``path`` atomically: a crashed process leaves the old or the new file, never
-    half of one. (No fsync: it runs on the media event loop, and the page cache outlives the
-    process; only a power cut could lose the last change.)"""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, ensure_ascii=False, indent=1), encoding="utf-8")
-    tmp.replace(path)
+    """Replace a JSON file atomically (without fsync: this runs on the media event loop, and
+    the page cache outlives the process; only a power cut could lose the last change)."""
+    write_atomically(path, json.dumps(data, ensure_ascii=False, indent=1).encode(),
+                     durable=False)
 
 
 def read_journal(folder: Path) -> dict[str, Any]:

@@ -101,6 +101,24 @@ def hash_file(path: Path) -> tuple[int, str]:
     return size, digest.hexdigest()
 
 
+def write_atomically(path: Path, data: bytes, durable: bool = True) -> None:
+    """Replace ``path`` with ``data`` so that a crash leaves the old file or the new one,
+    never half of one (a temporary file beside it, then a rename). ``durable`` also fsyncs
+    the data first (a power cut); the media process skips that, it runs on the event loop."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            if durable:
+                out.flush()
+                os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def _check_range(start: int, end: int) -> None:
     if start < 0 or end < start:
         raise ValueError(f"bad byte range [{start}, {end}): need 0 <= start <= end")

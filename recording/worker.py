@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import json
 import logging
 import os
@@ -24,6 +23,7 @@ from datetime import timedelta
 from typing import Any
 
 from huizhen.config import Settings, load_settings
+from huizhen.procgroup import die_with_parent
 from recording.crypto import KeyRing
 from recording.db import Job, RecordingDb
 from recording.finish import Finisher, UploadPolicy
@@ -37,6 +37,7 @@ STALE_AFTER = timedelta(seconds=30)
 MAX_ATTEMPTS = 3
 IDLE_POLL_S = 1.0
 SETTINGS_ENV = "HUIZHEN_WORKER_SETTINGS"
+PARENT_ENV = "HUIZHEN_WORKER_PARENT"
 
 
 class Worker:
@@ -143,29 +144,51 @@ class Worker:
         return True
 
 
-def die_with_parent() -> None:
-    """Linux: this process gets SIGTERM when the process that started it dies (a crashed
-    service must not leave workers behind)."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
 class WorkerProcess:
-    """A worker started by ``huizhen serve`` (settings handed over in the environment)."""
+    """A worker started by ``huizhen serve`` (settings handed over in the environment) and
+    started again if it dies (after 2 s, doubling to a minute while it keeps dying)."""
 
     def __init__(self, settings: Settings, index: int) -> None:
         self.settings = settings
         self.index = index
         self.proc: asyncio.subprocess.Process | None = None
+        self.restarts = 0
+        self._stopping = False
+        self._watch: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        await self._spawn()
+        self._watch = asyncio.ensure_future(self._watch_loop())
+
+    async def _spawn(self) -> None:
         env = dict(os.environ)
         env[SETTINGS_ENV] = json.dumps(self.settings.handover())
+        env[PARENT_ENV] = str(os.getpid())
+        # no preexec_fn (not safe in a process with threads): the worker asks for its own
+        # death signal first thing (main)
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "recording.worker", env=env, preexec_fn=die_with_parent)
+            sys.executable, "-m", "recording.worker", env=env)
         log.info("recording worker started", extra={"pid": self.proc.pid, "index": self.index})
 
+    async def _watch_loop(self) -> None:
+        delay = 2.0
+        while not self._stopping:
+            assert self.proc is not None
+            code = await self.proc.wait()
+            if self._stopping:
+                return
+            self.restarts += 1
+            log.error("recording worker exited; starting it again", extra={
+                "index": self.index, "exit_code": code, "restart_in_s": delay})
+            await asyncio.sleep(delay)
+            delay = min(60.0, delay * 2)
+            if not self._stopping:
+                await self._spawn()
+
     async def stop(self, timeout: float = 10.0) -> None:
+        self._stopping = True
+        if self._watch is not None:
+            self._watch.cancel()
         proc = self.proc
         if proc is None or proc.returncode is not None:
             return
@@ -203,6 +226,10 @@ async def main_async(settings: Settings) -> int:
 def main() -> int:
     from huizhen.logs import setup_logging
 
+    die_with_parent()
+    parent = os.environ.get(PARENT_ENV)
+    if parent and os.getppid() != int(parent):
+        return 0  # the service died before we could ask to die with it
     settings = settings_from_env()
     setup_logging(settings.logging.level, settings.logging.format)
     return asyncio.run(main_async(settings))

@@ -2,7 +2,8 @@
 
 The signalling layer hands each joined participant a :class:`MessageSink` (its WebSocket); this
 service decides who learns what and drives the SFU. Durable history goes to the database, live
-state to the :class:`RoomStateStore`.
+state to the :class:`RoomStateStore`. The types it speaks (members, errors, the observer
+interface) are in rooms/members.py.
 """
 
 from __future__ import annotations
@@ -10,16 +11,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 from media.background import spawn
-from media.publisher import PublisherPeer
 from media.sfu import PublishedTrack, SdpError, Sfu
 from media.source import MediaTrack
-from media.subscriber import SubscriberPeer
 from rooms.db import Database
+from rooms.members import (
+    ACTIVE,
+    CLOSE_REMOVED,
+    HELD,
+    LOBBY,
+    SOURCES,
+    JoinRequest,
+    Member,
+    MessageSink,
+    RoomError,
+    RoomObserver,
+)
 from rooms.models import (
     EventRecord,
     ParticipantInfo,
@@ -29,77 +39,13 @@ from rooms.models import (
     new_id,
     utcnow,
 )
-from rooms.policy import Grants, kind_policy, role_policy
+from rooms.policy import kind_policy, role_policy
 from rooms.speakers import SpeakerDetector
 from rooms.store import RoomStateStore
 
 log = logging.getLogger("huizhen.rooms")
 
-SOURCES = {"audio": ("microphone",), "video": ("camera", "screen")}
-LOBBY, ACTIVE, HELD = "lobby", "active", "held"
-CLOSE_REMOVED = 4003
 SPEAKER_TICK_S = 0.2
-
-
-class RoomError(Exception):
-    """Refused; ``code`` is the protocol/API error code, the message is for people."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-class MessageSink(Protocol):
-    async def send(self, message: dict[str, Any]) -> None: ...
-
-    async def close(self, code: int, reason: str) -> None: ...
-
-
-class RoomObserver(Protocol):
-    """What other parts (recording) learn of the rooms, without rooms knowing them."""
-
-    async def joined_state(self, room_id: str) -> dict[str, Any]:
-        """Added to the ``room`` object of a joining participant's ``joined`` reply."""
-
-    async def participant_joined(self, member: Member) -> None: ...
-
-    def media_changed(self, room_id: str) -> None:
-        """The set of tracks the room hears changed (see :meth:`RoomService.audible_tracks`)."""
-
-    def active_speaker(self, room_id: str, participant_id: str) -> None: ...
-
-    async def room_ended(self, room_id: str) -> None:
-        """Called before the participants are disconnected."""
-
-
-@dataclass(frozen=True)
-class JoinRequest:
-    identity: str
-    name: str
-    role: str
-    grants: Grants
-    token_id: str = ""
-
-
-@dataclass
-class Member:
-    """A participant connected to this node."""
-
-    info: ParticipantInfo
-    sink: MessageSink
-    grants: Grants
-    publishers: list[PublisherPeer] = field(default_factory=list)
-    subscriber: SubscriberPeer | None = None
-    left: bool = False
-
-    @property
-    def id(self) -> str:
-        return self.info.id
-
-    @property
-    def room_id(self) -> str:
-        return self.info.room_id
 
 
 class RoomService:

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Install the Debian packages Huizhen needs, only those that are missing.
-#   install-system-deps.sh run    python3-venv (to make the virtualenv)
-#   install-system-deps.sh test   + chromium (browser tests), a small CJK font (readable
-#                                 Chinese in screenshots), iproute2 (the tests' private
+#   install-system-deps.sh run    python3-venv (to make the virtualenv), a small CJK font
+#                                 (names in Chinese burned into recordings' composites)
+#   install-system-deps.sh test   + chromium (browser tests; the font also makes Chinese
+#                                 readable in screenshots), iproute2 (the tests' private
 #                                 network namespace), postgresql (persistence tests),
 #                                 redis-server (cluster state tests)
 set -euo pipefail
@@ -10,9 +11,9 @@ what=${1:-run}
 
 need=()
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
+[ -e /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ] || need+=(fonts-wqy-microhei)
 if [ "$what" = test ]; then
   command -v chromium >/dev/null 2>&1 || need+=(chromium)
-  [ -e /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ] || need+=(fonts-wqy-microhei)
   command -v ip >/dev/null 2>&1 || need+=(iproute2)
   command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
   if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then

@@ -107,6 +107,16 @@ class PatternVideoTrack(MediaStreamTrack):
         return frame
 
 
+def mono_frame(samples: np.ndarray, pts: int) -> av.AudioFrame:
+    """An s16 mono 48 kHz frame of ``samples`` starting at sample ``pts``."""
+    frame = av.AudioFrame.from_ndarray(samples.astype(np.int16).reshape(1, -1), format="s16",
+                                       layout="mono")
+    frame.sample_rate = AUDIO_RATE
+    frame.pts = pts
+    frame.time_base = fractions.Fraction(1, AUDIO_RATE)
+    return frame
+
+
 class ToneAudioTrack(MediaStreamTrack):
     kind = "audio"
 
@@ -128,9 +138,5 @@ class ToneAudioTrack(MediaStreamTrack):
         t0 = self._count * self._samples
         t = (np.arange(self._samples) + t0) / AUDIO_RATE
         wave = (self.amplitude * 32767 * np.sin(2 * math.pi * self.frequency * t)).astype(np.int16)
-        frame = av.AudioFrame.from_ndarray(wave.reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate = AUDIO_RATE
-        frame.pts = t0
-        frame.time_base = fractions.Fraction(1, AUDIO_RATE)
         self._count += 1
-        return frame
+        return mono_frame(wave, t0)

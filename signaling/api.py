@@ -18,8 +18,9 @@ from aiohttp import web
 from huizhen.config import Settings
 from media.echo import EchoBusy
 from media.sdp import SdpError
+from rooms.members import RoomError
 from rooms.policy import PolicyError, kind_policy
-from rooms.service import RoomError, RoomService
+from rooms.service import RoomService
 from signaling.auth import (
     AuthError,
     mint_participant_token,

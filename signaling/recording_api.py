@@ -10,7 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from recording.service import CONSENT_GIVERS, CONSENT_METHODS, Actor, RecordingService
-from rooms.service import RoomError
+from rooms.members import RoomError
 from signaling.api import BadRequest, json_body, rooms_of, text_field
 from signaling.keys import API_KEY, RECORDING
 

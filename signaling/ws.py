@@ -18,8 +18,9 @@ from aiohttp import WSMsgType, web
 
 from huizhen.config import Settings
 from recording.service import RecordingService
+from rooms.members import JoinRequest, Member, RoomError
 from rooms.policy import PolicyError
-from rooms.service import JoinRequest, Member, RoomError, RoomService
+from rooms.service import RoomService
 from signaling.api import join_url
 from signaling.auth import (
     AuthError,

@@ -3,16 +3,26 @@ really stops the media, the worker run in the test, and reading the files back."
 
 from __future__ import annotations
 
+import asyncio
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import av
 from aiortc import MediaStreamTrack
 
+from recording.manifest import Manifest
 from recording.worker import Worker
 from sdk.participant import Participant
 from tests.harness import LOOPBACK, HospitalSystem, Server
+from tests.support.avsync import (
+    BeepAudioTrack,
+    FlashVideoTrack,
+    beep_onsets,
+    flash_onsets,
+    pair_offsets,
+)
 
 
 class Counted(MediaStreamTrack):
@@ -70,8 +80,6 @@ async def consent(server: HospitalSystem, room: str, granted: bool = True) -> di
 
 async def finish(server: Server | Any, settings: Any = None) -> int:
     """Run the recording worker in this process until no job is left; jobs done."""
-    import asyncio
-
     worker = await Worker(settings or server.settings, name="test").open()
     try:
         return await worker.run(asyncio.Event(), once=True)
@@ -101,3 +109,76 @@ def layout_rect(layout: list[Any], person: str) -> Any:
                 current = rects.get(person)
         return tuple(current) if current else None
     return rect
+
+
+async def mute(p: Participant, tracks: list[Counted], muted: bool) -> None:
+    """Mute as a browser does: tell the room, and stop sending."""
+    for track in tracks:
+        track.muted = muted
+    for track_id in p.published.values():
+        await p.mute(track_id, muted)
+
+
+def sync_offsets(composite: Path, layout: list[Any], person: str, frequency: float
+                 ) -> list[float]:
+    """beep − flash (s) of every flash in ``person``'s tile that has a beep at ``frequency``."""
+    flashes = flash_onsets(composite, layout_rect(layout, person))
+    return pair_offsets(flashes, beep_onsets(composite, frequency))
+
+
+@dataclass
+class SyncSession:
+    recording: dict[str, Any]
+    folder: Path
+    same: list[float]  # the doctor's flashes against the doctor's beeps
+    split: list[float]  # the specialist's flashes against the patient's beeps
+
+
+async def flash_beep_session(server: Server, seconds: float, patient_joins_s: float = 0.0,
+                             patient_mutes_s: tuple[float, float] | None = None
+                             ) -> SyncSession:
+    """A/V sync measured, not assumed: the doctor flashes and beeps (1 kHz) on the second; a
+    specialist flashes and the patient beeps (2.5 kHz) on the half second. The patient joins
+    ``patient_joins_s`` into the recording and may mute once (between beeps: a beep cut in
+    half would seem to start where the sound comes back). Recorded, stored and composed by
+    the worker (in this process); every flash and its beep measured in the composite."""
+    room = await server.create_room("joint_clinic")
+    await consent(server, room)
+    t0 = time.monotonic()
+    doctor = await join(server, room, "dr-li", "doctor", name="李医生")
+    specialist = await join(server, room, "dr-wu", "specialist", name="吴主任")
+    people = [doctor, specialist]
+    try:
+        await doctor.publish(video_track=FlashVideoTrack(t0=t0, tag=1),
+                             audio_track=BeepAudioTrack(t0=t0, frequency=1000.0))
+        await specialist.publish(audio=False, video_track=FlashVideoTrack(
+            t0=t0, phase_s=0.5, tag=2))
+        await asyncio.sleep(1.0)
+        await control(doctor, "start")
+        started = time.time()
+        await asyncio.sleep(patient_joins_s)
+        patient = await join(server, room, "patient-wang", "patient", name="王芳")
+        people.append(patient)
+        beeps = Counted(BeepAudioTrack(t0=t0, phase_s=0.5, frequency=2500.0))
+        await patient.publish(video=False, audio_track=beeps)
+        if patient_mutes_s is not None:
+            for at, muted in zip(patient_mutes_s, (True, False), strict=True):
+                wait = started + at - time.time()
+                await asyncio.sleep(wait + (t0 - time.monotonic() - wait) % 1.0)
+                await mute(patient, [beeps], muted)
+        await asyncio.sleep(started + seconds - time.time())
+        await control(doctor, "stop")
+    finally:
+        for p in people:
+            await p.leave()
+    assert await finish(server) == 2
+    status, body = await server.api("GET", f"/api/rooms/{room}/recordings")
+    assert status == 200, body
+    recording = body["recordings"][-1]
+    folder = server.settings.recordings_folder / recording["id"]
+    composite = folder / "composite.mp4"
+    entry = Manifest.read(folder / "manifest.json").entry("composite.mp4")
+    assert entry is not None, "the manifest lists no composite"
+    layout = entry.meta["layout"]
+    return SyncSession(recording, folder, sync_offsets(composite, layout, "dr-li", 1000.0),
+                       sync_offsets(composite, layout, "dr-wu", 2500.0))

@@ -59,3 +59,42 @@ def test_fanout_benchmark_runs_and_reports() -> None:
         assert point["latency_packets"] > 0, point
     assert 0 < result["added_latency_ms_p50"] <= result["added_latency_app_ms_p50"], result
     assert result["added_latency_ms_p50"] <= result["added_latency_ms_p95"]
+
+
+RECORDING = REPO / "bench" / "recording.py"
+RECORDING_KEYS = {
+    "record_core_per_track", "baseline_record_core_per_track", "ratio",
+    "composite_realtime_factor", "av_sync_max_ms", "av_sync_pairs",
+    "latency_ms_p50_off", "latency_ms_p50_on", "latency_rise_ms_p50", "latency_rise_ms_p95",
+    "baseline", "recorded", "cpu_windows", "latency_windows", "settings", "machine",
+}
+
+
+@pytest.mark.timeout(90)
+def test_recording_benchmark_runs_and_reports() -> None:
+    """``bench/recording.py --quick`` (1 room, 1 s windows: ~30 s) runs every part and reports
+    figures that say each part really happened; their values are not asserted."""
+    proc = subprocess.run([sys.executable, str(RECORDING), "--quick", "--json"], cwd=REPO,
+                          capture_output=True, text=True, timeout=80, check=False)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    result = json.loads(proc.stdout)
+    assert RECORDING_KEYS <= set(result), sorted(RECORDING_KEYS - set(result))
+
+    assert isinstance(result["record_core_per_track"], float)
+    assert [w["recording"] for w in result["cpu_windows"]] == [False, True, False]
+    for window in result["cpu_windows"] + result["latency_windows"]:
+        assert window["server_cores"] > 0, window
+        assert window["publisher_fps_min"] > 0 and window["publisher_mbps_mean"] > 0, window
+    # the SFU wrote the camera and the microphone while recording was on
+    assert result["recorded"]["video_files"] >= 1 and result["recorded"]["audio_files"] >= 1
+    assert result["recorded"]["video_fps_min"] > 0
+    # the baseline recorded video and audio (decoded and re-encoded by MediaRecorder)
+    baseline = result["baseline"]
+    assert baseline["recorder"]["video_fps"] > 0 and baseline["recorder"]["audio_fps"] > 0
+    assert baseline["recorder"]["cores"] > 0 and baseline["plain_subscriber"]["cores"] > 0
+    assert {"video:vp8", "audio:opus"} <= set(baseline["recorder_file"]), baseline
+    for window in result["latency_windows"]:
+        assert window["latency_packets"] > 0 and window["subscriber_fps_min"] > 0, window
+    assert 0 < result["latency_ms_p50_off"] and 0 < result["latency_ms_p50_on"]
+    assert result["composite_realtime_factor"] > 0
+    assert result["av_sync_pairs"] >= 1 and result["av_sync_max_ms"] is not None

@@ -11,7 +11,9 @@ import asyncio
 import base64
 import contextlib
 import io
+import os
 import secrets
+import signal
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -52,6 +54,10 @@ async def record(server: Any, seconds: float = 3.0, kind: str = "joint_clinic"
     return room, body["recordings"][-1]["id"]
 
 
+def children(pid: int) -> list[int]:
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
 def run_cli(config: Path, *args: str, capsys: Any) -> tuple[int, str, str]:
     code = cli(["--config", str(config), *args])
     out = capsys.readouterr()
@@ -68,6 +74,10 @@ async def test_the_services_own_worker_finishes_a_recording(tmp_path: Path) -> N
     server = ServerProcess(tmp_path, env={"HUIZHEN_RECORDING__WORKERS": "1"})
     await server.start()
     try:
+        # a worker that dies is started again by the service
+        assert server.proc is not None
+        (worker_pid,) = children(server.proc.pid)
+        os.kill(worker_pid, signal.SIGKILL)
         _, recording_id = await record(server)
         deadline = time.monotonic() + 90
         seen_progress: set[float] = set()
@@ -85,7 +95,8 @@ async def test_the_services_own_worker_finishes_a_recording(tmp_path: Path) -> N
     finally:
         server.stop()
     log = server.log_path.read_text()
-    assert "recording worker started" in log and "job done" in log
+    assert log.count("recording worker started") == 2 and "job done" in log
+    assert "recording worker exited; starting it again" in log
 
 
 async def test_a_job_survives_its_worker(server: Server) -> None:

@@ -10,6 +10,7 @@ sent and compares (PSNR); a frame decoded from a missing reference either fails 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -22,15 +23,18 @@ from recording.manifest import Manifest
 from sdk.participant import Participant
 from sdk.testmedia import PatternVideoTrack, ToneAudioTrack, read_counter
 from signaling.keys import SFU
-from tests.harness import LOOPBACK, Server, figures
-from tests.recording_support import Counted, consent, control, finish, join, layout_rect
-from tests.support.avsync import (
-    BeepAudioTrack,
-    FlashVideoTrack,
-    beep_onsets,
-    flash_onsets,
-    pair_offsets,
+from tests.harness import LOOPBACK, Server, figures, running_server
+from tests.recording_support import (
+    Counted,
+    consent,
+    control,
+    finish,
+    flash_beep_session,
+    join,
+    mute,
+    sync_offsets,
 )
+from tests.support.avsync import BeepAudioTrack, FlashVideoTrack
 
 SYNC_LIMIT_S = 0.040
 
@@ -67,20 +71,6 @@ def check_pattern_file(path: Path, pattern: PatternVideoTrack) -> dict[str, Any]
             "backwards": int(np.sum(steps == 0) + np.sum(steps > 2048)),
             "max_gap_s": float(np.max(np.diff(times))) if len(times) > 1 else 0.0,
             "first_s": times[0] if times else None}
-
-
-async def mute(p: Participant, tracks: list[Counted], muted: bool) -> None:
-    """Mute as a browser does: tell the room, and stop sending."""
-    for track in tracks:
-        track.muted = muted
-    for track_id in p.published.values():
-        await p.mute(track_id, muted)
-
-
-def sync_offsets(composite: Path, layout: list[Any], person: str, frequency: float
-                 ) -> list[float]:
-    flashes = flash_onsets(composite, layout_rect(layout, person))
-    return pair_offsets(flashes, beep_onsets(composite, frequency))
 
 
 async def recorded_files(server: Server, room: str) -> tuple[dict[str, Any], Path]:
@@ -149,6 +139,7 @@ async def test_recording_follows_mute_hold_and_a_late_joiner(server: Server) -> 
         people.append(late)
         joined_at = time.time() - started
         await late.publish(tag=2, audio=False)
+        await doctor.publish(audio=False, source="screen", tag=5)  # a screen share
         await asyncio.sleep(2.0)
         await doctor.send({"type": "hold", "participant_id": late.id, "held": True})
         await asyncio.sleep(1.5)
@@ -164,7 +155,11 @@ async def test_recording_follows_mute_hold_and_a_late_joiner(server: Server) -> 
     for f in files:
         by_owner.setdefault(f.name.split("-t_")[0], []).append(f)
     assert set(by_owner) == {doctor.id, late.id}
-    assert len(by_owner[doctor.id]) == 2  # audio + video
+    assert len(by_owner[doctor.id]) == 3  # audio, camera, screen
+    journal = json.loads((folder / "journal.json").read_text())
+    sources = sorted((t["participant_id"] == doctor.id, t["kind"], t["source"])
+                     for t in journal["tracks"])
+    assert (True, "video", "screen") in sources and all(t["closed"] for t in journal["tracks"])
     late_parts = sorted(by_owner[late.id], key=lambda p: len(p.name))
     assert len(late_parts) == 2 and late_parts[1].stem.endswith("-2")  # held, then back
     first_times = []
@@ -260,47 +255,38 @@ async def test_av_sync_over_60_s_also_split_over_two_publishers(server: Server) 
     """Issue 10, section 2: the doctor flashes and beeps (1 kHz) on the second; a specialist
     flashes and the patient beeps (2.5 kHz) on the half second — the patient joins late and
     mutes once. In the composite every flash and its beep are within 40 ms."""
-    room = await server.create_room("joint_clinic")
-    await consent(server, room)
-    t0 = time.monotonic()
-    doctor = await join(server, room, "dr-li", "doctor", name="李医生")
-    specialist = await join(server, room, "dr-wu", "specialist", name="吴主任")
-    patient: Participant | None = None
-    people = [doctor, specialist]
-    try:
-        await doctor.publish(video_track=FlashVideoTrack(t0=t0, tag=1),
-                             audio_track=BeepAudioTrack(t0=t0, frequency=1000.0))
-        await specialist.publish(audio=False, video_track=FlashVideoTrack(
-            t0=t0, phase_s=0.5, tag=2))
-        await asyncio.sleep(1.0)
-        await control(doctor, "start")
-        started = time.time()
-        await asyncio.sleep(15.0)
-        patient = await join(server, room, "patient-wang", "patient", name="王芳")
-        people.append(patient)
-        beeps = Counted(BeepAudioTrack(t0=t0, phase_s=0.5, frequency=2500.0))
-        await patient.publish(video=False, audio_track=beeps)
-        # mute and unmute between two beeps (at whole seconds from t0; the beeps are at the
-        # half seconds): a beep cut in half would start where the sound comes back
-        await asyncio.sleep(15.0 + (t0 - time.monotonic()) % 1.0)
-        await mute(patient, [beeps], True)
-        await asyncio.sleep(5.0 + (t0 - time.monotonic()) % 1.0)
-        await mute(patient, [beeps], False)
-        await asyncio.sleep(started + 60.0 - time.time())
-        await control(doctor, "stop")
-    finally:
-        for p in people:
-            await p.leave()
-    assert await finish(server) == 2
-    recording, folder = await recorded_files(server, room)
-    composite = folder / "composite.mp4"
-    layout = Manifest.read(folder / "manifest.json").entry("composite.mp4").meta["layout"]
-    same = sync_offsets(composite, layout, "dr-li", 1000.0)
-    split = sync_offsets(composite, layout, "dr-wu", 2500.0)
-    figures("recording_av_sync_60s", session_s=recording["duration_s"], pairs_same=len(same),
-            max_same_ms=max(abs(o) for o in same) * 1000 if same else None,
+    found = await flash_beep_session(server, 60.0, patient_joins_s=15.0,
+                                     patient_mutes_s=(30.0, 35.0))
+    same, split = found.same, found.split
+    figures("recording_av_sync_60s", session_s=found.recording["duration_s"],
+            pairs_same=len(same), max_same_ms=max(abs(o) for o in same) * 1000 if same else None,
             pairs_split=len(split),
             max_split_ms=max(abs(o) for o in split) * 1000 if split else None)
     assert len(same) >= 55, same
     assert len(split) >= 35, split  # the patient beeps from 15 s on, and not while muted
     assert max(abs(o) for o in same + split) <= SYNC_LIMIT_S, (same, split)
+
+
+async def test_h264_rooms_are_recorded_to_matroska(tmp_path: Path) -> None:
+    """A room on H.264 (media.video_codec): the track is written as received into MKV, and
+    decodes (the SPS gives its size)."""
+    async with running_server(tmp_path, media={"video_codec": "H264"}) as server:
+        room = await server.create_room("joint_clinic")
+        await consent(server, room)
+        doctor = await join(server, room, "dr-li", "doctor")
+        try:
+            await doctor.publish(tag=1, audio=False)
+            await asyncio.sleep(1.0)
+            await control(doctor, "start")
+            await asyncio.sleep(3.0)
+            await control(doctor, "stop")
+        finally:
+            await doctor.leave()
+        _, folder = await recorded_files(server, room)
+    (path,) = list((folder / "tracks").glob("*"))
+    assert path.suffix == ".mkv"
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        assert stream.codec_context.name == "h264"
+        frames = list(container.decode(stream))
+    assert len(frames) >= 60 and (frames[0].width, frames[0].height) == (640, 480)

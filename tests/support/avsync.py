@@ -26,6 +26,8 @@ import av
 import numpy as np
 from aiortc import MediaStreamTrack
 
+from sdk.testmedia import mono_frame
+
 VIDEO_CLOCK = 90000
 AUDIO_RATE = 48000
 AUDIO_PTIME = 0.02
@@ -173,13 +175,9 @@ class BeepAudioTrack(MediaStreamTrack):
         if due > now:
             await asyncio.sleep(due - now)
         start = self._index * self._samples
-        wave = np.round(self.samples(start, self._samples) * 32767).astype(np.int16)
-        frame = av.AudioFrame.from_ndarray(wave.reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate = AUDIO_RATE
-        frame.pts = start
-        frame.time_base = fractions.Fraction(1, AUDIO_RATE)
+        wave = np.round(self.samples(start, self._samples) * 32767)
         self._index += 1
-        return frame
+        return mono_frame(wave, start)
 
 
 # -- per-track files like the recorder's (ms timestamps on the session timeline) -------------
@@ -309,21 +307,23 @@ def _y_plane(frame: Any) -> np.ndarray:
 def flash_onsets(path: Path, rect: Rect | Callable[[float], Rect | None]) -> list[float]:
     """Times (s) of the output frames where the mean luma inside rect jumps to near white
     after a frame that was not. ``rect`` may be a function of time (a tile that moves when
-    the layout changes; None: not on screen)."""
+    the layout changes; None: not on screen). A tile already white on the first frame it is
+    shown has no onset to see (the flash began before the recording, or before the tile
+    appeared): it is not counted."""
     onsets: list[float] = []
-    white_before = False
+    white_before: bool | None = None  # None: the tile was not shown on the frame before
     with av.open(str(path)) as container:
         for frame in container.decode(video=0):
             t = frame_seconds(frame)
             r = rect(t) if callable(rect) else rect
             if r is None:
-                white_before = False
+                white_before = None
                 continue
             x, y, w, h = r
             if frame.format.name not in ("yuv420p", "yuvj420p"):
                 frame = frame.reformat(format="yuv420p")
             white = float(_y_plane(frame)[y:y + h, x:x + w].mean()) >= WHITE_LUMA
-            if white and not white_before:
+            if white and white_before is False:
                 onsets.append(t)
             white_before = white
     return onsets
