@@ -24,7 +24,6 @@ import asyncio
 import bisect
 import collections
 import contextlib
-import ctypes
 import importlib.metadata
 import json
 import os
@@ -45,7 +44,7 @@ from typing import Any
 
 import aiohttp
 
-from huizhen.procgroup import signal_group, stop_group
+from huizhen.procgroup import die_with_parent, signal_group, stop_group
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -56,7 +55,6 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 API_KEY = "bench"
 AUDIENCE = "huizhen"
 STARTED = time.monotonic()
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
 #: a worker's JSON line can hold every packet of a window (~45 bytes each): no 64 KiB limit
 LINE_LIMIT = 64 * 1024 * 1024
 #: publisher packets sent up to this long before the window are kept for matching (a
@@ -197,7 +195,7 @@ class Processes:
         cpus = self.server_cpus if server else None
 
         def before_exec() -> None:
-            _die_with_parent()
+            die_with_parent()
             if cpus is not None:
                 os.sched_setaffinity(0, cpus)
 
@@ -247,12 +245,6 @@ def split_cores(share: bool) -> tuple[set[int] | None, set[int] | None]:
     if share or len(cores) < 2:
         return None, None
     return {cores[0]}, set(cores[1:])
-
-
-def _die_with_parent() -> None:
-    """In the child, before exec: get SIGTERM if the benchmark dies (even by SIGKILL)."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 #: the publisher's encoder ceiling, kbit/s (set from --publisher-kbps)

@@ -32,7 +32,7 @@ async def _killed_while_recording(tmp_path: Path, db_url: str | None) -> None:
         await asyncio.sleep(1.0)
         await control(doctor, "start")
         started = time.time()
-        await asyncio.sleep(8.0)
+        await asyncio.sleep(5.0)
         killed = time.time()
     finally:
         first.stop(signal.SIGKILL)

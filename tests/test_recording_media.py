@@ -99,7 +99,7 @@ async def test_five_percent_uplink_loss_leaves_no_corrupt_frame_and_no_longer_ga
         await control(doctor, "start")
         started = time.time()
         live.max_gap_s = 0.0
-        await asyncio.sleep(12)
+        await asyncio.sleep(8)
         await control(doctor, "stop")
         stopped = time.time()
         live_gap = max(live.max_gap_s, time.monotonic() - (live.last_frame_at or 0))
@@ -114,7 +114,7 @@ async def test_five_percent_uplink_loss_leaves_no_corrupt_frame_and_no_longer_ga
     figures("recording_loss", sent=sent, recorded=found["frames"], dropped_packets=dropped,
             worst_psnr_db=found["worst_psnr"], max_gap_s=found["max_gap_s"],
             live_max_gap_s=live_gap)
-    assert dropped > 30  # the loss was real (5 % of ≈ 1,000 video packets)
+    assert dropped > 20  # the loss was real (5 % of ≈ 800 video packets)
     assert found["errors"] == 0, found
     assert found["worst_psnr"] >= CLEAN_PSNR_DB, found
     assert found["backwards"] == 0, found
