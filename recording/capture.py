@@ -9,8 +9,9 @@ sequence numbers) and every sender report, before the SFU forwards them. Per RTP
 :class:`~recording.trackfile.TrackFile` writes them. No decoder, no encoder, no extra peer
 connection; the live path only pays for the tap.
 
-* Frames wait for their stream's first sender report (senders send one within a second or
-  two); without one after ``SR_WAIT_S`` the arrival time stands in for it.
+* Frames wait for their stream's second sender report (senders send one every second or so;
+  the better of two is not one a slow keyframe made late); after ``SR_WAIT_S`` they go with
+  one, and without any the arrival time stands in for it.
 * Simulcast: the highest layer that arrives is recorded; when it stops (the publisher's
   uplink shrank) or a higher one appears, the recording moves at that layer's next keyframe
   (asked for), so the file never holds a frame from a layer it did not start on.
@@ -33,7 +34,7 @@ from recording.trackfile import TrackFile, TrackFileStats
 
 log = logging.getLogger("huizhen.recording")
 
-SR_WAIT_S = 3.0  # frames wait this long for their stream's first sender report
+SR_WAIT_S = 3.0  # frames wait this long for their stream's second sender report
 MAX_PENDING = 600  # frames held while waiting (≈ 10 s of audio + video)
 LAYER_ALIVE_S = 1.0  # a simulcast layer with no packet for this long has stopped
 GIVE_UP_S = {"audio": 0.2, "video": 0.6}  # how long a hole may wait for its retransmission
@@ -62,6 +63,7 @@ class _Stream:
         self.layer = layer
         self.clock = SenderClock(layer.clock_rate)
         self.pending: list[Frame] = []
+        self.placing = False  # frames go straight onto the timeline (no more waiting)
         self.first_seen = recorder.clock()
         self.last_packet = self.first_seen
         self.assembler = FrameAssembler(
@@ -116,7 +118,8 @@ class TrackRecorder:
         if stream is None:
             return
         stream.clock.on_sender_report(ntp, rtp_timestamp)
-        self._release(stream)
+        if stream.clock.settled and not stream.placing:
+            self._release(stream)
 
     # ---- frames ------------------------------------------------------------------------------
     def _on_frame(self, stream: _Stream, frame: Frame) -> None:
@@ -124,18 +127,31 @@ class TrackRecorder:
             return
         if self.video and len(self._layers) > 1:
             if stream.layer is self._next_layer and frame.keyframe:
+                for old in self._streams.values():  # what the old layer still holds goes first
+                    if old.layer is self.layer and not old.placing:
+                        self._force(old)
                 self.layer, self._next_layer = stream.layer, None
                 log.info("recording moved to another simulcast layer", extra={
                     "track_id": self.meta.track_id, "rid": stream.layer.rid})
             if stream.layer is not self.layer:
                 return
-        if not stream.clock.ready or stream.pending:
+        if not stream.placing:
             if len(stream.pending) < MAX_PENDING:
                 stream.pending.append(frame)
             return
         self._place(stream, frame)
 
+    def _force(self, stream: _Stream) -> None:
+        """Place a stream's frames now, with one sender report or none (arrival times)."""
+        if stream.pending and not stream.clock.ready:
+            first = stream.pending[0]
+            stream.clock.assume(first.rtp_timestamp, first.arrival)
+            log.info("no sender report: placing a stream by arrival time",
+                     extra={"track_id": self.meta.track_id})
+        self._release(stream)
+
     def _release(self, stream: _Stream) -> None:
+        stream.placing = True
         pending, stream.pending = stream.pending, []
         for frame in pending:
             self._place(stream, frame)
@@ -146,7 +162,7 @@ class TrackRecorder:
         if clock.from_arrival:
             server_time = sender_time
         else:
-            self.offset.observe(frame.arrival, sender_time)
+            self.offset.observe(frame.arrival, sender_time, audio=not self.video)
             assert self.offset.value is not None
             server_time = sender_time + self.offset.value
         self.placed += 1
@@ -167,12 +183,9 @@ class TrackRecorder:
         now = self.clock()
         for stream in list(self._streams.values()):
             stream.assembler.tick()
-            if stream.pending and not stream.clock.ready and now - stream.first_seen > SR_WAIT_S:
-                first = stream.pending[0]
-                stream.clock.assume(first.rtp_timestamp, first.arrival)
-                log.info("no sender report: placing a stream by arrival time",
-                         extra={"track_id": self.meta.track_id})
-                self._release(stream)
+            if (not stream.placing and now - stream.first_seen > SR_WAIT_S
+                    and (stream.clock.ready or stream.pending)):
+                self._force(stream)
         if self.video and len(self._layers) > 1:
             self._choose_layer(now)
 
@@ -208,10 +221,7 @@ class TrackRecorder:
         if not self.closed:
             for stream in self._streams.values():
                 stream.assembler.flush()
-                if stream.pending and not stream.clock.ready:
-                    first = stream.pending[0]
-                    stream.clock.assume(first.rtp_timestamp, first.arrival)
-                self._release(stream)
+                self._force(stream)
             self.closed = True
             for layer in self._layers:
                 if self in layer.taps:

@@ -195,7 +195,7 @@ class _Compositor:
                 person.mics.append(mic)
                 self.mics.append(mic)
                 continue
-            video = VideoSource(decoder, label)
+            video = VideoSource(decoder, label, max_lead_s=0.5 / self.spec.fps)
             self.videos.append(video)
             if track.source == "screen":
                 n = screen_count[track.person] = screen_count.get(track.person, 0) + 1

@@ -24,7 +24,6 @@ import av.logging
 log = logging.getLogger("huizhen.recording.composite")
 
 MAX_DEMUX_RESTARTS = 8  # demuxer errors in a row after which the rest of a file is given up
-MAX_LEAD_S = 0.25  # a frame may be shown this much before its time (nearest, not ≤ t)
 LOGGED_PROBLEMS = 5  # per track, individually; the rest are counted
 
 
@@ -151,13 +150,16 @@ class VideoSource:
     """One video track, stepped along the output timeline, one decoded frame ahead.
 
     ``prev`` is the last frame at or before the output time, ``next`` the first one after it;
-    ``pick`` returns whichever is nearer (a frame is never shown more than MAX_LEAD_S early, so
-    a camera coming back after a gap does not appear ahead of time). Frames carry a serial
+    ``pick`` returns whichever is nearer, but never a frame more than ``max_lead_s`` (half an
+    output frame) before its time: after a gap (a camera that skipped frames, a loss) the last
+    frame holds until the next is due, rather than the next one appearing up to half the gap
+    early — a flash after a gap would otherwise be shown ahead of its sound. Frames carry a serial
     number so the compositor scales each one only once per tile size.
     """
 
-    def __init__(self, decoder: TrackDecoder, key: str) -> None:
+    def __init__(self, decoder: TrackDecoder, key: str, max_lead_s: float) -> None:
         self.key = key
+        self.max_lead_s = max_lead_s
         self.decoder = decoder
         self._frames = decoder.frames()
         self.prev: tuple[float, int, Any] | None = None
@@ -189,13 +191,13 @@ class VideoSource:
     def pick(self, t: float) -> tuple[float, int, Any] | None:
         """The frame nearest to t (see the class docstring), or None before the first."""
         nxt, prev = self.next, self.prev
-        if nxt is not None and nxt[0] - t <= MAX_LEAD_S and (
+        if nxt is not None and nxt[0] - t <= self.max_lead_s and (
                 prev is None or nxt[0] - t < t - prev[0]):
             return nxt
         return prev
 
     def started(self, t: float) -> bool:
-        return self.first_s is not None and self.first_s - MAX_LEAD_S <= t
+        return self.first_s is not None and self.first_s - self.max_lead_s <= t
 
     def ended(self, t: float, hold_s: float) -> bool:
         """Nothing more in the file and its last frame is older than hold_s."""

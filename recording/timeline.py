@@ -4,12 +4,16 @@ Three clocks meet here:
 
 * a stream's RTP timestamps, mapped to its sender's wall clock by the RTCP sender reports
   (NTP ↔ RTP) — the same mapping receivers use for lip sync. Senders stamp a report with the
-  time they send it, so a report can only be late, never early: of the reports of the last
-  half minute, the one that puts a timestamp earliest is the one nearest capture time;
+  time they send it, so a report can only be late, never early (aiortc maps the last packet
+  it sent, and a keyframe that took 300 ms to encode makes the next report 300 ms late): of
+  the reports of the last half minute, the one that puts a timestamp earliest is the one
+  nearest capture time, and a stream is placed once it has two (``settled``);
 * the sender's wall clock, mapped to the server's: the smallest (arrival − sender time) seen
   from that participant (over a sliding window, so a slowly drifting clock is followed). The
   audio and video of one participant share it, which keeps their lip sync; other participants
-  line up to within the difference of their network delays;
+  line up to within the difference of their network delays. It is taken from the audio when
+  the participant sends any (audio is encoded in a moment; a late video report would pull the
+  minimum down and shift the participant's audio with it), else from the video;
 * the server's wall clock, mapped to session time: seconds of recording, pauses left out.
 """
 
@@ -42,12 +46,18 @@ class SenderClock:
         self._ref_rtp: int | None = None  # 32-bit RTP timestamp the bases are relative to
         self._bases: deque[float] = deque(maxlen=SR_WINDOW)  # sender time of _ref_rtp, per SR
         self._base: float | None = None
+        self.reports = 0
         #: the mapping came from arrival times (no sender report in time): already server time
         self.from_arrival = False
 
     @property
     def ready(self) -> bool:
         return self._base is not None
+
+    @property
+    def settled(self) -> bool:
+        """Two reports: the better of them is not the one a slow keyframe made late."""
+        return self.reports >= 2
 
     def on_sender_report(self, ntp: int, rtp_timestamp: int) -> None:
         when = ntp_to_unix(ntp)
@@ -59,6 +69,7 @@ class SenderClock:
         assert self._ref_rtp is not None
         self._bases.append(when - _signed32(rtp_timestamp - self._ref_rtp) / self.rate)
         self._base = min(self._bases)
+        self.reports += 1
 
     def assume(self, rtp_timestamp: int, when: float) -> None:
         """No sender report came: take ``rtp_timestamp`` as captured at server time ``when``
@@ -79,8 +90,14 @@ class ClockOffset:
     def __init__(self) -> None:
         self._buckets: deque[tuple[int, float]] = deque()  # (bucket number, minimum)
         self.value: float | None = None
+        self.from_audio = False
 
-    def observe(self, arrival: float, sender_time: float) -> None:
+    def observe(self, arrival: float, sender_time: float, audio: bool = True) -> None:
+        if audio and not self.from_audio:
+            self.from_audio = True  # from now on the audio alone says it
+            self._buckets.clear()
+        elif not audio and self.from_audio:
+            return
         sample = arrival - sender_time
         bucket = int(arrival // OFFSET_BUCKET_S)
         if self._buckets and self._buckets[-1][0] == bucket:

@@ -74,9 +74,9 @@ async def test_simulcast_records_the_highest_layer_that_arrives(tmp_path: Path) 
     def run(frames: range, rids: str) -> Iterator[None]:
         for i in frames:
             for rid in rids:
-                if i % FPS == 0:
-                    streams[rid].report(i, start + i / FPS)
                 streams[rid].send(i)
+                if i % FPS == 0:  # after the packets, as senders do
+                    streams[rid].report(i, start + i / FPS)
             clock[0] += 1 / FPS
             recorder.tick()
             yield

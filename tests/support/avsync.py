@@ -134,9 +134,7 @@ class FlashVideoTrack(MediaStreamTrack):
         due = self.t0 + self._index / self.fps
         if due > now:
             await asyncio.sleep(due - now)
-        elif now - due > 1 / self.fps:  # late: skip to the frame that is due now
-            self._index = math.floor((now - self.t0) * self.fps)
-        k = self._index
+        k = self._index  # a late frame is sent late, never skipped: its timestamp stays true
         frame = self.pattern.frame(k, self.is_flash(k))
         frame.pts = k * VIDEO_CLOCK // self.fps
         frame.time_base = fractions.Fraction(1, VIDEO_CLOCK)
@@ -305,11 +303,11 @@ def _y_plane(frame: Any) -> np.ndarray:
 
 
 def flash_onsets(path: Path, rect: Rect | Callable[[float], Rect | None]) -> list[float]:
-    """Times (s) of the output frames where the mean luma inside rect jumps to near white
-    after a frame that was not. ``rect`` may be a function of time (a tile that moves when
-    the layout changes; None: not on screen). A tile already white on the first frame it is
-    shown has no onset to see (the flash began before the recording, or before the tile
-    appeared): it is not counted."""
+    """Times (s) of the output frames where the mean luma inside rect (its middle half) jumps
+    to near white after a frame that was not. ``rect`` may be a function of time (a tile that
+    moves when the layout changes; None: not on screen). A tile already white on the first
+    frame it is shown has no onset to see (the flash began before the recording, or before
+    the tile appeared): it is not counted."""
     onsets: list[float] = []
     white_before: bool | None = None  # None: the tile was not shown on the frame before
     with av.open(str(path)) as container:
@@ -319,7 +317,9 @@ def flash_onsets(path: Path, rect: Rect | Callable[[float], Rect | None]) -> lis
             if r is None:
                 white_before = None
                 continue
-            x, y, w, h = r
+            # the middle half of the tile: always picture (a letterboxed picture leaves bars
+            # at the edges), never the name label (bottom left)
+            x, y, w, h = r[0] + r[2] // 4, r[1] + r[3] // 4, r[2] // 2, r[3] // 2
             if frame.format.name not in ("yuv420p", "yuvj420p"):
                 frame = frame.reformat(format="yuv420p")
             white = float(_y_plane(frame)[y:y + h, x:x + w].mean()) >= WHITE_LUMA
