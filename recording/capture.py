@@ -38,6 +38,7 @@ SR_WAIT_S = 3.0  # frames wait this long for their stream's second sender report
 MAX_PENDING = 600  # frames held while waiting (≈ 10 s of audio + video)
 LAYER_ALIVE_S = 1.0  # a simulcast layer with no packet for this long has stopped
 GIVE_UP_S = {"audio": 0.2, "video": 0.6}  # how long a hole may wait for its retransmission
+GIVE_UP_AFTER = {"audio": 8, "video": 15}  # … and how many packets must have come after it
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,7 @@ class _Stream:
         self.last_packet = self.first_seen
         self.assembler = FrameAssembler(
             depacketizer_for(layer.mime_type), GIVE_UP_S.get(layer.kind, 0.6),
+            GIVE_UP_AFTER.get(layer.kind, 15),
             lambda frame: recorder._on_frame(self, frame), layer.request_keyframe,
             # video is repaired by retransmission: ask again for what a hole still misses
             # (the publisher's own NACK went out once; a room nobody watches has no other)

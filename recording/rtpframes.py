@@ -5,7 +5,10 @@ The SFU forwards packets as they come; a recording needs frames. Per RTP stream 
 * A small reorder buffer puts packets back in sequence order. Packets the SFU gets repaired
   (NACK → retransmission, which SourceTrack hands on with its original sequence number) fill
   their holes when they arrive.
-* A hole that stays open longer than ``give_up_s`` is given up: the frame it belongs to is
+* A hole that stays open longer than ``give_up_s``, while at least ``give_up_after`` packets
+  came after it, is given up (both: when the event loop was held up, the packets that fill
+  holes are still waiting in the socket, and a clock alone would give up on them): the
+  frame it belongs to is
   dropped, and the stream is written again only from its next keyframe (``on_keyframe_needed``
   asks the publisher for one), so a file never holds a frame decoded from a broken reference,
   and a lost packet never stalls the recording.
@@ -168,7 +171,7 @@ class _Packet:
 class FrameAssembler:
     """One RTP stream's packets in, its complete frames out (see the module docstring)."""
 
-    def __init__(self, depacketizer: Depacketizer, give_up_s: float,
+    def __init__(self, depacketizer: Depacketizer, give_up_s: float, give_up_after: int,
                  on_frame: Callable[[Frame], None],
                  on_keyframe_needed: Callable[[], None] | None = None,
                  on_missing: Callable[[list[int]], None] | None = None,
@@ -177,6 +180,7 @@ class FrameAssembler:
         self._on_missing = on_missing  # NACK these (16-bit) sequence numbers again
         self._last_nack = 0.0
         self._give_up_s = give_up_s
+        self._give_up_after = give_up_after
         self._on_frame = on_frame
         self._on_keyframe_needed = on_keyframe_needed
         self._clock = clock
@@ -223,7 +227,8 @@ class FrameAssembler:
         if self._hole_since is None:
             return
         now = self._clock()
-        if now - self._hole_since >= self._give_up_s:
+        if (now - self._hole_since >= self._give_up_s
+                and len(self._buffer) >= self._give_up_after):  # all held are after the hole
             self._give_up()
         elif (self._on_missing is not None
               and now - max(self._hole_since, self._last_nack) >= RENACK_S):

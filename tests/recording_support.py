@@ -134,14 +134,13 @@ class SyncSession:
     split: list[float]  # the specialist's flashes against the patient's beeps
 
 
-async def flash_beep_session(server: Server, seconds: float, patient_joins_s: float = 0.0,
-                             patient_mutes_s: tuple[float, float] | None = None
-                             ) -> SyncSession:
+async def record_flash_beep(server: Server, seconds: float, patient_joins_s: float = 0.0,
+                            patient_mutes_s: tuple[float, float] | None = None) -> str:
     """A/V sync measured, not assumed: the doctor flashes and beeps (1 kHz) on the second; a
     specialist flashes and the patient beeps (2.5 kHz) on the half second. The patient joins
     ``patient_joins_s`` into the recording and may mute once (between beeps: a beep cut in
-    half would seem to start where the sound comes back). Recorded, stored and composed by
-    the worker (in this process); every flash and its beep measured in the composite."""
+    half would seem to start where the sound comes back). Returns the room; the recording is
+    stopped, its jobs queued (``finish``), and ``flash_beep_offsets`` measures it."""
     room = await server.create_room("joint_clinic")
     await consent(server, room)
     t0 = time.monotonic()
@@ -171,7 +170,11 @@ async def flash_beep_session(server: Server, seconds: float, patient_joins_s: fl
     finally:
         for p in people:
             await p.leave()
-    assert await finish(server) == 2
+    return room
+
+
+async def flash_beep_offsets(server: Server, room: str) -> SyncSession:
+    """Every flash and its beep in the composite of the room's (finished) recording."""
     status, body = await server.api("GET", f"/api/rooms/{room}/recordings")
     assert status == 200, body
     recording = body["recordings"][-1]
@@ -182,3 +185,10 @@ async def flash_beep_session(server: Server, seconds: float, patient_joins_s: fl
     layout = entry.meta["layout"]
     return SyncSession(recording, folder, sync_offsets(composite, layout, "dr-li", 1000.0),
                        sync_offsets(composite, layout, "dr-wu", 2500.0))
+
+
+async def flash_beep_session(server: Server, seconds: float) -> SyncSession:
+    """``record_flash_beep``, stored and composed by the worker (in this process), measured."""
+    room = await record_flash_beep(server, seconds)
+    assert await finish(server) == 2
+    return await flash_beep_offsets(server, room)

@@ -29,7 +29,7 @@ KEYS = {
 def test_fanout_benchmark_runs_and_reports() -> None:
     proc = subprocess.run(
         [sys.executable, str(FANOUT), "--subscribers", "1,2", "--baseline-subscribers", "1",
-         "--window", "3", "--warmup", "2", "--json"],
+         "--window", "3", "--warmup", "2", "--settle", "2", "--recover", "10", "--json"],
         cwd=REPO, capture_output=True, text=True, timeout=150, check=False)
     assert proc.returncode == 0, proc.stderr[-4000:]
     result = json.loads(proc.stdout)

@@ -1,6 +1,6 @@
 """``kill -9`` while recording (issue 10, test 2): the files written so far play to within 3 s
 of the kill, the next start marks the recording interrupted, and it is finished (stored,
-composed) like any other. SQLite and PostgreSQL."""
+composed) like any other."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import av
-import pytest
 
 from tests.harness import ServerProcess, figures
 from tests.recording_support import consent, control, finish, join
@@ -83,10 +82,7 @@ async def _killed_while_recording(tmp_path: Path, db_url: str | None) -> None:
     assert video_frames >= (recorded_s - WITHIN_S) * 20
 
 
-async def test_kill_9_while_recording_sqlite(tmp_path: Path) -> None:
+async def test_kill_9_while_recording(tmp_path: Path) -> None:
+    """On SQLite, the default (the recording tables and job claiming on PostgreSQL:
+    tests/test_recording_db.py)."""
     await _killed_while_recording(tmp_path, None)
-
-
-@pytest.mark.postgres
-async def test_kill_9_while_recording_postgres(tmp_path: Path, pg_url: str) -> None:
-    await _killed_while_recording(tmp_path, pg_url)

@@ -96,11 +96,11 @@ class Clock:
         return self.now
 
 
-def assembler(depacketizer, clock: Clock, give_up_s: float = 0.5
+def assembler(depacketizer, clock: Clock, give_up_s: float = 0.5, give_up_after: int = 3
               ) -> tuple[FrameAssembler, list[Frame], list[str]]:
     frames: list[Frame] = []
     events: list[str] = []
-    asm = FrameAssembler(depacketizer, give_up_s, frames.append,
+    asm = FrameAssembler(depacketizer, give_up_s, give_up_after, frames.append,
                          lambda: events.append("keyframe"),
                          lambda seqs: events.append(f"nack {seqs}"), clock=clock)
     return asm, frames, events
@@ -197,6 +197,22 @@ def test_opus_packets_are_frames_and_audio_holes_are_not_waited_for_long() -> No
     asm.tick()
     assert [f.data for f in out] == payloads[:4] + payloads[5:]
     assert events == []  # no keyframes in audio, no retransmission either
+
+
+def test_a_held_up_event_loop_does_not_give_up_on_what_still_waits_in_the_socket() -> None:
+    """Time alone does not give a hole up: after a stall, the tick may run before the queued
+    packets (the one that fills the hole among them) are read."""
+    clock = Clock()
+    asm, out, _ = assembler(OpusDepacketizer(), clock, give_up_s=0.2, give_up_after=3)
+    payloads = [bytes([0xFC, i]) for i in range(8)]
+    asm.add(100, 0, False, payloads[0], arrival=0.0)
+    asm.add(102, 1920, False, payloads[2], arrival=0.0)  # 101 reordered, not lost
+    clock.now = 2.0  # the loop was held up for 2 s
+    asm.tick()
+    assert [f.data for f in out] == payloads[:1]  # still waiting: one packet after the hole
+    for seq in (101, 103, 104, 105):
+        asm.add(seq, 960 * (seq - 100), False, payloads[seq - 100], arrival=0.0)
+    assert [f.data for f in out] == payloads[:6]  # nothing lost
 
 
 def test_padding_only_packets_hold_a_number_but_carry_nothing(vp8) -> None:
