@@ -13,15 +13,14 @@ import json
 import sys
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from huizhen.config import Settings, load_settings
 from huizhen.remote import CliError
-from recording.db import Recording, RecordingDb
-from recording.manifest import Manifest, ManifestError, manifest_key, verify
-from recording.storage import open_storage
-from recording.worker import Worker, main_async
-from rooms.db import Database
+
+if TYPE_CHECKING:  # the commands import what they use: `huizhen` starts in a fraction of a second
+    from recording.db import Recording, RecordingDb
+    from rooms.db import Database
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -29,6 +28,9 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 async def _open(settings: Settings) -> tuple[Database, RecordingDb]:
+    from recording.db import RecordingDb
+    from rooms.db import Database
+
     db = await Database.open(settings.database_url)
     return db, RecordingDb(db)
 
@@ -68,6 +70,8 @@ class ProgressLine:
 
 async def cmd_composite(args: argparse.Namespace) -> None:
     """Make the composite of a recording (or of every recording of a room) again."""
+    from recording.worker import Worker
+
     settings = _settings(args)
     db, recordings = await _open(settings)
     try:
@@ -105,6 +109,8 @@ async def cmd_composite(args: argparse.Namespace) -> None:
 
 async def cmd_verify(args: argparse.Namespace) -> None:
     """Re-hash every stored file of a recording against its manifest; exit 1 on a problem."""
+    from recording.storage import open_storage
+
     settings = _settings(args)
     db, recordings = await _open(settings)
     storage = open_storage(settings)
@@ -135,6 +141,8 @@ async def cmd_verify(args: argparse.Namespace) -> None:
 async def verify_one(storage: Any, recording: Recording) -> list[Any]:
     """Problems of one recording: its stored manifest against the database's copy, then
     every file against the manifest."""
+    from recording.manifest import Manifest, ManifestError, manifest_key, verify
+
     if recording.manifest is None:
         return [f"not stored yet (status {recording.status}): nothing to verify"]
     kept = Manifest.model_validate(recording.manifest)
@@ -197,6 +205,7 @@ async def cmd_show(args: argparse.Namespace) -> None:
 
 def cmd_worker(args: argparse.Namespace) -> None:
     from huizhen.logs import setup_logging
+    from recording.worker import main_async
 
     settings = _settings(args)
     setup_logging(settings.logging.level, settings.logging.format)
