@@ -22,6 +22,7 @@ from huizhen.logs import setup_logging
 from huizhen.remote import EXIT_FAILED, EXIT_USAGE, Api, CliError, load_cli_settings
 from loadtest.cli import add_parser as add_loadtest_parser
 from recording.cli import add_parser as add_recording_parser
+from records.cli import add_parser as add_audit_parser
 
 
 # ---- REST ------------------------------------------------------------------------------------
@@ -219,6 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_loadtest_parser(sub)  # huizhen loadtest …
     add_recording_parser(sub)  # huizhen recording …
+    add_audit_parser(sub)  # huizhen audit …
 
     key = sub.add_parser("key", help="API keys").add_subparsers(dest="key_cmd", required=True)
     gen = key.add_parser("generate", help="print a new API key and secret")

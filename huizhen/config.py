@@ -16,7 +16,7 @@ import os
 import re
 import secrets
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 from urllib.parse import urlparse
 
 import yaml
@@ -34,6 +34,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 #: random secret in ``<data_dir>/dev-credentials.json``; outside dev mode it refuses that key.
 DEV_API_KEY = "dev"
 DEV_CREDENTIALS_FILE = "dev-credentials.json"
+DEV_AUDIT_KEY_FILE = "dev-audit-key"
 MIN_SECRET_LENGTH = 32
 CONFIG_ENV = "HUIZHEN_CONFIG"
 
@@ -102,8 +103,7 @@ class RedisConfig(BaseModel):
 
 #: Smallest multipart part S3 accepts (every part but the last).
 S3_MIN_PART_MB = 5
-ENCRYPTION_KEY_ID = r"^[A-Za-z0-9._-]{1,64}$"
-ENCRYPTION_KEYS_ENV = "HUIZHEN_RECORDING__ENCRYPTION__KEYS"
+KEY_ID = r"^[A-Za-z0-9._-]{1,64}$"
 
 
 class S3Config(BaseModel):
@@ -155,9 +155,11 @@ class UploadConfig(BaseModel):
     keep_local: bool = False
 
 
-class EncryptionConfig(BaseModel):
-    """Keys as base64 of 32 random bytes, by key id; ``active_key`` encrypts new files."""
+class KeySet(BaseModel):
+    """Keys as base64 of 32 random bytes, by key id; ``active_key`` is used for new data, the
+    others stay for reading (rotation). ``OPTION`` names the option in messages."""
 
+    OPTION: ClassVar[str] = ""
     keys: dict[str, SecretStr] = {}
     active_key: str = ""
 
@@ -165,23 +167,23 @@ class EncryptionConfig(BaseModel):
     @classmethod
     def _keys(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
         for key_id, key in value.items():
-            if not re.match(ENCRYPTION_KEY_ID, key_id):
+            if not re.match(KEY_ID, key_id):
                 raise ValueError(f"key id {key_id!r}: use 1-64 characters of A-Z a-z 0-9 . _ -")
             if len(_decode_key(key.get_secret_value())) != 32:
                 raise ValueError(
-                    f"key {key_id!r} must be base64 of exactly 32 random bytes (AES-256); "
+                    f"key {key_id!r} must be base64 of exactly 32 random bytes; "
                     "generate one with: python -c 'import os,base64;"
                     "print(base64.b64encode(os.urandom(32)).decode())'")
         return value
 
     @model_validator(mode="after")
-    def _active(self) -> EncryptionConfig:
+    def _active(self) -> KeySet:
         if self.active_key and self.active_key not in self.keys:
             raise ValueError(f"active_key {self.active_key!r} is not one of the key ids in keys "
-                             f"(set them in {ENCRYPTION_KEYS_ENV})")
+                             f"(set them in {keys_env(self.OPTION)})")
         if self.keys and not self.active_key:
-            raise ValueError("keys are set but active_key is empty: name the key id that "
-                             "encrypts new recordings")
+            raise ValueError("keys are set but active_key is empty: name the key id to use "
+                             "for new data")
         return self
 
     @property
@@ -190,6 +192,28 @@ class EncryptionConfig(BaseModel):
 
     def key_bytes(self) -> dict[str, bytes]:
         return {k: _decode_key(v.get_secret_value()) for k, v in self.keys.items()}
+
+
+def keys_env(option: str) -> str:
+    """The environment variable of a key set's keys: HUIZHEN_RECORDS__AUDIT__KEYS and so on."""
+    return "HUIZHEN_" + option.upper().replace(".", "__") + "__KEYS"
+
+
+class EncryptionConfig(KeySet):
+    """Encryption at rest of recordings (AES-256-GCM); empty: off."""
+
+    OPTION: ClassVar[str] = "recording.encryption"
+
+
+class AuditConfig(KeySet):
+    """HMAC-SHA256 keys that seal the audit log's chain. Dev mode without keys: one is made in
+    ``<data_dir>/dev-audit-key``; outside dev mode they are required."""
+
+    OPTION: ClassVar[str] = "records.audit"
+
+
+class RecordsConfig(BaseModel):
+    audit: AuditConfig = AuditConfig()
 
 
 def _decode_key(text: str) -> bytes:
@@ -293,6 +317,7 @@ class Settings(BaseSettings):
     database: DatabaseConfig = DatabaseConfig()
     redis: RedisConfig = RedisConfig()
     recording: RecordingConfig = RecordingConfig()
+    records: RecordsConfig = RecordsConfig()
     ice: IceConfig = IceConfig()
     auth: AuthConfig = AuthConfig()
     signaling: SignalingConfig = SignalingConfig()
@@ -383,7 +408,7 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
         elif Path("config.yaml").exists():
             path = Path("config.yaml")
     data = _read_yaml(path) if path is not None else {}
-    keys_in_file = _encryption_keys_in(data)
+    keys_in_file = _keys_in(data)
     data.update(overrides)
     try:
         settings = Settings(**data)
@@ -391,19 +416,26 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
         raise ConfigError(_describe(exc)) from exc
     check_secure(settings)
     if keys_in_file and settings.mode != "dev":
+        option = keys_in_file[0]
         raise ConfigError(
-            f"recording.encryption.keys is written in {path}; outside dev mode encryption keys "
-            f"belong in the environment, never in a file that is copied or committed: move them "
-            f"to {ENCRYPTION_KEYS_ENV}='{{\"<key id>\": \"<base64 of 32 bytes>\"}}'"
+            f"{option}.keys is written in {path}; outside dev mode keys belong in the "
+            f"environment, never in a file that is copied or committed: move them to "
+            f"{keys_env(option)}='{{\"<key id>\": \"<base64 of 32 bytes>\"}}'"
         )
     return settings
 
 
-def _encryption_keys_in(data: dict[str, Any]) -> bool:
-    """Whether a config file's own mapping holds recording encryption keys."""
-    recording = data.get("recording")
-    encryption = recording.get("encryption") if isinstance(recording, dict) else None
-    return isinstance(encryption, dict) and bool(encryption.get("keys"))
+def _keys_in(data: dict[str, Any]) -> list[str]:
+    """The key sets (``recording.encryption``, ``records.audit``) whose keys a config file's
+    own mapping holds."""
+    found = []
+    for option in (EncryptionConfig.OPTION, AuditConfig.OPTION):
+        node: Any = data
+        for part in option.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and node.get("keys"):
+            found.append(option)
+    return found
 
 
 def check_secure(settings: Settings) -> None:
@@ -432,6 +464,12 @@ def check_secure(settings: Settings) -> None:
             "server.tls.cert_file/key_file, or TLS terminated by a proxy in front"
         )
     _check_recording_storage(settings.recording.storage)
+    if not settings.records.audit.enabled:
+        raise ConfigError(
+            "production mode needs a key that seals the audit log: set "
+            f"{keys_env(AuditConfig.OPTION)}='{{\"a1\": \"<base64 of 32 random bytes>\"}}' and "
+            "HUIZHEN_RECORDS__AUDIT__ACTIVE_KEY=a1 (keep every key that sealed rows you keep)"
+        )
 
 
 def _check_recording_storage(storage: StorageConfig) -> None:
@@ -465,6 +503,24 @@ def _stored_dev_secret(data_dir: Path) -> str | None:
         return None
     secret = data.get("secret") if isinstance(data, dict) else None
     return secret if isinstance(secret, str) else None
+
+
+def audit_keys(settings: Settings) -> tuple[dict[str, bytes], str]:
+    """The audit log's keys and the active key id. In dev mode without configured keys, a
+    random key kept in ``<data_dir>/dev-audit-key`` (made on first use)."""
+    audit = settings.records.audit
+    if audit.enabled:
+        return audit.key_bytes(), audit.active_key
+    if settings.mode != "dev":
+        raise ConfigError(f"records.audit has no keys: set {keys_env(AuditConfig.OPTION)}")
+    path = settings.data_dir / DEV_AUDIT_KEY_FILE
+    key = _decode_key(path.read_text(encoding="ascii")) if path.exists() else b""
+    if len(key) != 32:
+        key = secrets.token_bytes(32)
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(base64.b64encode(key).decode(), encoding="ascii")
+        path.chmod(0o600)
+    return {DEV_API_KEY: key}, DEV_API_KEY
 
 
 def ensure_dev_credentials(settings: Settings) -> ApiKey | None:

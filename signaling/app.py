@@ -10,7 +10,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from huizhen.config import Settings
+from huizhen.config import Settings, audit_keys
 from media.echo import EchoService
 from media.ice import IcePolicy, TurnServerSpec
 from media.sfu import Sfu
@@ -18,11 +18,12 @@ from recording.db import RecordingDb
 from recording.service import RecordingService
 from recording.storage import open_storage
 from recording.worker import WorkerProcess
+from records.audit import AuditLog
 from rooms.db import Database
 from rooms.service import RoomService
 from rooms.store import MemoryRoomStateStore
 from signaling import api, recording_api
-from signaling.keys import ECHO, RECORDING, ROOMS, SETTINGS, SFU
+from signaling.keys import AUDIT, ECHO, RECORDING, ROOMS, SETTINGS, SFU
 from signaling.tls import ssl_context
 from signaling.ws import websocket_handler
 
@@ -84,6 +85,7 @@ async def _services(app: web.Application):  # type: ignore[no-untyped-def]
         await storage.check()
     finally:
         await storage.close()  # checked here so a bad folder/bucket fails the start
+    keys, active_key = audit_keys(settings)
     db = await Database.open(settings.database_url)
     sfu = Sfu(policy, settings.media.video_codec, settings.media.pli_throttle_ms / 1000)
     service = RoomService(db, MemoryRoomStateStore(), sfu)
@@ -96,6 +98,7 @@ async def _services(app: web.Application):  # type: ignore[no-untyped-def]
     app[ROOMS] = service
     app[SFU] = sfu
     app[RECORDING] = recordings
+    app[AUDIT] = AuditLog(db, keys, active_key)
     app[ECHO] = EchoService(policy)
     log.info("service ready", extra={"url": settings.base_url, "mode": settings.mode,
                                      "database": db.engine.url.render_as_string(

@@ -8,6 +8,7 @@ from huizhen.config import Settings
 from media.echo import EchoService
 from media.sfu import Sfu
 from recording.service import RecordingService
+from records.audit import AuditLog
 from rooms.service import RoomService
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -15,4 +16,5 @@ ROOMS = web.AppKey("rooms", RoomService)
 SFU = web.AppKey("sfu", Sfu)
 ECHO = web.AppKey("echo", EchoService)
 RECORDING = web.AppKey("recording", RecordingService)
+AUDIT = web.AppKey("audit", AuditLog)
 API_KEY = web.RequestKey("api_key", str)

@@ -10,9 +10,10 @@ from typing import Any
 from aiohttp import web
 
 from recording.service import CONSENT_GIVERS, CONSENT_METHODS, Actor, RecordingService
+from records.audit import AuditEvent
 from rooms.members import RoomError
 from signaling.api import BadRequest, json_body, rooms_of, text_field
-from signaling.keys import API_KEY, RECORDING
+from signaling.keys import API_KEY, AUDIT, RECORDING
 
 ACTIONS = ("start", "stop", "pause", "resume")
 
@@ -24,6 +25,16 @@ def _recording(request: web.Request) -> RecordingService:
 
 def _actor(request: web.Request) -> Actor:
     return Actor(f"api:{request[API_KEY]}", "api")
+
+
+async def _audit(request: web.Request, action: str, entity_type: str, entity_id: str,
+                 patient_ref: str | None, reason: str | None = None, outcome: str = "allowed",
+                 detail: dict[str, Any] | None = None) -> None:
+    """Who (the API key), what, for which patient, from where: in the audit log."""
+    await request.app[AUDIT].append(AuditEvent(
+        actor=f"api:{request[API_KEY]}", role="api", action=action, entity_type=entity_type,
+        entity_id=entity_id, patient_ref=patient_ref, address=request.remote, reason=reason,
+        outcome=outcome, detail=detail))
 
 
 async def add_consent(request: web.Request) -> web.Response:
@@ -45,12 +56,15 @@ async def add_consent(request: web.Request) -> web.Response:
     consent = await _recording(request).record_consent(
         room.id, granted, method, given_by_role, recorded_by=f"api:{request[API_KEY]}",
         asked_by=obtained_by, note=note)
+    await _audit(request, "consent.add", "consent", consent.id, room.patient_ref, outcome="done",
+                 detail={"room": room.id, "granted": granted, "method": method})
     return web.json_response(consent.as_dict(), status=201)
 
 
 async def list_consents(request: web.Request) -> web.Response:
     room = await rooms_of(request).get_room(request.match_info["room_id"])
     consents = await _recording(request).db.consents(room.id)
+    await _audit(request, "consent.list", "room", room.id, room.patient_ref)
     return web.json_response({"consents": [c.as_dict() for c in consents]})
 
 
@@ -65,17 +79,26 @@ async def control(request: web.Request) -> web.Response:
     if action == "start":
         reason = text_field(data, "override_reason", required=False, max_len=500)
         record = await recording.start(room.id, actor, reason)
+        await _audit(request, "recording.start", "recording", record.id, room.patient_ref,
+                     reason=reason, outcome="done",
+                     detail={"room": room.id, "override": reason is not None})
         return web.json_response(record.as_dict(), status=201)
     if action == "stop":
         record = await recording.stop(room.id, actor)
+        await _audit(request, "recording.stop", "recording", record.id, room.patient_ref,
+                     outcome="done", detail={"room": room.id})
         return web.json_response(record.as_dict())
     await recording.pause(room.id, actor, action == "pause")
+    await _audit(request, f"recording.{action}", "room", room.id, room.patient_ref,
+                 outcome="done")
     return web.json_response(recording.state(room.id))
 
 
 async def room_recordings(request: web.Request) -> web.Response:
     room = await rooms_of(request).get_room(request.match_info["room_id"])
     found = await _recording(request).db.recordings(room_id=room.id)
+    await _audit(request, "recording.list", "room", room.id, room.patient_ref,
+                 detail={"recordings": [r.id for r in found]})
     return web.json_response({"recordings": [r.as_dict() for r in found]})
 
 
@@ -88,7 +111,10 @@ async def _get(request: web.Request) -> Any:
 
 
 async def get_recording(request: web.Request) -> web.Response:
-    return web.json_response((await _get(request)).as_dict())
+    found = await _get(request)
+    room = await rooms_of(request).get_room(found.room_id)
+    await _audit(request, "recording.read", "recording", found.id, room.patient_ref)
+    return web.json_response(found.as_dict())
 
 
 async def composite_again(request: web.Request) -> web.Response:
@@ -97,6 +123,9 @@ async def composite_again(request: web.Request) -> web.Response:
     if found.status in ("recording", "paused"):
         raise RoomError("recording_active", "the recording is still going: stop it first")
     job_id = await _recording(request).db.add_job(found.id, "composite")
+    room = await rooms_of(request).get_room(found.room_id)
+    await _audit(request, "recording.composite", "recording", found.id, room.patient_ref,
+                 outcome="done", detail={"job": job_id})
     return web.json_response({"job_id": job_id, "recording_id": found.id, "status": "queued"},
                              status=202)
 

@@ -18,6 +18,7 @@ from huizhen.config import (
     MIN_SECRET_LENGTH,
     ApiKey,
     ConfigError,
+    audit_keys,
     check_secure,
     ensure_dev_credentials,
     generate_secret,
@@ -25,6 +26,7 @@ from huizhen.config import (
 )
 
 GOOD_SECRET = "k" * MIN_SECRET_LENGTH + "-production-secret"
+AUDIT_KEYS = {"keys": {"a1": base64.b64encode(b"\x07" * 32).decode()}, "active_key": "a1"}
 
 
 @pytest.fixture(autouse=True)
@@ -44,7 +46,8 @@ def write_yaml(path: Path, data: Any) -> Path:
 def production(tmp_path: Path, **overrides: Any) -> dict[str, Any]:
     base: dict[str, Any] = {"mode": "production", "data_dir": str(tmp_path / "data"),
                             "auth": {"api_keys": [{"key": "hospital-his",
-                                                   "secret": GOOD_SECRET}]}}
+                                                   "secret": GOOD_SECRET}]},
+                            "records": {"audit": AUDIT_KEYS}}
     base.update(overrides)
     return base
 
@@ -392,9 +395,14 @@ def test_production_keys_from_the_environment(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setenv("HUIZHEN_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("HUIZHEN_AUTH__API_KEYS",
                        json.dumps([{"key": "his", "secret": GOOD_SECRET}]))
+    with pytest.raises(ConfigError, match="HUIZHEN_RECORDS__AUDIT__KEYS"):
+        load_settings()  # the audit log's key is required too
+    monkeypatch.setenv("HUIZHEN_RECORDS__AUDIT__KEYS", json.dumps(AUDIT_KEYS["keys"]))
+    monkeypatch.setenv("HUIZHEN_RECORDS__AUDIT__ACTIVE_KEY", "a1")
     settings = load_settings()
     assert settings.mode == "production"
     assert settings.primary_key.key == "his"
+    assert settings.records.audit.key_bytes() == {"a1": b"\x07" * 32}
 
 
 def test_generated_secrets_differ() -> None:
@@ -570,10 +578,56 @@ def test_production_refuses_encryption_keys_in_the_config_file(tmp_path: Path) -
 
 def test_production_takes_encryption_keys_from_the_environment(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    path = write_yaml(tmp_path / "c.yaml", production(
-        tmp_path, recording={"encryption": {"active_key": "2025-02"}}))
+    data = production(tmp_path, recording={"encryption": {"active_key": "2025-02"}})
+    data.pop("records")  # its keys in the environment too
+    path = write_yaml(tmp_path / "c.yaml", data)
+    monkeypatch.setenv("HUIZHEN_RECORDS__AUDIT__KEYS", json.dumps(AUDIT_KEYS["keys"]))
+    monkeypatch.setenv("HUIZHEN_RECORDS__AUDIT__ACTIVE_KEY", "a1")
     monkeypatch.setenv("HUIZHEN_RECORDING__ENCRYPTION__KEYS",
                        json.dumps({"2025-01": KEY_A, "2025-02": KEY_B}))
     encryption = load_settings(path).recording.encryption
     assert encryption.active_key == "2025-02"
     assert encryption.key_bytes() == {"2025-01": b"\x0a" * 32, "2025-02": b"\x0b" * 32}
+
+
+# ---- key sets: the audit log's keys, keys kept out of files ---------------------------------
+
+def test_production_refuses_no_audit_key(tmp_path: Path) -> None:
+    data = production(tmp_path)
+    del data["records"]
+    with pytest.raises(ConfigError, match="HUIZHEN_RECORDS__AUDIT__KEYS"):
+        load_settings(Path("/dev/null"), **data)
+
+
+@pytest.mark.parametrize("section", [
+    {"recording": {"encryption": AUDIT_KEYS}},
+    {"records": {"audit": AUDIT_KEYS}},
+])
+def test_production_refuses_keys_written_in_the_file(tmp_path: Path,
+                                                     section: dict[str, Any]) -> None:
+    """Keys in config.yaml are fine for a dev machine; in production they must come from the
+    environment (a config file gets copied and committed)."""
+    data = production(tmp_path)
+    data.update(section)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    option = "recording.encryption" if "recording" in section else "records.audit"
+    env = "HUIZHEN_" + option.upper().replace(".", "__") + "__KEYS"
+    with pytest.raises(ConfigError, match=rf"{option}\.keys is written in .*{env}"):
+        load_settings(path)
+    data["mode"] = "dev"
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    assert load_settings(path).mode == "dev"
+
+
+def test_audit_keys_in_dev_mode_are_made_once_and_kept(tmp_path: Path) -> None:
+    settings = load_settings(Path("/dev/null"), data_dir=str(tmp_path / "d"))
+    keys, active = audit_keys(settings)
+    assert active == "dev" and len(keys["dev"]) == 32
+    assert (tmp_path / "d" / "dev-audit-key").stat().st_mode & 0o077 == 0
+    assert audit_keys(load_settings(Path("/dev/null"), data_dir=str(tmp_path / "d"))) == (
+        keys, active)
+    configured = load_settings(Path("/dev/null"), data_dir=str(tmp_path / "e"),
+                               records={"audit": AUDIT_KEYS})
+    assert audit_keys(configured) == ({"a1": b"\x07" * 32}, "a1")
+    assert not (tmp_path / "e" / "dev-audit-key").exists()

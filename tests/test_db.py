@@ -14,6 +14,7 @@ from sqlalchemy import Connection, inspect, text
 from sqlalchemy.exc import IntegrityError, StatementError
 
 import recording.db  # noqa: F401  (registers the recording tables on Base.metadata)
+import records.audit  # noqa: F401  (and the audit log's)
 from rooms.db import Base, Database, DatabaseError
 from rooms.models import EventRecord, RoomRecord, SessionRecord
 
@@ -252,9 +253,9 @@ async def test_migrations_are_idempotent(empty_url: str) -> None:
             version = (await conn.execute(text("SELECT version_num FROM alembic_version"))).all()
             tables = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
         await database.close()
-        assert version == [("0002",)]
+        assert version == [("0003",)]
         assert {"rooms", "participant_sessions", "room_events", "consents", "recordings",
-                "recording_files", "recording_jobs"} <= tables
+                "recording_files", "recording_jobs", "audit_log", "audit_head"} <= tables
 
 
 def _schema_diff(conn: Connection) -> list[object]:
