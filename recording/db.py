@@ -54,6 +54,10 @@ class RecordingRow(Base):
     manifest: Mapped[dict[str, Any] | None]
     manifest_sha256: Mapped[str | None] = mapped_column(String(64))
     error: Mapped[str | None] = mapped_column(Text)
+    #: whose recording it is: the patient under discussion (or the room's patient) …
+    patient_ref: Mapped[str | None] = mapped_column(String(255))
+    #: … and the segment of the session it covers (rooms/subjects.py), if the room had one
+    segment_id: Mapped[str | None] = mapped_column(String(128))
 
 
 class RecordingFileRow(Base):
@@ -138,6 +142,8 @@ class Recording:
     manifest: dict[str, Any] | None = None
     manifest_sha256: str | None = None
     error: str | None = None
+    patient_ref: str | None = None
+    segment_id: str | None = None
     files: list[dict[str, Any]] = field(default_factory=list)
     jobs: list[dict[str, Any]] = field(default_factory=list)
 
@@ -147,7 +153,8 @@ class Recording:
                 "started_by": self.started_by, "consent_id": self.consent_id,
                 "override_reason": self.override_reason, "interrupted": self.interrupted,
                 "duration_s": self.duration_s, "manifest_sha256": self.manifest_sha256,
-                "error": self.error, "files": self.files, "jobs": self.jobs}
+                "error": self.error, "patient_ref": self.patient_ref,
+                "segment_id": self.segment_id, "files": self.files, "jobs": self.jobs}
 
 
 @dataclass
@@ -174,7 +181,7 @@ class Job:
 
 _RECORDING_FIELDS = ("id", "room_id", "status", "started_at", "started_by", "ended_at",
                      "consent_id", "override_reason", "interrupted", "duration_s", "manifest",
-                     "manifest_sha256", "error")
+                     "manifest_sha256", "error", "patient_ref", "segment_id")
 _FILE_FIELDS = ("name", "role", "participant_id", "identity", "kind", "source", "codec",
                 "start_s", "duration_s", "frames", "size", "sha256", "key_id", "stored")
 
@@ -198,17 +205,24 @@ class RecordingDb:
                 "id", "room_id", "patient_ref", "kind", "granted", "method", "given_by_role",
                 "given_by", "asked_by", "recorded_by", "note", "at")}))
 
-    async def consents(self, room_id: str, kind: str = "recording") -> list[Consent]:
+    async def consents(self, room_id: str, kind: str = "recording",
+                       patient_ref: str | bool | None = True) -> list[Consent]:
+        """A room's consents, oldest first; of one patient (None: those for no patient) unless
+        ``patient_ref`` is True (all)."""
         stmt = (select(ConsentRow).where(ConsentRow.room_id == room_id, ConsentRow.kind == kind)
                 .order_by(ConsentRow.at, ConsentRow.id))
+        if patient_ref is None:
+            stmt = stmt.where(ConsentRow.patient_ref.is_(None))
+        elif isinstance(patient_ref, str):
+            stmt = stmt.where(ConsentRow.patient_ref == patient_ref)
         async with self._sessions() as session:
             return [Consent(r.id, r.room_id, r.patient_ref, r.kind, r.granted, r.method,
                             r.given_by_role, r.given_by, r.asked_by, r.recorded_by, r.note, r.at)
                     for r in await session.scalars(stmt)]
 
-    async def current_consent(self, room_id: str) -> Consent | None:
-        """The latest recording consent decision for the room (granted or declined)."""
-        found = await self.consents(room_id)
+    async def current_consent(self, room_id: str, patient_ref: str | None) -> Consent | None:
+        """The patient's latest recording consent decision in the room (granted or declined)."""
+        found = await self.consents(room_id, patient_ref=patient_ref)
         return found[-1] if found else None
 
     # ---- recordings ----------------------------------------------------------------------
@@ -235,11 +249,13 @@ class RecordingDb:
             recording.jobs = [_job(j).as_dict() for j in jobs]
             return recording
 
-    async def recordings(self, room_id: str | None = None, status: tuple[str, ...] = ()
-                         ) -> list[Recording]:
+    async def recordings(self, room_id: str | None = None, status: tuple[str, ...] = (),
+                         patient_ref: str | None = None) -> list[Recording]:
         stmt = select(RecordingRow.id).order_by(RecordingRow.started_at, RecordingRow.id)
         if room_id is not None:
             stmt = stmt.where(RecordingRow.room_id == room_id)
+        if patient_ref is not None:
+            stmt = stmt.where(RecordingRow.patient_ref == patient_ref)
         if status:
             stmt = stmt.where(RecordingRow.status.in_(status))
         async with self._sessions() as session:

@@ -33,6 +33,7 @@ from rooms.members import Member, RoomError
 from rooms.models import EventRecord, new_id, utcnow
 from rooms.policy import kind_policy, role_policy
 from rooms.service import RoomService
+from rooms.subjects import Subject
 
 log = logging.getLogger("huizhen.recording")
 
@@ -58,7 +59,9 @@ class RecordingService:
         self.folder = folder
         self.active: dict[str, RoomRecording] = {}
         self._consent_asked: dict[str, str] = {}  # room → identity of the clinician who asked
-        self._consent: dict[str, Consent | None] = {}  # latest decision per room (cache)
+        #: per room: whose consent is cached (the patient under discussion) and its decision
+        self._consent: dict[str, tuple[str | None, Consent | None]] = {}
+        self._wanted: set[str] = set()  # rooms to record (started and not stopped by anyone)
         self._tick_task: asyncio.Task[None] | None = None
         self._locks: dict[str, asyncio.Lock] = {}
         rooms.add_observer(self)
@@ -116,6 +119,7 @@ class RecordingService:
             if current is not None:
                 raise RoomError("recording_active", "the consultation is being recorded already"
                                 if not current.paused else "the recording is paused: resume it")
+            patient_ref, segment_id = await self._whose(room_id)
             consent = await self.consent(room_id)
             reason = (override_reason or "").strip() or None
             if consent is None or not consent.granted:
@@ -135,9 +139,11 @@ class RecordingService:
                                     consent.id if consent and consent.granted else None)
             record = Recording(id=recording_id, room_id=room_id, status="recording",
                                started_at=utcnow(), started_by=actor.identity,
-                               consent_id=session.consent_id, override_reason=reason)
+                               consent_id=session.consent_id, override_reason=reason,
+                               patient_ref=patient_ref, segment_id=segment_id)
             await self.db.add_recording(record)
             self.active[room_id] = session
+            self._wanted.add(room_id)
             await self._log(room_id, "recording_started", {
                 "recording_id": recording_id, "by": actor.identity, "via": actor.via,
                 "consent_id": session.consent_id, "override_reason": reason})
@@ -148,8 +154,12 @@ class RecordingService:
         return record
 
     async def stop(self, room_id: str, actor: Actor, reason: str = "stopped") -> Recording:
+        """Stop and finish the recording; only a cut (``subject_changed``) leaves the room
+        wanting the next patient's segment recorded."""
         async with self._lock(room_id):
             session = self.active.pop(room_id, None)
+            if reason != "subject_changed":
+                self._wanted.discard(room_id)
             if session is None:
                 raise RoomError("not_recording", "the consultation is not being recorded")
             duration = session.stop()
@@ -197,29 +207,48 @@ class RecordingService:
             await self.pause(member.room_id, actor, action == "pause")
 
     # ---- consent ---------------------------------------------------------------------------
+    async def _whose(self, room_id: str) -> tuple[str | None, str | None]:
+        """(patient, segment) the room is about now: the patient under discussion, else the
+        room's own patient (no segment)."""
+        subject = self.rooms.subjects.current(room_id)
+        if subject is not None:
+            return subject.patient_ref, subject.segment_id
+        return (await self.rooms.get_room(room_id)).patient_ref, None
+
     async def consent(self, room_id: str) -> Consent | None:
-        if room_id not in self._consent:
-            self._consent[room_id] = await self.db.current_consent(room_id)
-        return self._consent[room_id]
+        """The current patient's latest decision in this room."""
+        patient_ref, _ = await self._whose(room_id)
+        cached = self._consent.get(room_id)
+        if cached is None or cached[0] != patient_ref:
+            cached = (patient_ref, await self.db.current_consent(room_id, patient_ref))
+            self._consent[room_id] = cached
+        return cached[1]
 
     async def record_consent(self, room_id: str, granted: bool, method: str, given_by_role: str,
                              recorded_by: str, given_by: str | None = None,
-                             asked_by: str | None = None, note: str | None = None) -> Consent:
+                             asked_by: str | None = None, note: str | None = None,
+                             patient_ref: str | None = None) -> Consent:
+        """A decision of ``patient_ref`` (default: the patient the room is about now)."""
         if method not in CONSENT_METHODS:
             raise RoomError("bad_message", f"method must be one of {', '.join(CONSENT_METHODS)}")
         if given_by_role not in CONSENT_GIVERS:
             raise RoomError("bad_message", "consent is given by the patient or a guardian "
                             f"(given_by_role: {' or '.join(CONSENT_GIVERS)})")
         room = await self.rooms.get_room(room_id)
-        consent = Consent(id=new_id("c"), room_id=room_id, patient_ref=room.patient_ref,
+        current, _ = await self._whose(room_id)
+        patient_ref = patient_ref or current
+        consent = Consent(id=new_id("c"), room_id=room_id, patient_ref=patient_ref,
                           kind="recording", granted=granted, method=method,
                           given_by_role=given_by_role, given_by=given_by, asked_by=asked_by,
                           recorded_by=recorded_by, note=note, at=utcnow())
         await self.db.add_consent(consent)
-        self._consent[room_id] = consent
         await self._log(room_id, "recording_consent", {
             "consent_id": consent.id, "granted": granted, "method": method,
-            "given_by_role": given_by_role, "recorded_by": recorded_by})
+            "given_by_role": given_by_role, "recorded_by": recorded_by,
+            "patient_ref": patient_ref})
+        if patient_ref != current:
+            return consent  # another patient's, for their turn: nothing changes now
+        self._consent[room_id] = (patient_ref, consent)
         await self.rooms.broadcast(room_id, {
             "type": "recording_consent", "granted": granted, "given_by_role": given_by_role,
             "method": method})
@@ -229,6 +258,9 @@ class RecordingService:
             await self.stop(room_id, Actor(recorded_by, "system"), "consent_withdrawn")
             return consent
         if granted and room.status == "open":
+            if room_id in self._wanted and room_id not in self.active:
+                with contextlib.suppress(RoomError):  # this patient's turn, now agreed
+                    await self.start(room_id, Actor(recorded_by, "system"))
             await self._maybe_auto_start(room_id)
         if room_id not in self.active or self.active[room_id] is session:
             await self._announce(room_id)  # the consent part of the state changed
@@ -284,7 +316,7 @@ class RecordingService:
     # ---- state -------------------------------------------------------------------------------
     def state(self, room_id: str) -> dict[str, Any]:
         session = self.active.get(room_id)
-        consent = self._consent.get(room_id)
+        consent = self._consent.get(room_id, (None, None))[1]
         out: dict[str, Any] = {
             "state": "off" if session is None else session.status,
             "consent": None if consent is None else ("granted" if consent.granted
@@ -323,7 +355,22 @@ class RecordingService:
     async def room_ended(self, room_id: str) -> None:
         if room_id in self.active:
             await self.stop(room_id, Actor("room", "system"), "room_ended")
+        self._wanted.discard(room_id)
         self._consent_asked.pop(room_id, None)
+
+    async def subject_changed(self, room_id: str, subject: Subject | None) -> None:
+        """A new patient under discussion: the recording is cut here, and the next segment is
+        recorded only if that patient agreed (an override is never carried over)."""
+        if room_id in self.active:
+            await self.stop(room_id, Actor("subject", "system"), "subject_changed")
+        self._consent_asked.pop(room_id, None)
+        consent = await self.consent(room_id)
+        if room_id not in self._wanted:
+            await self._announce(room_id)
+        elif consent is not None and consent.granted:
+            await self.start(room_id, Actor("subject", "system"))
+        else:
+            await self._announce(room_id, reason="no_consent_for_patient")
 
     def _sync(self, room_id: str) -> None:
         session = self.active.get(room_id)

@@ -5,12 +5,15 @@ implement to follow the rooms without rooms knowing them."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from media.publisher import PublisherPeer
 from media.subscriber import SubscriberPeer
 from rooms.models import ParticipantInfo
 from rooms.policy import Grants
+
+if TYPE_CHECKING:
+    from rooms.subjects import Subject
 
 SOURCES = {"audio": ("microphone",), "video": ("camera", "screen")}
 LOBBY, ACTIVE, HELD = "lobby", "active", "held"
@@ -47,6 +50,9 @@ class RoomObserver(Protocol):
 
     async def room_ended(self, room_id: str) -> None:
         """Called before the participants are disconnected."""
+
+    async def subject_changed(self, room_id: str, subject: Subject | None) -> None:
+        """The patient under discussion changed (rooms/subjects.py): a new segment begins."""
 
 
 @dataclass(frozen=True)

@@ -107,6 +107,9 @@ class KindPolicy:
     #: recording starts by itself once the patient's recording consent is recorded (a room
     #: can say otherwise when it is created)
     auto_record: bool = False
+    #: one session discusses several patients in turn: a moderator names the patient under
+    #: discussion (rooms/subjects.py), which cuts the recording and the record into segments
+    several_patients: bool = False
 
 
 POLICIES: dict[RoomKind, KindPolicy] = {
@@ -144,6 +147,7 @@ POLICIES: dict[RoomKind, KindPolicy] = {
             Role.NURSE: RolePolicy(_AV),
         },
         max_participants=12,
+        several_patients=True,
     ),
     RoomKind.MDT: KindPolicy(
         RoomKind.MDT,
@@ -158,6 +162,7 @@ POLICIES: dict[RoomKind, KindPolicy] = {
         },
         max_participants=24,
         simulcast=True,
+        several_patients=True,
     ),
     RoomKind.BROADCAST: KindPolicy(
         RoomKind.BROADCAST,

@@ -42,6 +42,7 @@ from rooms.models import (
 from rooms.policy import kind_policy, role_policy
 from rooms.speakers import SpeakerDetector
 from rooms.store import RoomStateStore
+from rooms.subjects import Subjects
 
 log = logging.getLogger("huizhen.rooms")
 
@@ -59,9 +60,14 @@ class RoomService:
         self._speakers: dict[str, SpeakerDetector] = {}
         self._speaker_task: asyncio.Task[None] | None = None
         self._observers: list[RoomObserver] = []
+        self.subjects = Subjects(self)
 
     def add_observer(self, observer: RoomObserver) -> None:
         self._observers.append(observer)
+
+    @property
+    def observers(self) -> list[RoomObserver]:
+        return list(self._observers)
 
     def _media_changed(self, room_id: str) -> None:
         for observer in self._observers:
@@ -131,6 +137,7 @@ class RoomService:
                 await observer.room_ended(room_id)
             except Exception:
                 log.exception("room observer failed", extra={"room": room_id})
+        self.subjects.forget(room_id)
         members = list(self.members.get(room_id, {}).values())
         for member in members:  # everyone hears it first, before anything else can fail
             await self._send(member, {"type": "room_ended", "reason": reason})
@@ -183,7 +190,9 @@ class RoomService:
                 self._start_media(member)
                 await self._tell_active_speaker(member)
         room_info: dict[str, Any] = {"id": room.id, "kind": room.kind, "title": room.title,
-                                     "status": room.status, "recording": False}
+                                     "status": room.status, "recording": False,
+                                     "subject": None if info.state == LOBBY
+                                     else self.subjects.state(room_id)}
         for observer in self._observers:
             room_info.update(await observer.joined_state(room_id))
         joined = {
@@ -332,6 +341,7 @@ class RoomService:
                                "by": moderator.info.identity})
             await self._send(target, {"type": "admitted",
                                       "participants": self._visible_to(target)})
+            await self.subjects.tell(target)
             await self._tell_active_speaker(target)
             participant = target.info.as_dict()
             for other in self._audience(target):

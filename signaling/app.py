@@ -19,11 +19,12 @@ from recording.service import RecordingService
 from recording.storage import open_storage
 from recording.worker import WorkerProcess
 from records.audit import AuditLog
+from records.encounters import RecordsService
 from rooms.db import Database
 from rooms.service import RoomService
 from rooms.store import MemoryRoomStateStore
-from signaling import api, recording_api
-from signaling.keys import AUDIT, ECHO, RECORDING, ROOMS, SETTINGS, SFU
+from signaling import api, recording_api, records_api
+from signaling.keys import AUDIT, ECHO, RECORDING, RECORDS, ROOMS, SETTINGS, SFU
 from signaling.tls import ssl_context
 from signaling.ws import websocket_handler
 
@@ -50,6 +51,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     api.add_routes(app)
     recording_api.add_routes(app)
+    records_api.add_routes(app)
     app.router.add_get("/ws/{room_id}", websocket_handler)
     static = static_folder()
 
@@ -99,6 +101,7 @@ async def _services(app: web.Application):  # type: ignore[no-untyped-def]
     app[SFU] = sfu
     app[RECORDING] = recordings
     app[AUDIT] = AuditLog(db, keys, active_key)
+    app[RECORDS] = RecordsService(service, db)
     app[ECHO] = EchoService(policy)
     log.info("service ready", extra={"url": settings.base_url, "mode": settings.mode,
                                      "database": db.engine.url.render_as_string(

@@ -9,6 +9,7 @@ from media.echo import EchoService
 from media.sfu import Sfu
 from recording.service import RecordingService
 from records.audit import AuditLog
+from records.encounters import RecordsService
 from rooms.service import RoomService
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -17,4 +18,5 @@ SFU = web.AppKey("sfu", Sfu)
 ECHO = web.AppKey("echo", EchoService)
 RECORDING = web.AppKey("recording", RecordingService)
 AUDIT = web.AppKey("audit", AuditLog)
+RECORDS = web.AppKey("records", RecordsService)
 API_KEY = web.RequestKey("api_key", str)

@@ -10,10 +10,10 @@ from typing import Any
 from aiohttp import web
 
 from recording.service import CONSENT_GIVERS, CONSENT_METHODS, Actor, RecordingService
-from records.audit import AuditEvent
 from rooms.members import RoomError
 from signaling.api import BadRequest, json_body, rooms_of, text_field
-from signaling.keys import API_KEY, AUDIT, RECORDING
+from signaling.keys import API_KEY, RECORDING
+from signaling.records_api import audit
 
 ACTIONS = ("start", "stop", "pause", "resume")
 
@@ -25,16 +25,6 @@ def _recording(request: web.Request) -> RecordingService:
 
 def _actor(request: web.Request) -> Actor:
     return Actor(f"api:{request[API_KEY]}", "api")
-
-
-async def _audit(request: web.Request, action: str, entity_type: str, entity_id: str,
-                 patient_ref: str | None, reason: str | None = None, outcome: str = "allowed",
-                 detail: dict[str, Any] | None = None) -> None:
-    """Who (the API key), what, for which patient, from where: in the audit log."""
-    await request.app[AUDIT].append(AuditEvent(
-        actor=f"api:{request[API_KEY]}", role="api", action=action, entity_type=entity_type,
-        entity_id=entity_id, patient_ref=patient_ref, address=request.remote, reason=reason,
-        outcome=outcome, detail=detail))
 
 
 async def add_consent(request: web.Request) -> web.Response:
@@ -53,10 +43,12 @@ async def add_consent(request: web.Request) -> web.Response:
         raise BadRequest(f"field 'given_by_role' must be {' or '.join(CONSENT_GIVERS)}")
     obtained_by = text_field(data, "obtained_by", max_len=255) or ""
     note = text_field(data, "note", required=False, max_len=2000)
+    patient_ref = text_field(data, "patient_ref", required=False, max_len=255)
     consent = await _recording(request).record_consent(
         room.id, granted, method, given_by_role, recorded_by=f"api:{request[API_KEY]}",
-        asked_by=obtained_by, note=note)
-    await _audit(request, "consent.add", "consent", consent.id, room.patient_ref, outcome="done",
+        asked_by=obtained_by, note=note, patient_ref=patient_ref)
+    await audit(request, "consent.add", "consent", consent.id, consent.patient_ref,
+                outcome="done",
                  detail={"room": room.id, "granted": granted, "method": method})
     return web.json_response(consent.as_dict(), status=201)
 
@@ -64,7 +56,7 @@ async def add_consent(request: web.Request) -> web.Response:
 async def list_consents(request: web.Request) -> web.Response:
     room = await rooms_of(request).get_room(request.match_info["room_id"])
     consents = await _recording(request).db.consents(room.id)
-    await _audit(request, "consent.list", "room", room.id, room.patient_ref)
+    await audit(request, "consent.list", "room", room.id, room.patient_ref)
     return web.json_response({"consents": [c.as_dict() for c in consents]})
 
 
@@ -79,17 +71,17 @@ async def control(request: web.Request) -> web.Response:
     if action == "start":
         reason = text_field(data, "override_reason", required=False, max_len=500)
         record = await recording.start(room.id, actor, reason)
-        await _audit(request, "recording.start", "recording", record.id, room.patient_ref,
+        await audit(request, "recording.start", "recording", record.id, record.patient_ref,
                      reason=reason, outcome="done",
                      detail={"room": room.id, "override": reason is not None})
         return web.json_response(record.as_dict(), status=201)
     if action == "stop":
         record = await recording.stop(room.id, actor)
-        await _audit(request, "recording.stop", "recording", record.id, room.patient_ref,
+        await audit(request, "recording.stop", "recording", record.id, record.patient_ref,
                      outcome="done", detail={"room": room.id})
         return web.json_response(record.as_dict())
     await recording.pause(room.id, actor, action == "pause")
-    await _audit(request, f"recording.{action}", "room", room.id, room.patient_ref,
+    await audit(request, f"recording.{action}", "room", room.id, room.patient_ref,
                  outcome="done")
     return web.json_response(recording.state(room.id))
 
@@ -97,7 +89,7 @@ async def control(request: web.Request) -> web.Response:
 async def room_recordings(request: web.Request) -> web.Response:
     room = await rooms_of(request).get_room(request.match_info["room_id"])
     found = await _recording(request).db.recordings(room_id=room.id)
-    await _audit(request, "recording.list", "room", room.id, room.patient_ref,
+    await audit(request, "recording.list", "room", room.id, room.patient_ref,
                  detail={"recordings": [r.id for r in found]})
     return web.json_response({"recordings": [r.as_dict() for r in found]})
 
@@ -112,8 +104,7 @@ async def _get(request: web.Request) -> Any:
 
 async def get_recording(request: web.Request) -> web.Response:
     found = await _get(request)
-    room = await rooms_of(request).get_room(found.room_id)
-    await _audit(request, "recording.read", "recording", found.id, room.patient_ref)
+    await audit(request, "recording.read", "recording", found.id, found.patient_ref)
     return web.json_response(found.as_dict())
 
 
@@ -123,8 +114,7 @@ async def composite_again(request: web.Request) -> web.Response:
     if found.status in ("recording", "paused"):
         raise RoomError("recording_active", "the recording is still going: stop it first")
     job_id = await _recording(request).db.add_job(found.id, "composite")
-    room = await rooms_of(request).get_room(found.room_id)
-    await _audit(request, "recording.composite", "recording", found.id, room.patient_ref,
+    await audit(request, "recording.composite", "recording", found.id, found.patient_ref,
                  outcome="done", detail={"job": job_id})
     return web.json_response({"job_id": job_id, "recording_id": found.id, "status": "queued"},
                              status=202)

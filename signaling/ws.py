@@ -185,6 +185,9 @@ class Connection:
         elif kind == "recording":
             await self.recording.control(member, message["action"],
                                          message.get("override_reason"))
+        elif kind == "set_subject":
+            await self.service.subjects.set_by(member, message.get("patient_ref"),
+                                               message.get("label"))
         elif kind == "request_consent":
             await self.recording.request_consent(member)
         elif kind == "recording_consent":

@@ -631,3 +631,23 @@ def test_audit_keys_in_dev_mode_are_made_once_and_kept(tmp_path: Path) -> None:
                                records={"audit": AUDIT_KEYS})
     assert audit_keys(configured) == ({"a1": b"\x07" * 32}, "a1")
     assert not (tmp_path / "e" / "dev-audit-key").exists()
+
+
+def _leaves(data: Any, prefix: str = "") -> set[str]:
+    if isinstance(data, dict) and data and all(isinstance(k, str) for k in data) \
+            and not prefix.endswith(("keys", "announce_addresses")):
+        return set().union(*(_leaves(v, f"{prefix}.{k}" if prefix else k)
+                             for k, v in data.items()))
+    return {prefix}
+
+
+def test_the_shipped_config_yaml_holds_every_option_at_its_default(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """config.yaml holds every option (commented there) and sets none to
+    anything but its default: `make run` with it is the embedded default set-up."""
+    shipped = Path(__file__).resolve().parents[1] / "config.yaml"
+    data = yaml.safe_load(shipped.read_text(encoding="utf-8"))
+    defaults = load_settings(Path("/dev/null")).model_dump(mode="json")
+    missing = _leaves(defaults) - _leaves(data)
+    assert not missing, f"options missing from config.yaml: {sorted(missing)}"
+    assert load_settings(shipped).model_dump(mode="json") == defaults

@@ -14,7 +14,8 @@ from sqlalchemy import Connection, inspect, text
 from sqlalchemy.exc import IntegrityError, StatementError
 
 import recording.db  # noqa: F401  (registers the recording tables on Base.metadata)
-import records.audit  # noqa: F401  (and the audit log's)
+import records.audit
+import records.encounters  # noqa: F401  (and the encounters)
 from rooms.db import Base, Database, DatabaseError
 from rooms.models import EventRecord, RoomRecord, SessionRecord
 

@@ -22,7 +22,7 @@ async def test_consents_recordings_and_jobs(db: Database) -> None:  # noqa: F811
             granted=granted, method="verbal", given_by_role="patient", given_by=None,
             asked_by="dr-li", recorded_by="api:his", note=None, at=utcnow()))
         await asyncio.sleep(0.01)
-    current = await rdb.current_consent("r1")
+    current = await rdb.current_consent("r1", "Patient/1")
     assert current is not None and current.granted and current.id == "c1"
     assert [c.granted for c in await rdb.consents("r1")] == [False, True]
 

@@ -15,7 +15,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 import recording.db  # noqa: F401  (its tables are on the same metadata)
-import records.audit  # noqa: F401
+import records.audit
+import records.encounters  # noqa: F401
 from rooms.db import Base
 
 config = context.config

@@ -1,4 +1,6 @@
-"""The audit log: append-only rows chained by HMAC seals, and its head (records/audit.py).
+"""The patient's record: patients, encounters (sub-encounters per patient segment), whose
+each recording is (patient, segment), and the audit log — append-only rows chained by HMAC
+seals, and its head (records/).
 
 Revision ID: 0003
 Revises: 0002
@@ -17,6 +19,35 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("recordings") as batch:
+        batch.add_column(sa.Column("patient_ref", sa.String(255), nullable=True))
+        batch.add_column(sa.Column("segment_id", sa.String(128), nullable=True))
+    op.create_table(
+        "patients",
+        sa.Column("ref", sa.String(255), nullable=False),
+        sa.Column("first_seen", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("ref", name="pk_patients"),
+    )
+    op.create_table(
+        "encounters",
+        sa.Column("id", sa.String(128), nullable=False),
+        sa.Column("room_id", sa.String(128), nullable=False),
+        sa.Column("parent_id", sa.String(128), nullable=True),
+        sa.Column("patient_ref", sa.String(255), nullable=True),
+        sa.Column("kind", sa.String(32), nullable=False),
+        sa.Column("title", sa.Text(), nullable=False),
+        sa.Column("status", sa.String(16), nullable=False),
+        sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("ended_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("legal_hold", sa.Boolean(), nullable=False),
+        sa.Column("hold_reason", sa.Text(), nullable=True),
+        sa.PrimaryKeyConstraint("id", name="pk_encounters"),
+        sa.ForeignKeyConstraint(["room_id"], ["rooms.id"], name="fk_encounters_room_id_rooms"),
+        sa.ForeignKeyConstraint(["parent_id"], ["encounters.id"],
+                                name="fk_encounters_parent_id_encounters"),
+    )
+    op.create_index("ix_encounters_room_id", "encounters", ["room_id"])
+    op.create_index("ix_encounters_patient_ref", "encounters", ["patient_ref"])
     op.create_table(
         "audit_log",
         sa.Column("seq", sa.Integer(), autoincrement=False, nullable=False),
@@ -54,3 +85,10 @@ def downgrade() -> None:
     op.drop_index("ix_audit_log_encounter_id", table_name="audit_log")
     op.drop_index("ix_audit_log_patient_ref", table_name="audit_log")
     op.drop_table("audit_log")
+    op.drop_index("ix_encounters_patient_ref", table_name="encounters")
+    op.drop_index("ix_encounters_room_id", table_name="encounters")
+    op.drop_table("encounters")
+    op.drop_table("patients")
+    with op.batch_alter_table("recordings") as batch:
+        batch.drop_column("segment_id")
+        batch.drop_column("patient_ref")

@@ -1,0 +1,226 @@
+"""Encounters: one per session (a room's life), and a sub-encounter per patient segment.
+
+An encounter is created when its room first has someone in it (or first names a patient
+under discussion) and finished when the room ends. A room whose kind discusses several
+patients (ward round, MDT) opens a sub-encounter each time the patient under discussion
+changes (rooms/subjects.py; its id is the segment's id) and closes it at the next change.
+Each encounter holds what the session left for its patient: the recordings whose patient and
+segment match (recording/ writes both on every recording it makes). A patient's record is
+the encounters whose patient they are — never another patient's segment of the same round.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Boolean, ForeignKey, Index, String, Text, or_, select, update
+from sqlalchemy.orm import Mapped, mapped_column
+
+from recording.db import Recording, RecordingDb
+from rooms.db import Base, Database
+from rooms.members import Member
+from rooms.models import RoomRecord, SessionRecord, utcnow
+from rooms.service import RoomService
+from rooms.subjects import Subject
+
+log = logging.getLogger("huizhen.records")
+
+
+class PatientRow(Base):
+    """A patient as the hospital system names them (a reference, e.g. ``Patient/42`` or a
+    medical record number): no name, no demographics — those stay in the hospital's EMR."""
+
+    __tablename__ = "patients"
+
+    ref: Mapped[str] = mapped_column(String(255), primary_key=True)
+    first_seen: Mapped[datetime]
+
+
+class EncounterRow(Base):
+    __tablename__ = "encounters"
+    __table_args__ = (Index("ix_encounters_room_id", "room_id"),
+                      Index("ix_encounters_patient_ref", "patient_ref"))
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    room_id: Mapped[str] = mapped_column(String(128), ForeignKey("rooms.id"))
+    parent_id: Mapped[str | None] = mapped_column(String(128), ForeignKey("encounters.id"))
+    patient_ref: Mapped[str | None] = mapped_column(String(255))
+    kind: Mapped[str] = mapped_column(String(32))
+    title: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16))  # in-progress | finished
+    started_at: Mapped[datetime]
+    ended_at: Mapped[datetime | None]
+    legal_hold: Mapped[bool] = mapped_column(Boolean, default=False)
+    hold_reason: Mapped[str | None] = mapped_column(Text)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+@dataclass
+class Encounter:
+    id: str
+    room_id: str
+    parent_id: str | None
+    patient_ref: str | None
+    kind: str
+    title: str
+    status: str
+    started_at: datetime
+    ended_at: datetime | None
+    legal_hold: bool = False
+    hold_reason: str | None = None
+    participants: list[SessionRecord] = field(default_factory=list)
+    recordings: list[Recording] = field(default_factory=list)
+
+    @property
+    def duration_s(self) -> float | None:
+        if self.ended_at is None:
+            return None
+        return round((self.ended_at - self.started_at).total_seconds(), 3)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "room_id": self.room_id, "part_of": self.parent_id,
+            "patient_ref": self.patient_ref, "kind": self.kind, "title": self.title,
+            "status": self.status, "started_at": _iso(self.started_at),
+            "ended_at": _iso(self.ended_at), "duration_s": self.duration_s,
+            "legal_hold": self.legal_hold, "hold_reason": self.hold_reason,
+            "participants": [{"identity": s.identity, "name": s.name, "role": s.role,
+                              "joined_at": _iso(s.joined_at), "left_at": _iso(s.left_at)}
+                             for s in self.participants],
+            "recordings": [{"id": r.id, "status": r.status, "started_at": _iso(r.started_at),
+                            "ended_at": _iso(r.ended_at), "duration_s": r.duration_s,
+                            "segment_id": r.segment_id} for r in self.recordings],
+        }
+
+
+def _encounter(row: EncounterRow) -> Encounter:
+    return Encounter(id=row.id, room_id=row.room_id, parent_id=row.parent_id,
+                     patient_ref=row.patient_ref, kind=row.kind, title=row.title,
+                     status=row.status, started_at=row.started_at, ended_at=row.ended_at,
+                     legal_hold=row.legal_hold, hold_reason=row.hold_reason)
+
+
+class EncounterDb:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._sessions = db.sessions
+        self.recordings = RecordingDb(db)
+
+    async def open_main(self, room: RoomRecord) -> None:
+        """The session's encounter (its id is the room's), once."""
+        async with self._sessions.begin() as session:
+            if await session.get(EncounterRow, room.id) is not None:
+                return
+            session.add(EncounterRow(id=room.id, room_id=room.id, parent_id=None,
+                                     patient_ref=room.patient_ref, kind=room.kind,
+                                     title=room.title, status="in-progress",
+                                     started_at=utcnow(), ended_at=None))
+            if room.patient_ref:
+                await self._patient(session, room.patient_ref)
+
+    async def open_segment(self, room: RoomRecord, subject: Subject) -> None:
+        async with self._sessions.begin() as session:
+            session.add(EncounterRow(id=subject.segment_id, room_id=room.id, parent_id=room.id,
+                                     patient_ref=subject.patient_ref, kind=room.kind,
+                                     title=room.title, status="in-progress",
+                                     started_at=subject.since, ended_at=None))
+            await self._patient(session, subject.patient_ref)
+
+    @staticmethod
+    async def _patient(session: Any, ref: str) -> None:
+        if await session.get(PatientRow, ref) is None:
+            session.add(PatientRow(ref=ref, first_seen=utcnow()))
+
+    async def close_segments(self, room_id: str, at: datetime) -> None:
+        await self._finish(EncounterRow.parent_id == room_id, at)
+
+    async def finish(self, room_id: str, at: datetime) -> None:
+        await self._finish(EncounterRow.room_id == room_id, at)
+
+    async def _finish(self, where: Any, at: datetime) -> None:
+        async with self._sessions.begin() as session:
+            await session.execute(update(EncounterRow).where(
+                where, EncounterRow.status == "in-progress").values(status="finished",
+                                                                    ended_at=at))
+
+    async def get(self, encounter_id: str) -> Encounter | None:
+        async with self._sessions() as session:
+            row = await session.get(EncounterRow, encounter_id)
+        return None if row is None else await self._fill(_encounter(row))
+
+    async def of_patient(self, patient_ref: str) -> list[Encounter]:
+        """The encounters in a patient's record: sessions about them, and their segments of
+        sessions about several patients; newest first."""
+        async with self._sessions() as session:
+            rows = (await session.scalars(select(EncounterRow).where(
+                EncounterRow.patient_ref == patient_ref).order_by(
+                EncounterRow.started_at.desc()))).all()
+        return [await self._fill(_encounter(r)) for r in rows]
+
+    async def of_room(self, room_id: str) -> list[Encounter]:
+        async with self._sessions() as session:
+            rows = (await session.scalars(select(EncounterRow).where(or_(
+                EncounterRow.id == room_id, EncounterRow.parent_id == room_id)).order_by(
+                EncounterRow.started_at))).all()
+        return [await self._fill(_encounter(r)) for r in rows]
+
+    async def patient_exists(self, ref: str) -> bool:
+        async with self._sessions() as session:
+            return await session.get(PatientRow, ref) is not None
+
+    async def _fill(self, encounter: Encounter) -> Encounter:
+        """Who took part (their stays overlapping the encounter) and its recordings: those of
+        its segment, or for a whole session those of its patient outside any segment."""
+        end = encounter.ended_at
+        encounter.participants = [
+            s for s in await self._db.sessions_for_room(encounter.room_id)
+            if (end is None or s.joined_at <= end)
+            and (s.left_at is None or s.left_at >= encounter.started_at)]
+        recordings = await self.recordings.recordings(room_id=encounter.room_id)
+        if encounter.parent_id is not None:
+            encounter.recordings = [r for r in recordings if r.segment_id == encounter.id]
+        else:
+            encounter.recordings = [r for r in recordings if r.segment_id is None
+                                    and r.patient_ref == encounter.patient_ref
+                                    and encounter.patient_ref is not None]
+        return encounter
+
+
+class RecordsService:
+    """Keeps the encounters as the rooms run (a ``RoomObserver``)."""
+
+    def __init__(self, rooms: RoomService, db: Database) -> None:
+        self.rooms = rooms
+        self.encounters = EncounterDb(db)
+        rooms.add_observer(self)
+
+    async def joined_state(self, room_id: str) -> dict[str, Any]:
+        return {}
+
+    async def participant_joined(self, member: Member) -> None:
+        await self.encounters.open_main(await self.rooms.get_room(member.room_id))
+
+    def media_changed(self, room_id: str) -> None:
+        return None
+
+    def active_speaker(self, room_id: str, participant_id: str) -> None:
+        return None
+
+    async def room_ended(self, room_id: str) -> None:
+        await self.encounters.finish(room_id, utcnow())
+
+    async def subject_changed(self, room_id: str, subject: Subject | None) -> None:
+        room = await self.rooms.get_room(room_id)
+        await self.encounters.open_main(room)
+        at = subject.since if subject is not None else utcnow()
+        await self.encounters.close_segments(room_id, at)
+        if subject is not None:
+            await self.encounters.open_segment(room, subject)
+        log.info("encounter segment", extra={"room": room_id, "encounter":
+                                             subject.segment_id if subject else None})

@@ -1,0 +1,80 @@
+"""REST API for the patient's record: the patient under discussion, encounters (docs/api.md).
+
+Same authentication and error format as signaling/api.py; every read and change is written
+to the audit log (records/audit.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from records.audit import AuditEvent
+from records.encounters import EncounterDb
+from rooms.members import RoomError
+from signaling.api import BadRequest, json_body, rooms_of, text_field
+from signaling.keys import API_KEY, AUDIT, RECORDS
+
+
+async def audit(request: web.Request, action: str, entity_type: str, entity_id: str | None,
+                patient_ref: str | None, *, encounter_id: str | None = None,
+                reason: str | None = None, outcome: str = "allowed",
+                detail: dict[str, Any] | None = None) -> None:
+    """Who (the API key), what, for which patient, from where: in the audit log."""
+    await request.app[AUDIT].append(AuditEvent(
+        actor=f"api:{request[API_KEY]}", role="api", action=action, entity_type=entity_type,
+        entity_id=entity_id, patient_ref=patient_ref, encounter_id=encounter_id,
+        address=request.remote, reason=reason, outcome=outcome, detail=detail))
+
+
+def _encounters(request: web.Request) -> EncounterDb:
+    return request.app[RECORDS].encounters
+
+
+async def set_subject(request: web.Request) -> web.Response:
+    """The patient the room discusses now (ward rounds, MDT); ``null`` for nobody."""
+    rooms = rooms_of(request)
+    room = await rooms.get_room(request.match_info["room_id"])
+    data = await json_body(request)
+    if "patient_ref" not in data:
+        raise BadRequest("field 'patient_ref' is required (a patient reference, or null)")
+    ref = data["patient_ref"]
+    if ref is not None and not isinstance(ref, str):
+        raise BadRequest("field 'patient_ref' must be a string or null")
+    label = text_field(data, "label", required=False, max_len=200)
+    subject = await rooms.subjects.set(room.id, ref, label, f"api:{request[API_KEY]}")
+    await audit(request, "subject.set", "room", room.id, ref, outcome="done",
+                encounter_id=subject.segment_id if subject else None)
+    return web.json_response({"subject": subject.as_dict() if subject else None})
+
+
+async def list_encounters(request: web.Request) -> web.Response:
+    patient_ref = request.query.get("patient", "").strip()
+    room_id = request.query.get("room", "").strip()
+    if bool(patient_ref) == bool(room_id):
+        raise BadRequest("give one of ?patient=<patient reference> or ?room=<room id>")
+    if patient_ref:
+        found = await _encounters(request).of_patient(patient_ref)
+    else:
+        found = await _encounters(request).of_room((await rooms_of(request).get_room(room_id)).id)
+    await audit(request, "encounter.list", "patient" if patient_ref else "room",
+                patient_ref or room_id, patient_ref or None,
+                detail={"encounters": [e.id for e in found]})
+    return web.json_response({"encounters": [e.as_dict() for e in found]})
+
+
+async def get_encounter(request: web.Request) -> web.Response:
+    encounter_id = request.match_info["encounter_id"]
+    found = await _encounters(request).get(encounter_id)
+    if found is None:
+        raise RoomError("encounter_not_found", f"no encounter {encounter_id!r}")
+    await audit(request, "encounter.read", "encounter", found.id, found.patient_ref,
+                encounter_id=found.id)
+    return web.json_response(found.as_dict())
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/api/rooms/{room_id}/subject", set_subject)
+    app.router.add_get("/api/encounters", list_encounters)
+    app.router.add_get("/api/encounters/{encounter_id}", get_encounter)
