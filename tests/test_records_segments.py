@@ -1,4 +1,5 @@
-"""Issue 11, test 2: a ward round discusses two patients, one of whom agreed to recording.
+"""Issue 11, test 2: a ward round discusses patients in turn, one of whom agreed to recording
+before, one not at all, one during their turn.
 The host names the patient under discussion (everyone admitted sees who it is); the recording
 is cut there; patient A's record holds exactly A's segment (and its recording), patient B's
 holds B's segment with nothing recorded; neither sees the other's encounter. Every read of
@@ -14,7 +15,7 @@ from signaling.keys import AUDIT
 from tests.harness import running_server
 from tests.recording_support import finish, join
 
-A, B = "Patient/ward-a", "Patient/ward-b"
+A, B, C = "Patient/ward-a", "Patient/ward-b", "Patient/ward-c"
 
 
 async def subject_seen(p: Any, ref: str | None, seen: int) -> dict[str, Any]:
@@ -69,17 +70,31 @@ async def test_ward_round_two_patients_one_consented(tmp_path: Path) -> None:
                                            recording_states(doctor, seen), 5), \
                 doctor.events[seen:]
             await asyncio.sleep(1.5)
+
+            # a third patient agrees during their turn: recorded from then on
+            seen = len(doctor.events)
+            await host.send({"type": "set_subject", "patient_ref": C, "label": "14床"})
+            assert await doctor.wait_until(lambda: ("off", "no_consent_for_patient") in
+                                           recording_states(doctor, seen), 5)
+            status, _ = await server.api("POST", f"/api/rooms/{room_id}/consents", {
+                "granted": True, "method": "verbal", "obtained_by": "dr-chen"})
+            assert status == 201
+            assert await doctor.wait_until(lambda: ("recording", None) in
+                                           recording_states(doctor, seen), 5)
+            await asyncio.sleep(1.5)
             status, _ = await server.api("POST", f"/api/rooms/{room_id}/end")
             assert status == 200
         finally:
             for p in (host, doctor):
                 await p.leave()
-        assert await finish(server) == 2  # A's segment: store + composite; B had none
+        assert await finish(server) == 4  # A's and C's segments: store + composite; B: none
 
         status, a = await server.api("GET", f"/api/encounters?patient={A}")
         assert status == 200, a
         status, b = await server.api("GET", f"/api/encounters?patient={B}")
         assert status == 200, b
+        status, c = await server.api("GET", f"/api/encounters?patient={C}")
+        assert status == 200, c
         status, whole = await server.api("GET", f"/api/encounters?room={room_id}")
         assert status == 200, whole
         audit = [(e.action, e.patient_ref) for e in await server.app[AUDIT].entries()]
@@ -103,13 +118,18 @@ async def test_ward_round_two_patients_one_consented(tmp_path: Path) -> None:
     assert rec["status"] == "ready" and rec["segment_id"] == enc_a["id"]
     assert 2.5 <= rec["duration_s"] <= 4.5, rec  # A's turn only, not B's
     assert enc_b["recordings"] == []
-    # the whole round: its encounter (no patient of its own) and the two segments
-    assert [e["id"] for e in whole["encounters"]] == [room_id, enc_a["id"], enc_b["id"]]
+    (enc_c,) = c["encounters"]
+    (rec_c,) = enc_c["recordings"]
+    assert rec_c["segment_id"] == enc_c["id"] and 1.0 <= rec_c["duration_s"] <= 2.5, rec_c
+    # the whole round: its encounter (no patient of its own) and the three segments
+    assert [e["id"] for e in whole["encounters"]] == [room_id, enc_a["id"], enc_b["id"],
+                                                      enc_c["id"]]
     assert whole["encounters"][0]["patient_ref"] is None
     assert whole["encounters"][0]["recordings"] == []
-    # the room's only recording is A's, and its files hold A's turn only
-    (recorded,) = recordings["recordings"]
+    # the room's recordings are A's and C's, and A's files hold A's turn only
+    recorded, recorded_c = recordings["recordings"]
     assert recorded["id"] == rec["id"] and recorded["patient_ref"] == A
+    assert recorded_c["id"] == rec_c["id"] and recorded_c["patient_ref"] == C
     tracks = [f for f in recorded["files"] if f["role"] == "track"]
     assert {f["kind"] for f in tracks} == {"audio", "video"}
     assert all(f["start_s"] + f["duration_s"] <= rec["duration_s"] + 0.5 for f in tracks)
