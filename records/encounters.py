@@ -20,7 +20,7 @@ from sqlalchemy import Boolean, ForeignKey, Index, String, Text, or_, select, up
 from sqlalchemy.orm import Mapped, mapped_column
 
 from recording.db import Recording, RecordingDb
-from rooms.db import Base, Database
+from rooms.db import Base, Database, SessionRow
 from rooms.members import Member
 from rooms.models import RoomRecord, SessionRecord, utcnow
 from rooms.service import RoomService
@@ -168,6 +168,18 @@ class EncounterDb:
             rows = (await session.scalars(select(EncounterRow).where(or_(
                 EncounterRow.id == room_id, EncounterRow.parent_id == room_id)).order_by(
                 EncounterRow.started_at))).all()
+        return [await self._fill(_encounter(r)) for r in rows]
+
+    async def of_participant(self, identity: str) -> list[Encounter]:
+        """Encounters of the rooms someone was in (then filtered by who may see them)."""
+        async with self._sessions() as session:
+            rooms = set(await session.scalars(select(SessionRow.room_id).where(
+                SessionRow.identity == identity)))
+            if not rooms:
+                return []
+            rows = (await session.scalars(select(EncounterRow).where(
+                EncounterRow.room_id.in_(rooms)).order_by(
+                EncounterRow.started_at.desc()))).all()
         return [await self._fill(_encounter(r)) for r in rows]
 
     async def patient_exists(self, ref: str) -> bool:

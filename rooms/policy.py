@@ -32,6 +32,13 @@ class Role(StrEnum):
     VIEWER = "viewer"
 
 
+#: the care team: the roles whose holders may open the record of an encounter they took part
+#: in (records/access.py); patients and guardians see their own record, viewers and
+#: interpreters none
+CARE_TEAM = frozenset({Role.HOST, Role.DOCTOR, Role.SPECIALIST, Role.NURSE, Role.PRESENTER,
+                       Role.MODERATOR})
+
+
 @dataclass(frozen=True)
 class Grants:
     publish_audio: bool = False

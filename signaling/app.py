@@ -14,17 +14,30 @@ from huizhen.config import Settings, audit_keys
 from media.echo import EchoService
 from media.ice import IcePolicy, TurnServerSpec
 from media.sfu import Sfu
+from recording.crypto import KeyRing
 from recording.db import RecordingDb
 from recording.service import RecordingService
 from recording.storage import open_storage
 from recording.worker import WorkerProcess
+from records.access import RecordAccess, url_key
 from records.audit import AuditLog
 from records.encounters import RecordsService
 from rooms.db import Database
 from rooms.service import RoomService
 from rooms.store import MemoryRoomStateStore
-from signaling import api, recording_api, records_api
-from signaling.keys import AUDIT, ECHO, RECORDING, RECORDS, ROOMS, SETTINGS, SFU
+from signaling import api, recording_api, records_api, records_view
+from signaling.keys import (
+    ACCESS,
+    AUDIT,
+    ECHO,
+    KEYRING,
+    RECORDING,
+    RECORDS,
+    ROOMS,
+    SETTINGS,
+    SFU,
+    STORAGE,
+)
 from signaling.tls import ssl_context
 from signaling.ws import websocket_handler
 
@@ -47,11 +60,13 @@ def static_folder() -> Path:
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(middlewares=[api.api_errors], client_max_size=1024 * 1024)
+    app = web.Application(middlewares=[api.api_errors, records_view.records_errors],
+                          client_max_size=1024 * 1024)
     app[SETTINGS] = settings
     api.add_routes(app)
     recording_api.add_routes(app)
     records_api.add_routes(app)
+    records_view.add_routes(app)
     app.router.add_get("/ws/{room_id}", websocket_handler)
     static = static_folder()
 
@@ -84,9 +99,10 @@ async def _services(app: web.Application):  # type: ignore[no-untyped-def]
     policy.install()
     storage = open_storage(settings)
     try:
-        await storage.check()
-    finally:
-        await storage.close()  # checked here so a bad folder/bucket fails the start
+        await storage.check()  # here, so that a bad folder or bucket fails the start
+    except BaseException:
+        await storage.close()
+        raise
     keys, active_key = audit_keys(settings)
     db = await Database.open(settings.database_url)
     sfu = Sfu(policy, settings.media.video_codec, settings.media.pli_throttle_ms / 1000)
@@ -102,6 +118,11 @@ async def _services(app: web.Application):  # type: ignore[no-untyped-def]
     app[RECORDING] = recordings
     app[AUDIT] = AuditLog(db, keys, active_key)
     app[RECORDS] = RecordsService(service, db)
+    app[ACCESS] = RecordAccess(app[RECORDS].encounters, app[AUDIT], url_key(keys[active_key]))
+    app[STORAGE] = storage
+    keyring = KeyRing.from_config(settings.recording.encryption)
+    if keyring is not None:
+        app[KEYRING] = keyring
     app[ECHO] = EchoService(policy)
     log.info("service ready", extra={"url": settings.base_url, "mode": settings.mode,
                                      "database": db.engine.url.render_as_string(
@@ -112,6 +133,7 @@ async def _services(app: web.Application):  # type: ignore[no-untyped-def]
     for worker in workers:
         await worker.stop()
     await app[ECHO].close()
+    await storage.close()
     await db.close()
 
 

@@ -15,10 +15,18 @@ from typing import Any
 
 import jwt
 
-from rooms.policy import Grants, PolicyError, grants_for
+from records.access import ADMIN, PATIENT_ROLES, Viewer
+from rooms.policy import Grants, PolicyError, Role, grants_for
+
+#: who may hold a records token: admins, patients and guardians, and every room role (those
+#: outside the care team get a token that opens nothing: records/access.py says why)
+RECORD_ROLES = frozenset({ADMIN, *PATIENT_ROLES, *(r.value for r in Role)})
 
 ALGORITHM = "HS256"
 API_AUDIENCE_SUFFIX = ":api"
+RECORDS_AUDIENCE_SUFFIX = ":records"
+#: a records token (the Records page, a patient-portal link) lives at most this long
+MAX_RECORDS_TOKEN_TTL_S = 12 * 3600
 #: an API token may live at most this long (they are minted per call or per batch)
 MAX_API_TOKEN_TTL_S = 3600
 LEEWAY_S = 5
@@ -102,6 +110,38 @@ def mint_api_token(api_key: str, secret: str, audience: str, ttl_s: int = 300) -
     payload = {"iss": api_key, "aud": audience + API_AUDIENCE_SUFFIX, "iat": now,
                "nbf": now - LEEWAY_S, "exp": now + min(ttl_s, MAX_API_TOKEN_TTL_S)}
     return jwt.encode(payload, secret, algorithm=ALGORITHM)
+
+
+def mint_records_token(api_key: str, secret: str, audience: str, identity: str, role: str,
+                       patient_ref: str | None, ttl_s: int) -> tuple[str, int]:
+    """A token for the Records page and its API: a clinician's or admin's (``identity``,
+    ``role``), or a patient's or guardian's for ``patient_ref``'s own record."""
+    if role not in RECORD_ROLES:
+        raise AuthError("token_role", f"role {role!r}: one of {', '.join(sorted(RECORD_ROLES))}")
+    if (role in PATIENT_ROLES) != bool(patient_ref):
+        raise AuthError("token_claims", "a patient's or guardian's token names their patient "
+                        "(patient_ref); other roles' do not")
+    now = _now()
+    expires = now + max(1, min(ttl_s, MAX_RECORDS_TOKEN_TTL_S))
+    payload: dict[str, Any] = {"iss": api_key, "sub": identity, "role": role,
+                               "aud": audience + RECORDS_AUDIENCE_SUFFIX, "iat": now,
+                               "nbf": now - LEEWAY_S, "exp": expires, "jti": uuid.uuid4().hex}
+    if patient_ref:
+        payload["patient"] = patient_ref
+    return jwt.encode(payload, secret, algorithm=ALGORITHM), expires
+
+
+def verify_records_token(token: str, secrets: SecretLookup, audience: str) -> Viewer:
+    _, claims = _decode(token, secrets, audience + RECORDS_AUDIENCE_SUFFIX)
+    try:
+        role = _text(claims, "role")
+        patient = claims.get("patient")
+        if role not in RECORD_ROLES or (role in PATIENT_ROLES) != isinstance(patient, str):
+            raise ValueError(f"role {role!r} with patient {patient!r}")
+        return Viewer(identity=_text(claims, "sub"), role=role,
+                      patient_ref=patient if isinstance(patient, str) else None)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise AuthError("token_claims", f"the token's claims are incomplete: {exc}") from exc
 
 
 def _decode(token: str, secrets: SecretLookup, audience: str) -> tuple[str, dict[str, Any]]:

@@ -7,7 +7,10 @@ from aiohttp import web
 from huizhen.config import Settings
 from media.echo import EchoService
 from media.sfu import Sfu
+from recording.crypto import KeyRing
 from recording.service import RecordingService
+from recording.storage import Storage
+from records.access import RecordAccess
 from records.audit import AuditLog
 from records.encounters import RecordsService
 from rooms.service import RoomService
@@ -19,4 +22,7 @@ ECHO = web.AppKey("echo", EchoService)
 RECORDING = web.AppKey("recording", RecordingService)
 AUDIT = web.AppKey("audit", AuditLog)
 RECORDS = web.AppKey("records", RecordsService)
+ACCESS = web.AppKey("access", RecordAccess)
+STORAGE = web.AppKey("storage", Storage)
+KEYRING = web.AppKey("keyring", KeyRing)  # set only when recordings are encrypted
 API_KEY = web.RequestKey("api_key", str)

@@ -10,11 +10,13 @@ from typing import Any
 
 from aiohttp import web
 
+from huizhen.config import Settings
 from records.audit import AuditEvent
 from records.encounters import EncounterDb
 from rooms.members import RoomError
 from signaling.api import BadRequest, json_body, rooms_of, text_field
-from signaling.keys import API_KEY, AUDIT, RECORDS
+from signaling.auth import AuthError, mint_records_token
+from signaling.keys import API_KEY, AUDIT, RECORDS, SETTINGS
 
 
 async def audit(request: web.Request, action: str, entity_type: str, entity_id: str | None,
@@ -74,7 +76,33 @@ async def get_encounter(request: web.Request) -> web.Response:
     return web.json_response(found.as_dict())
 
 
+async def records_token(request: web.Request) -> web.Response:
+    """A token for the Records page: a clinician's, an admin's, or a patient's (or guardian's)
+    for their own record, e.g. for a link in the hospital's patient portal."""
+    settings: Settings = request.app[SETTINGS]
+    data = await json_body(request)
+    identity = text_field(data, "identity", max_len=255) or ""
+    role = text_field(data, "role", max_len=32) or ""
+    patient_ref = text_field(data, "patient_ref", required=False, max_len=255)
+    ttl = data.get("ttl_s", 3600)
+    if not isinstance(ttl, int) or isinstance(ttl, bool) or ttl < 60:
+        raise BadRequest("field 'ttl_s' must be a whole number of seconds, at least 60")
+    key = request[API_KEY]
+    secret = settings.secret_for(key) or ""
+    try:
+        token, expires = mint_records_token(key, secret, settings.auth.audience, identity, role,
+                                            patient_ref, ttl)
+    except AuthError as exc:
+        raise BadRequest(exc.message) from exc
+    await audit(request, "records_token.issue", "viewer", identity, patient_ref,
+                outcome="done", detail={"role": role, "expires_at": expires})
+    link = f"{settings.base_url}/records#t={token}"
+    return web.json_response({"token": token, "expires_at": expires, "records_url": link},
+                             status=201)
+
+
 def add_routes(app: web.Application) -> None:
+    app.router.add_post("/api/records-tokens", records_token)
     app.router.add_post("/api/rooms/{room_id}/subject", set_subject)
     app.router.add_get("/api/encounters", list_encounters)
     app.router.add_get("/api/encounters/{encounter_id}", get_encounter)
