@@ -17,18 +17,15 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+import _paths  # noqa: F401  (first: the project's packages before bench/'s scripts)
 
-from recording.composite import CompositeSpec, TrackInput, compose  # noqa: E402
-from tests.support.avsync import Pattern, flash_video, write_audio, write_video  # noqa: E402
+from recording.composite import CompositeSpec, TrackInput, compose
+from tests.support.avsync import Pattern, flash_video, write_audio, write_video
 
 
 def _cpu_s() -> float:

@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import _paths  # noqa: F401  (first: the project's packages before bench/'s scripts)
 import aiohttp
 
 from huizhen.procgroup import die_with_parent, signal_group, stop_group

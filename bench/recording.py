@@ -48,18 +48,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-BENCH = Path(__file__).resolve().parent
-REPO = BENCH.parent
-# bench/ for fanout and composite_speed; the repository before it, so that ``recording`` is the
-# project's package, not this file (``python bench/recording.py`` puts bench/ first)
-for _path in (str(BENCH), str(REPO)):
-    with contextlib.suppress(ValueError):
-        sys.path.remove(_path)
-    sys.path.insert(0, _path)
-
-import av  # noqa: E402
-import fanout  # noqa: E402
-from fanout import (  # noqa: E402
+import _paths  # noqa: F401  (first: ``recording`` is the project's package, not this file)
+import av
+import fanout
+from fanout import (
     LATENCY_LOOKBACK_S,
     BenchError,
     HuizhenTarget,

@@ -24,6 +24,7 @@ import logging
 import sys
 from typing import Any
 
+import _paths  # noqa: F401  (first: the project's packages before bench/'s scripts)
 from aiohttp import web
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.contrib.media import MediaRelay

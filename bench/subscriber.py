@@ -67,6 +67,7 @@ from asyncio import selector_events
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import _paths  # noqa: F401  (first: the project's packages before bench/'s scripts)
 import aiohttp
 import aiortc.codecs.vpx
 import av
