@@ -33,8 +33,8 @@ MIN_REASON = 5
 PURPOSES = ("play", "download")
 
 
-class AccessDenied(Exception):
-    """403: the message says why and, where it can, what to do."""
+class RecordError(Exception):
+    """Refused; ``code`` is the API error code, the message says why and what to do."""
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
@@ -42,11 +42,12 @@ class AccessDenied(Exception):
         self.message = message
 
 
-class NotFound(Exception):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+class AccessDenied(RecordError):
+    """403."""
+
+
+class NotFound(RecordError):
+    """404."""
 
 
 @dataclass(frozen=True)
