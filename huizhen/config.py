@@ -212,8 +212,17 @@ class AuditConfig(KeySet):
     OPTION: ClassVar[str] = "records.audit"
 
 
+class RetentionConfig(BaseModel):
+    """How long each artifact class is kept (days), from its end; then ``huizhen retention
+    purge`` deletes it, unless its encounter is on legal hold."""
+
+    recordings_days: int = Field(3 * 365, ge=0)
+    documents_days: int = Field(15 * 365, ge=0)
+
+
 class RecordsConfig(BaseModel):
     audit: AuditConfig = AuditConfig()
+    retention: RetentionConfig = RetentionConfig()
 
 
 def _decode_key(text: str) -> bytes:

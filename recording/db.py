@@ -131,7 +131,7 @@ class Consent:
 class Recording:
     id: str
     room_id: str
-    status: str  # recording | paused | stopped | interrupted | stored | ready | failed
+    status: str  # recording | paused | stopped | interrupted | stored | ready | failed | purged
     started_at: datetime
     started_by: str
     ended_at: datetime | None = None
@@ -266,6 +266,14 @@ class RecordingDb:
             if recording is not None:
                 out.append(recording)
         return out
+
+    async def mark_purged(self, recording_id: str) -> None:
+        """Its files are deleted (retention): the row, manifest and hashes stay."""
+        async with self._sessions.begin() as session:
+            await session.execute(update(RecordingRow).where(RecordingRow.id == recording_id)
+                                  .values(status="purged"))
+            await session.execute(update(RecordingFileRow).where(
+                RecordingFileRow.recording_id == recording_id).values(stored=False))
 
     async def replace_files(self, recording_id: str, files: list[dict[str, Any]]) -> None:
         async with self._sessions.begin() as session:

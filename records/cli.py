@@ -1,4 +1,4 @@
-"""``huizhen audit …``: check the audit log's chain, read it.
+"""``huizhen audit …``: check the audit log's chain, read it; ``huizhen retention purge``.
 
 Like ``huizhen recording``, these work on the service's database directly (run them where the
 service's configuration is); they need no running service. ``verify`` exits 1 on a problem.
@@ -61,6 +61,41 @@ async def cmd_list(args: argparse.Namespace) -> None:
               + (f"  reason: {e.reason}" if e.reason else ""))
 
 
+async def cmd_purge(args: argparse.Namespace) -> None:
+    from recording.db import RecordingDb
+    from recording.storage import open_storage
+    from records.encounters import EncounterDb
+    from records.retention import Retention
+
+    settings = load_settings(Path(args.config) if args.config else None)
+    db, log = await _open(args)
+    storage = open_storage(settings)
+    try:
+        retention = Retention(EncounterDb(db), RecordingDb(db), storage,
+                              settings.recordings_folder, log,
+                              settings.records.retention.recordings_days)
+        due = await retention.due()
+        deleted = [] if args.dry_run else await retention.purge("cli:retention")
+    finally:
+        await storage.close()
+        await db.close()
+    if args.json:
+        print(json.dumps({"dry_run": args.dry_run, "due": [d.as_dict() for d in due],
+                          "deleted": [d.recording_id for d in deleted]},
+                         indent=2, ensure_ascii=False))
+        return
+    days = settings.records.retention.recordings_days
+    print(f"recordings past {days} days: {len(due)} "
+          f"({sum(1 for d in due if d.held)} kept by a legal hold)")
+    for d in due:
+        state = ("held: " + (d.hold_reason or "") if d.held else
+                 "would be deleted" if args.dry_run else "deleted")
+        print(f"  {d.recording_id}  ended {d.ended_at:%Y-%m-%d}  {d.age_days:7.1f} days  "
+              f"{d.files} files {d.size} bytes  {state}")
+    if not args.dry_run:
+        print(f"deleted {len(deleted)} recording(s); each deletion is in the audit log")
+
+
 def add_parser(sub: Any) -> None:
     audit = sub.add_parser("audit", help="the audit log: verify its chain, read it")
     asub = audit.add_subparsers(dest="audit_cmd", required=True)
@@ -74,3 +109,11 @@ def add_parser(sub: Any) -> None:
     listing.add_argument("--limit", type=int, default=1000)
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(func=cmd_list, is_async=True)
+
+    retention = sub.add_parser("retention", help="delete what is past its retention period")
+    rsub = retention.add_subparsers(dest="retention_cmd", required=True)
+    purge = rsub.add_parser("purge", help="delete recordings past records.retention (not "
+                            "those on legal hold), from every storage; each one audited")
+    purge.add_argument("--dry-run", action="store_true", help="list, delete nothing")
+    purge.add_argument("--json", action="store_true")
+    purge.set_defaults(func=cmd_purge, is_async=True)

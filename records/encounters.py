@@ -149,6 +149,15 @@ class EncounterDb:
                 where, EncounterRow.status == "in-progress").values(status="finished",
                                                                     ended_at=at))
 
+    async def set_hold(self, encounter_id: str, hold: bool, reason: str | None) -> bool:
+        """Put the encounter on legal hold (or lift it); False if there is no such encounter."""
+        async with self._sessions.begin() as session:
+            row = await session.get(EncounterRow, encounter_id)
+            if row is None:
+                return False
+            row.legal_hold, row.hold_reason = hold, reason if hold else None
+        return True
+
     async def get(self, encounter_id: str) -> Encounter | None:
         async with self._sessions() as session:
             row = await session.get(EncounterRow, encounter_id)

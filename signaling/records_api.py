@@ -76,6 +76,25 @@ async def get_encounter(request: web.Request) -> web.Response:
     return web.json_response(found.as_dict())
 
 
+async def hold(request: web.Request) -> web.Response:
+    """``{"hold": true, "reason": "…"}``: keep the encounter's recordings past their retention
+    (a hold on a session covers its segments); ``{"hold": false}`` lifts it."""
+    encounter_id = request.match_info["encounter_id"]
+    data = await json_body(request)
+    on = data.get("hold")
+    if not isinstance(on, bool):
+        raise BadRequest("field 'hold' must be true or false")
+    reason = text_field(data, "reason", required=on, max_len=500)
+    if not await _encounters(request).set_hold(encounter_id, on, reason):
+        raise RoomError("encounter_not_found", f"no encounter {encounter_id!r}")
+    found = await _encounters(request).get(encounter_id)
+    assert found is not None
+    await audit(request, "encounter.hold" if on else "encounter.release", "encounter",
+                found.id, found.patient_ref, encounter_id=found.id, reason=reason,
+                outcome="done")
+    return web.json_response(found.as_dict())
+
+
 async def records_token(request: web.Request) -> web.Response:
     """A token for the Records page: a clinician's, an admin's, or a patient's (or guardian's)
     for their own record, e.g. for a link in the hospital's patient portal."""
@@ -106,3 +125,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/api/rooms/{room_id}/subject", set_subject)
     app.router.add_get("/api/encounters", list_encounters)
     app.router.add_get("/api/encounters/{encounter_id}", get_encounter)
+    app.router.add_post("/api/encounters/{encounter_id}/hold", hold)
