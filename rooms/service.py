@@ -40,13 +40,12 @@ from rooms.models import (
     utcnow,
 )
 from rooms.policy import kind_policy, role_policy
-from rooms.speakers import SpeakerDetector
+from rooms.speakers import ActiveSpeakers
 from rooms.store import RoomStateStore
 from rooms.subjects import Subjects
 
 log = logging.getLogger("huizhen.rooms")
 
-SPEAKER_TICK_S = 0.2
 
 
 class RoomService:
@@ -57,8 +56,7 @@ class RoomService:
         self.members: dict[str, dict[str, Member]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._marks_restored: set[str] = set()
-        self._speakers: dict[str, SpeakerDetector] = {}
-        self._speaker_task: asyncio.Task[None] | None = None
+        self.speakers = ActiveSpeakers(self)
         self._observers: list[RoomObserver] = []
         self.subjects = Subjects(self)
 
@@ -81,12 +79,11 @@ class RoomService:
         closed = await self.db.close_open_sessions(utcnow(), "server_restart")
         if closed:
             log.info("closed sessions left open by the previous run", extra={"count": closed})
-        self._speaker_task = spawn(self._speaker_loop())
+        self.speakers.start()
 
     async def stop(self) -> None:
         """Record everyone as gone (before their sockets close), then close the sockets."""
-        if self._speaker_task is not None:
-            self._speaker_task.cancel()
+        self.speakers.stop()
         closing = []
         for room_id in list(self.members):
             for member in list(self.members.get(room_id, {}).values()):
@@ -184,11 +181,11 @@ class RoomService:
             await self._event(room_id, "participant_joined", info.id,
                               {"identity": info.identity, "role": info.role,
                                "state": info.state})
-            await self._broadcast(self._audience(member), {"type": "participant_joined",
+            await self.send_all(self._audience(member), {"type": "participant_joined",
                                                            "participant": info.as_dict()})
             if info.state == ACTIVE:
                 self._start_media(member)
-                await self._tell_active_speaker(member)
+                await self.speakers.tell(member)
         room_info: dict[str, Any] = {"id": room.id, "kind": room.kind, "title": room.title,
                                      "status": room.status, "recording": False,
                                      "subject": None if info.state == LOBBY
@@ -233,11 +230,10 @@ class RoomService:
         if member.subscriber is not None:
             await self.sfu.close_subscriber(member.subscriber)
         await self.store.remove_participant(room_id, member.id)
-        if room_id in self._speakers:
-            self._speakers[room_id].forget(member.id)
+        self.speakers.forget(room_id, member.id)
         await self.db.session_ended(member.id, utcnow(), reason)
         await self._event(room_id, "participant_left", member.id, {"reason": reason})
-        await self._broadcast(audience, {"type": "participant_left",
+        await self.send_all(audience, {"type": "participant_left",
                                          "participant_id": member.id, "reason": reason})
         log.info("participant left", extra={"room": room_id, "participant": member.id,
                                             "reason": reason})
@@ -283,7 +279,7 @@ class RoomService:
                 await self._event(member.room_id, "track_published", member.id,
                                   {"track_id": track.id, "kind": track.kind,
                                    "source": track.source})
-                await self._broadcast(self._audience(member), {"type": "track_published",
+                await self.send_all(self._audience(member), {"type": "track_published",
                                                                "track": track.as_dict()})
                 for other in others:
                     self._subscribe(other, member, track)
@@ -304,7 +300,7 @@ class RoomService:
             await self.store.remove_track(member.room_id, member.id, track_id)
             await self._event(member.room_id, "track_unpublished", member.id,
                               {"track_id": track_id})
-            await self._broadcast(self._audience(member), {
+            await self.send_all(self._audience(member), {
                 "type": "track_unpublished", "track_id": track_id,
                 "participant_id": member.id})
 
@@ -342,7 +338,7 @@ class RoomService:
             await self._send(target, {"type": "admitted",
                                       "participants": self._visible_to(target)})
             await self.subjects.tell(target)
-            await self._tell_active_speaker(target)
+            await self.speakers.tell(target)
             participant = target.info.as_dict()
             for other in self._audience(target):
                 kind = "participant_updated" if other.grants.moderate else "participant_joined"
@@ -395,8 +391,8 @@ class RoomService:
                               "participant_resumed", target.id, {"by": moderator.info.identity})
             await self._send(target, {"type": "held", "held": held})
             if not held:
-                await self._tell_active_speaker(target)
-            await self._broadcast(self._audience(target), {
+                await self.speakers.tell(target)
+            await self.send_all(self._audience(target), {
                 "type": "participant_updated", "participant": target.info.as_dict()})
 
     async def mute_participant(self, moderator: Member, participant_id: str, kind: str) -> None:
@@ -430,49 +426,11 @@ class RoomService:
                                      {"name": member.info.name, "text": text})
         recipients = [m for m in self.members.get(member.room_id, {}).values()
                       if m.info.state == ACTIVE]
-        await self._broadcast(recipients, {
+        await self.send_all(recipients, {
             "type": "chat", "id": event_id, "participant_id": member.id,
             "name": member.info.name, "text": text, "at": at.isoformat()})
 
     # ---- active speaker ----------------------------------------------------------------------
-    async def _speaker_loop(self) -> None:
-        while True:
-            await asyncio.sleep(SPEAKER_TICK_S)
-            for room_id in list(self._speakers.keys() - self.members.keys()):
-                del self._speakers[room_id]
-            for room_id, members in list(self.members.items()):
-                try:
-                    await self._speaker_tick(room_id, list(members.values()))
-                except Exception:
-                    log.exception("active speaker detection failed", extra={"room": room_id})
-
-    async def _speaker_tick(self, room_id: str, members: list[Member]) -> None:
-        loudness: dict[str, float | None] = {}
-        for member in members:
-            if member.info.state != ACTIVE:
-                continue
-            for track in member.info.tracks.values():
-                source = self.sfu.tracks.get(track.id)
-                if track.kind == "audio" and source is not None:
-                    level = source.take_loudness()
-                    loudness[member.id] = None if track.muted else level
-        detector = self._speakers.setdefault(room_id, SpeakerDetector())
-        speaker = detector.tick(loudness)
-        if speaker is not None:
-            for observer in self._observers:
-                observer.active_speaker(room_id, speaker)
-            await self._broadcast([m for m in members if m.info.state == ACTIVE],
-                                  {"type": "active_speaker", "participant_id": speaker})
-
-    async def _tell_active_speaker(self, member: Member) -> None:
-        """Someone who starts seeing the room (joined, admitted, off hold) learns who is
-        speaking now: active_speaker is otherwise only sent when it changes."""
-        detector = self._speakers.get(member.room_id)
-        if detector is not None and detector.active is not None \
-                and detector.active != member.id:
-            await self._send(member, {"type": "active_speaker",
-                                      "participant_id": detector.active})
-
     # ---- for the other parts (recording) ------------------------------------------------------
     def members_of(self, room_id: str) -> list[Member]:
         """Everyone connected to the room on this node (the lobby included)."""
@@ -496,7 +454,7 @@ class RoomService:
 
     async def broadcast(self, room_id: str, message: dict[str, Any]) -> None:
         """To everyone connected to the room, the lobby included."""
-        await self._broadcast(self.members_of(room_id), message)
+        await self.send_all(self.members_of(room_id), message)
 
     # ---- helpers -------------------------------------------------------------------------------
     async def _restore_marks(self, room_id: str) -> None:
@@ -550,7 +508,7 @@ class RoomService:
                          recipients: list[Member]) -> None:
         track.muted = muted
         await self.store.set_muted(member.room_id, member.id, track.id, muted)
-        await self._broadcast(recipients, {
+        await self.send_all(recipients, {
             "type": "track_muted", "track_id": track.id, "participant_id": member.id,
             "muted": muted})
 
@@ -600,7 +558,8 @@ class RoomService:
     def _others(self, member: Member) -> list[Member]:
         return [o for o in self.members.get(member.room_id, {}).values() if o is not member]
 
-    async def _broadcast(self, members: list[Member], message: dict[str, Any]) -> None:
+    async def send_all(self, members: list[Member], message: dict[str, Any]) -> None:
+        """To each of ``members`` at once; one that fails does not hold up the others."""
         if members:
             await asyncio.gather(*(m.sink.send(message) for m in members),
                                  return_exceptions=True)

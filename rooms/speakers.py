@@ -9,7 +9,20 @@ it starts speaking. Silence does not clear the active speaker: the last one stay
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from media.background import spawn
+from rooms.members import ACTIVE, Member
+
+if TYPE_CHECKING:
+    from rooms.service import RoomService
+
+log = logging.getLogger("huizhen.rooms")
+
+TICK_S = 0.2
 
 #: loudness is 127 - level(-dBov): speech sits around 70-110; -50 dBov and quieter is silence
 SPEECH_LOUDNESS = 77.0
@@ -47,3 +60,63 @@ class SpeakerDetector:
             self.active = None
         if self._candidate == participant_id:
             self._candidate, self._streak = None, 0
+
+
+class ActiveSpeakers:
+    """Every tick, each room's active speaker from its active members' audio loudness; a
+    change goes to the room's active members (``active_speaker``) and to the observers."""
+
+    def __init__(self, rooms: RoomService) -> None:
+        self._rooms = rooms
+        self._detectors: dict[str, SpeakerDetector] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = spawn(self._loop())
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    def forget(self, room_id: str, participant_id: str) -> None:
+        if room_id in self._detectors:
+            self._detectors[room_id].forget(participant_id)
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_S)
+            rooms = self._rooms.members
+            for room_id in list(self._detectors.keys() - rooms.keys()):
+                del self._detectors[room_id]
+            for room_id, members in list(rooms.items()):
+                try:
+                    await self._tick(room_id, list(members.values()))
+                except Exception:
+                    log.exception("active speaker detection failed", extra={"room": room_id})
+
+    async def _tick(self, room_id: str, members: list[Member]) -> None:
+        loudness: dict[str, float | None] = {}
+        for member in members:
+            if member.info.state != ACTIVE:
+                continue
+            for track in member.info.tracks.values():
+                source = self._rooms.sfu.tracks.get(track.id)
+                if track.kind == "audio" and source is not None:
+                    level = source.take_loudness()
+                    loudness[member.id] = None if track.muted else level
+        detector = self._detectors.setdefault(room_id, SpeakerDetector())
+        speaker = detector.tick(loudness)
+        if speaker is not None:
+            for observer in self._rooms.observers:
+                observer.active_speaker(room_id, speaker)
+            await self._rooms.send_all([m for m in members if m.info.state == ACTIVE],
+                                       {"type": "active_speaker", "participant_id": speaker})
+
+    async def tell(self, member: Member) -> None:
+        """Someone who starts seeing the room (joined, admitted, off hold) learns who is
+        speaking now: active_speaker is otherwise only sent when it changes."""
+        detector = self._detectors.get(member.room_id)
+        if detector is not None and detector.active is not None \
+                and detector.active != member.id:
+            await self._rooms.send(member, {"type": "active_speaker",
+                                            "participant_id": detector.active})
