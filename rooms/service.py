@@ -458,7 +458,8 @@ class RoomService:
 
     # ---- helpers -------------------------------------------------------------------------------
     async def _restore_marks(self, room_id: str) -> None:
-        """After a start, bring back who was admitted or removed (from the event log)."""
+        """After a start, bring back who was admitted or removed, and the patient under
+        discussion (from the event log)."""
         if room_id in self._marks_restored:
             return
         self._marks_restored.add(room_id)
@@ -470,6 +471,8 @@ class RoomService:
                 identity = event.data.get("identity")
                 if event.type in marks and isinstance(identity, str):
                     await self.store.mark_identity(room_id, marks[event.type], identity)
+                elif event.type == "subject_changed":
+                    self.subjects.restore(event)
             if not events:
                 return
             after = events[-1].id or after

@@ -114,5 +114,16 @@ class Subjects:
             await self._rooms.send(member, {"type": "subject",
                                             "subject": self.state(member.room_id)})
 
+    def restore(self, event: EventRecord) -> None:
+        """After a restart: the patient under discussion as the event log last had it (the
+        same segment goes on; nobody is told, the joiners learn it in ``joined``)."""
+        data = event.data
+        ref, segment = data.get("patient_ref"), data.get("segment_id")
+        if isinstance(ref, str) and isinstance(segment, str):
+            self._current[event.room_id] = Subject(ref, str(data.get("label") or ref), segment,
+                                                   event.at, str(data.get("by") or ""))
+        else:
+            self._current.pop(event.room_id, None)
+
     def forget(self, room_id: str) -> None:
         self._current.pop(room_id, None)

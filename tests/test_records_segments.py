@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from signaling.keys import AUDIT
-from tests.harness import running_server
+from tests.harness import ServerProcess, running_server
 from tests.recording_support import finish, join
 
 A, B, C = "Patient/ward-a", "Patient/ward-b", "Patient/ward-c"
@@ -30,7 +30,7 @@ def recording_states(p: Any, seen: int) -> list[tuple[str, str | None]]:
     return [(e["state"], e.get("reason")) for e in p.events[seen:] if e.get("type") == "recording"]
 
 
-async def test_ward_round_two_patients_one_consented(tmp_path: Path) -> None:
+async def test_ward_round_patients_in_turn_each_by_their_own_consent(tmp_path: Path) -> None:
     async with running_server(tmp_path / "srv") as server:
         status, room = await server.api("POST", "/api/rooms", {"kind": "ward_round",
                                                                "title": "心内科查房"})
@@ -136,3 +136,25 @@ async def test_ward_round_two_patients_one_consented(tmp_path: Path) -> None:
 
     assert ("subject.set", B) in audit
     assert ("encounter.list", A) in audit and ("encounter.list", B) in audit
+
+
+async def test_the_patient_under_discussion_survives_a_restart(tmp_path: Path) -> None:
+    """The same segment goes on after the service restarts: a joiner learns who it is."""
+    first = await ServerProcess(tmp_path).start()
+    try:
+        room = await first.create_room("ward_round")
+        status, body = await first.api("POST", f"/api/rooms/{room}/subject",
+                                       {"patient_ref": A, "label": "12床"})
+        assert status == 200, body
+        segment = body["subject"]["segment_id"]
+    finally:
+        first.stop()
+    second = await ServerProcess(tmp_path, port=first.port, secret=first.secret).start()
+    try:
+        host = await second.participant(room, "dr-chen", "host")
+        subject = host.joined["room"]["subject"]
+        assert subject["patient_ref"] == A and subject["segment_id"] == segment, subject
+        assert subject["label"] == "12床"
+        await host.leave()
+    finally:
+        second.stop()
