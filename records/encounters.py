@@ -158,10 +158,13 @@ class EncounterDb:
             row.legal_hold, row.hold_reason = hold, reason if hold else None
         return True
 
-    async def get(self, encounter_id: str) -> Encounter | None:
+    async def get(self, encounter_id: str, fill: bool = True) -> Encounter | None:
+        """One encounter; ``fill=False``: its own row only (no participants, no recordings)."""
         async with self._sessions() as session:
             row = await session.get(EncounterRow, encounter_id)
-        return None if row is None else await self._fill(_encounter(row))
+        if row is None:
+            return None
+        return (await self._fill([_encounter(row)]))[0] if fill else _encounter(row)
 
     async def of_patient(self, patient_ref: str) -> list[Encounter]:
         """The encounters in a patient's record: sessions about them, and their segments of
@@ -170,14 +173,14 @@ class EncounterDb:
             rows = (await session.scalars(select(EncounterRow).where(
                 EncounterRow.patient_ref == patient_ref).order_by(
                 EncounterRow.started_at.desc()))).all()
-        return [await self._fill(_encounter(r)) for r in rows]
+        return await self._fill([_encounter(r) for r in rows])
 
     async def of_room(self, room_id: str) -> list[Encounter]:
         async with self._sessions() as session:
             rows = (await session.scalars(select(EncounterRow).where(or_(
                 EncounterRow.id == room_id, EncounterRow.parent_id == room_id)).order_by(
                 EncounterRow.started_at))).all()
-        return [await self._fill(_encounter(r)) for r in rows]
+        return await self._fill([_encounter(r) for r in rows])
 
     async def of_participant(self, identity: str) -> list[Encounter]:
         """Encounters of the rooms someone was in (then filtered by who may see them)."""
@@ -189,28 +192,34 @@ class EncounterDb:
             rows = (await session.scalars(select(EncounterRow).where(
                 EncounterRow.room_id.in_(rooms)).order_by(
                 EncounterRow.started_at.desc()))).all()
-        return [await self._fill(_encounter(r)) for r in rows]
+        return await self._fill([_encounter(r) for r in rows])
 
     async def patient_exists(self, ref: str) -> bool:
         async with self._sessions() as session:
             return await session.get(PatientRow, ref) is not None
 
-    async def _fill(self, encounter: Encounter) -> Encounter:
-        """Who took part (their stays overlapping the encounter) and its recordings: those of
-        its segment, or for a whole session those of its patient outside any segment."""
-        end = encounter.ended_at
-        encounter.participants = [
-            s for s in await self._db.sessions_for_room(encounter.room_id)
-            if (end is None or s.joined_at <= end)
-            and (s.left_at is None or s.left_at >= encounter.started_at)]
-        recordings = await self.recordings.recordings(room_id=encounter.room_id)
-        if encounter.parent_id is not None:
-            encounter.recordings = [r for r in recordings if r.segment_id == encounter.id]
-        else:
-            encounter.recordings = [r for r in recordings if r.segment_id is None
-                                    and r.patient_ref == encounter.patient_ref
-                                    and encounter.patient_ref is not None]
-        return encounter
+    async def _fill(self, encounters: list[Encounter]) -> list[Encounter]:
+        """Who took part (their stays overlapping each encounter) and its recordings: those
+        of its segment, or for a whole session those of its patient outside any segment.
+        Each room's sessions and recordings are read once, however many encounters it has."""
+        rooms: dict[str, tuple[list[SessionRecord], list[Recording]]] = {}
+        for encounter in encounters:
+            if encounter.room_id not in rooms:
+                rooms[encounter.room_id] = (
+                    await self._db.sessions_for_room(encounter.room_id),
+                    await self.recordings.recordings(room_id=encounter.room_id))
+            sessions, recordings = rooms[encounter.room_id]
+            end = encounter.ended_at
+            encounter.participants = [
+                s for s in sessions if (end is None or s.joined_at <= end)
+                and (s.left_at is None or s.left_at >= encounter.started_at)]
+            if encounter.parent_id is not None:
+                encounter.recordings = [r for r in recordings if r.segment_id == encounter.id]
+            else:
+                encounter.recordings = [r for r in recordings if r.segment_id is None
+                                        and r.patient_ref == encounter.patient_ref
+                                        and encounter.patient_ref is not None]
+        return encounters
 
 
 class RecordsService:

@@ -83,7 +83,7 @@ class Retention:
         """(the recording's encounter, the reason of a hold on it or on its session)."""
         own = recording.segment_id or recording.room_id
         for encounter_id in dict.fromkeys((own, recording.room_id)):
-            found = await self.encounters.get(encounter_id)
+            found = await self.encounters.get(encounter_id, fill=False)
             if found is not None and found.legal_hold:
                 return own, found.hold_reason or "legal hold"
         return own, None

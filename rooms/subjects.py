@@ -104,15 +104,18 @@ class Subjects:
                 log.exception("room observer failed", extra={"room": room_id})
         return subject
 
+    def _message(self, room_id: str) -> dict[str, Any]:
+        return {"type": "subject", "subject": self.state(room_id)}
+
     async def tell_room(self, room_id: str) -> None:
-        for member in self._rooms.members_of(room_id):
-            await self.tell(member)
+        """Everyone admitted (the lobby does not learn who is discussed)."""
+        await self._rooms.send_all([m for m in self._rooms.members_of(room_id)
+                                    if m.info.state != LOBBY], self._message(room_id))
 
     async def tell(self, member: Member) -> None:
-        """The ``subject`` message, to someone admitted (the lobby does not learn it)."""
+        """Someone just admitted."""
         if member.info.state != LOBBY:
-            await self._rooms.send(member, {"type": "subject",
-                                            "subject": self.state(member.room_id)})
+            await self._rooms.send(member, self._message(member.room_id))
 
     def restore(self, event: EventRecord) -> None:
         """After a restart: the patient under discussion as the event log last had it (the
