@@ -30,7 +30,8 @@ from typing import Any
 import botocore.session
 import pytest
 
-from recording.storage import LocalStorage, S3Storage, Storage
+from recording.s3storage import S3Storage
+from recording.storage import LocalStorage, Storage
 
 LOCAL_HOST = "127.0.0.1"
 ACCESS_KEY, SECRET_KEY, REGION = "huizhen-test", "huizhen-test-secret", "us-east-1"

@@ -15,12 +15,12 @@ from aiohttp import web
 from yarl import URL
 
 from huizhen.config import ConfigError, load_settings
+from recording.s3storage import S3Storage
 from recording.storage import (
     S3_MIN_PART_SIZE,
     LocalStorage,
     MiB,
     ObjectMissing,
-    S3Storage,
     Storage,
     StorageError,
     StoredObject,
