@@ -220,9 +220,17 @@ class RetentionConfig(BaseModel):
     documents_days: int = Field(15 * 365, ge=0)
 
 
+class FhirConfig(BaseModel):
+    """The record as FHIR R4 at /fhir/ (docs/records.md)."""
+
+    #: the identifier system of the hospital's patient references (a URI: its MRN's OID)
+    patient_system: str = Field("urn:huizhen:patient-ref", min_length=1, pattern=r"^\S+:\S+$")
+
+
 class RecordsConfig(BaseModel):
     audit: AuditConfig = AuditConfig()
     retention: RetentionConfig = RetentionConfig()
+    fhir: FhirConfig = FhirConfig()
 
 
 def _decode_key(text: str) -> bytes:

@@ -186,6 +186,11 @@ _FILE_FIELDS = ("name", "role", "participant_id", "identity", "kind", "source", 
                 "start_s", "duration_s", "frames", "size", "sha256", "key_id", "stored")
 
 
+def _consent(r: ConsentRow) -> Consent:
+    return Consent(r.id, r.room_id, r.patient_ref, r.kind, r.granted, r.method, r.given_by_role,
+                   r.given_by, r.asked_by, r.recorded_by, r.note, r.at)
+
+
 def _job(row: JobRow) -> Job:
     return Job(row.id, row.recording_id, row.kind, row.status, row.progress, row.attempts,
                row.error, row.worker, row.created_at, row.started_at, row.finished_at)
@@ -216,9 +221,12 @@ class RecordingDb:
         elif isinstance(patient_ref, str):
             stmt = stmt.where(ConsentRow.patient_ref == patient_ref)
         async with self._sessions() as session:
-            return [Consent(r.id, r.room_id, r.patient_ref, r.kind, r.granted, r.method,
-                            r.given_by_role, r.given_by, r.asked_by, r.recorded_by, r.note, r.at)
-                    for r in await session.scalars(stmt)]
+            return [_consent(r) for r in await session.scalars(stmt)]
+
+    async def consent(self, consent_id: str) -> Consent | None:
+        async with self._sessions() as session:
+            row = await session.get(ConsentRow, consent_id)
+            return _consent(row) if row is not None else None
 
     async def current_consent(self, room_id: str, patient_ref: str | None) -> Consent | None:
         """The patient's latest recording consent decision in the room (granted or declined)."""

@@ -15,6 +15,7 @@ process:
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import logging
 import shutil
@@ -32,7 +33,7 @@ from recording.crypto import KeyRing, decrypt_file, encrypt_file
 from recording.db import Recording, RecordingDb
 from recording.manifest import FileEntry, Manifest, manifest_key
 from recording.session import JOURNAL, read_journal
-from recording.storage import Storage, hash_file
+from recording.storage import Storage, digest_file, hash_file
 from recording.upload import upload
 from rooms.db import Database
 
@@ -93,7 +94,8 @@ class Finisher:
     async def _put(self, recording_id: str, path: Path, name: str, meta: dict[str, Any]
                    ) -> FileEntry:
         """Seal (when a key is set) and store one file; the local copy goes once verified."""
-        plain_size, plain_sha = await asyncio.to_thread(hash_file, path)
+        plain_size, (plain_sha, plain_sha1) = await asyncio.to_thread(
+            digest_file, path, "sha256", "sha1")
         key = f"{recording_id}/{name}"
         key_id = None
         if self.keyring is not None:
@@ -105,7 +107,9 @@ class Finisher:
         else:
             stored = await self._upload(path, key)
         return FileEntry(name=name, size=stored.size, sha256=stored.sha256,
-                         plain_size=plain_size, plain_sha256=plain_sha, key_id=key_id, meta=meta)
+                         plain_size=plain_size, plain_sha256=plain_sha.hexdigest(),
+                         plain_sha1=base64.b64encode(plain_sha1.digest()).decode(),
+                         key_id=key_id, meta=meta)
 
     async def _upload(self, local: Path, key: str) -> Any:
         policy = self.uploads
@@ -161,7 +165,8 @@ class Finisher:
                 output=output)
             result = await asyncio.to_thread(compose, spec, lambda f: progress(0.95 * f))
             meta = {"kind": "av", "codec": "h264+aac", "duration_s": round(result.duration_s, 3),
-                    "video_frames": result.video_frames,
+                    "video_frames": result.video_frames, "width": spec.width,
+                    "height": spec.height,
                     "layout": [[round(t, 3), rects] for t, rects in result.layout]}
             folder.mkdir(parents=True, exist_ok=True)
             local = folder / COMPOSITE

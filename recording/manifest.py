@@ -88,6 +88,9 @@ class FileEntry(BaseModel):
     sha256: str
     plain_size: int = Field(ge=0)
     plain_sha256: str
+    #: SHA-1 of the plaintext, base64: what a FHIR Attachment's ``hash`` is (records/fhir.py);
+    #: absent in manifests written before it was kept
+    plain_sha1: str | None = None
     key_id: str | None = None
     meta: dict[str, Any] = {}
 

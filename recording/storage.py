@@ -28,7 +28,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Protocol
+from typing import Any, Protocol
 
 from huizhen.config import ConfigError, Settings
 
@@ -81,13 +81,20 @@ def check_prefix(prefix: str) -> str:
 
 def hash_file(path: Path) -> tuple[int, str]:
     """(size, SHA-256 hex) of a local file, read in blocks (blocking: run it in a thread)."""
-    digest = hashlib.sha256()
+    size, (digest,) = digest_file(path, "sha256")
+    return size, digest.hexdigest()
+
+
+def digest_file(path: Path, *algorithms: str) -> tuple[int, list[Any]]:
+    """(size, a hashlib object per algorithm) of a local file, read once, in blocks."""
+    digests = [hashlib.new(name) for name in algorithms]
     size = 0
     with path.open("rb") as handle:
         while block := handle.read(BLOCK):
-            digest.update(block)
+            for digest in digests:
+                digest.update(block)
             size += len(block)
-    return size, digest.hexdigest()
+    return size, digests
 
 
 def write_atomically(path: Path, data: bytes, durable: bool = True) -> None:

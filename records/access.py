@@ -170,9 +170,14 @@ class RecordAccess:
         if not allowed:
             raise NotFound("recording_not_found", f"the encounter has no stored {name!r} in a "
                            f"recording {recording_id!r}")
+        return self.signed_link(recording_id, name, viewer.actor, purpose)
+
+    def signed_link(self, recording_id: str, name: str, actor: str, purpose: str
+                    ) -> tuple[str, int]:
+        """The link (path and query) and its expiry; the caller has checked and audited."""
         expires = int(time.time()) + self.url_ttl_s
-        query = urlencode({"exp": expires, "u": viewer.actor, "p": purpose,
-                           "sig": self.sign(recording_id, name, expires, viewer.actor, purpose)})
+        query = urlencode({"exp": expires, "u": actor, "p": purpose,
+                           "sig": self.sign(recording_id, name, expires, actor, purpose)})
         return f"/records/media/{quote(recording_id)}/{quote(name)}?{query}", expires
 
     def sign(self, recording_id: str, name: str, expires: int, actor: str, purpose: str) -> str:

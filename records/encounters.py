@@ -11,7 +11,9 @@ the encounters whose patient they are — never another patient's segment of the
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -35,8 +37,25 @@ class PatientRow(Base):
 
     __tablename__ = "patients"
 
+    __table_args__ = (Index("ix_patients_fhir_id", "fhir_id", unique=True),)
+
     ref: Mapped[str] = mapped_column(String(255), primary_key=True)
     first_seen: Mapped[datetime]
+    #: the id of their ``Patient`` resource at /fhir/ (records/fhir.py)
+    fhir_id: Mapped[str] = mapped_column(String(64))
+
+
+_FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+
+
+def patient_fhir_id(ref: str, taken: bool) -> str:
+    """A FHIR id for a hospital's patient reference: the reference itself (``Patient/``
+    dropped) when it is a valid FHIR id nobody has yet, else ``pt-`` and a hash of it.
+    (Migration 0004 gave the patients before it their ids the same way.)"""
+    candidate = ref.removeprefix("Patient/")
+    if _FHIR_ID.fullmatch(candidate) and not candidate.startswith("pt-") and not taken:
+        return candidate
+    return "pt-" + hashlib.sha256(ref.encode()).hexdigest()[:40]
 
 
 class EncounterRow(Base):
@@ -134,8 +153,12 @@ class EncounterDb:
 
     @staticmethod
     async def _patient(session: Any, ref: str) -> None:
-        if await session.get(PatientRow, ref) is None:
-            session.add(PatientRow(ref=ref, first_seen=utcnow()))
+        if await session.get(PatientRow, ref) is not None:
+            return
+        fhir_id = patient_fhir_id(ref, False)
+        if await session.scalar(select(PatientRow.ref).where(PatientRow.fhir_id == fhir_id)):
+            fhir_id = patient_fhir_id(ref, True)
+        session.add(PatientRow(ref=ref, first_seen=utcnow(), fhir_id=fhir_id))
 
     async def close_segments(self, room_id: str, at: datetime) -> None:
         await self._finish(EncounterRow.parent_id == room_id, at)
@@ -194,9 +217,22 @@ class EncounterDb:
                 EncounterRow.started_at.desc()))).all()
         return await self._fill([_encounter(r) for r in rows])
 
-    async def patient_exists(self, ref: str) -> bool:
+    async def patient(self, ref: str | None = None, fhir_id: str | None = None
+                      ) -> PatientRow | None:
+        """A patient by their reference or by their FHIR id."""
         async with self._sessions() as session:
-            return await session.get(PatientRow, ref) is not None
+            if ref is not None:
+                return await session.get(PatientRow, ref)
+            return await session.scalar(select(PatientRow).where(PatientRow.fhir_id == fhir_id))
+
+    async def fhir_ids(self, refs: set[str]) -> dict[str, str]:
+        """Patient reference → FHIR id, for those known."""
+        if not refs:
+            return {}
+        async with self._sessions() as session:
+            rows = await session.execute(select(PatientRow.ref, PatientRow.fhir_id).where(
+                PatientRow.ref.in_(refs)))
+            return {ref: fhir_id for ref, fhir_id in rows.all()}
 
     async def _fill(self, encounters: list[Encounter]) -> list[Encounter]:
         """Who took part (their stays overlapping each encounter) and its recordings: those

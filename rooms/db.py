@@ -412,6 +412,11 @@ class Database:
         async with self._sessions() as session:
             return [row.to_record() for row in await session.scalars(stmt)]
 
+    async def event(self, event_id: int) -> EventRecord | None:
+        async with self._sessions() as session:
+            row = await session.get(EventRow, event_id)
+            return row.to_record() if row is not None else None
+
     async def run_update(self, stmt: Update) -> int:
         """Execute an UPDATE; returns the number of rows it changed."""
         async with self._sessions.begin() as session:

@@ -22,14 +22,16 @@ from recording.worker import WorkerProcess
 from records.access import RecordAccess, url_key
 from records.audit import AuditLog
 from records.encounters import RecordsService
+from records.fhir_search import FhirRecord
 from rooms.db import Database
 from rooms.service import RoomService
 from rooms.store import MemoryRoomStateStore
-from signaling import api, recording_api, records_api, records_view
+from signaling import api, fhir_api, recording_api, records_api, records_view
 from signaling.keys import (
     ACCESS,
     AUDIT,
     ECHO,
+    FHIR,
     KEYRING,
     RECORDING,
     RECORDS,
@@ -60,13 +62,15 @@ def static_folder() -> Path:
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(middlewares=[api.api_errors, records_view.records_errors],
+    app = web.Application(middlewares=[api.api_errors, records_view.records_errors,
+                                       fhir_api.fhir_errors],
                           client_max_size=1024 * 1024)
     app[SETTINGS] = settings
     api.add_routes(app)
     recording_api.add_routes(app)
     records_api.add_routes(app)
     records_view.add_routes(app)
+    fhir_api.add_routes(app)
     app.router.add_get("/ws/{room_id}", websocket_handler)
     static = static_folder()
 
@@ -119,6 +123,8 @@ async def _services(app: web.Application):  # type: ignore[no-untyped-def]
     app[AUDIT] = AuditLog(db, keys, active_key)
     app[RECORDS] = RecordsService(service, db)
     app[ACCESS] = RecordAccess(app[RECORDS].encounters, app[AUDIT], url_key(keys[active_key]))
+    app[FHIR] = FhirRecord(db, app[RECORDS].encounters, app[AUDIT], app[ACCESS],
+                           settings.base_url, settings.records.fhir.patient_system)
     app[STORAGE] = storage
     keyring = KeyRing.from_config(settings.recording.encryption)
     if keyring is not None:

@@ -13,6 +13,7 @@ from recording.storage import Storage
 from records.access import RecordAccess
 from records.audit import AuditLog
 from records.encounters import RecordsService
+from records.fhir_search import FhirRecord
 from rooms.service import RoomService
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -23,6 +24,7 @@ RECORDING = web.AppKey("recording", RecordingService)
 AUDIT = web.AppKey("audit", AuditLog)
 RECORDS = web.AppKey("records", RecordsService)
 ACCESS = web.AppKey("access", RecordAccess)
+FHIR = web.AppKey("fhir", FhirRecord)
 STORAGE = web.AppKey("storage", Storage)
 KEYRING = web.AppKey("keyring", KeyRing)  # set only when recordings are encrypted
 API_KEY = web.RequestKey("api_key", str)

@@ -1,17 +1,25 @@
-"""Issue 11, test 2: a ward round discusses patients in turn, one of whom agreed to recording
-before, one not at all, one during their turn.
+"""Issue 11, tests 2 and 3: a ward round discusses patients in turn, one of whom agreed to
+recording before, one not at all, one during their turn.
 The host names the patient under discussion (everyone admitted sees who it is); the recording
 is cut there; patient A's record holds exactly A's segment (and its recording), patient B's
 holds B's segment with nothing recorded; neither sees the other's encounter. Every read of
-the record is audited."""
+the record is audited. The same record in FHIR: every resource validates with fhir.resources,
+a search by patient returns exactly that patient's resources, and the Media's size and hash
+are those of the file its link serves."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+
 from signaling.keys import AUDIT
+from tests.fhir_support import fhir_get, record_of, search
 from tests.harness import ServerProcess, running_server
 from tests.recording_support import finish, join
 
@@ -58,6 +66,7 @@ async def test_ward_round_patients_in_turn_each_by_their_own_consent(tmp_path: P
             await host.send({"type": "recording", "action": "start"})
             assert await doctor.wait_until(lambda: ("recording", None) in
                                            recording_states(doctor, seen), 5)
+            await doctor.send({"type": "chat", "text": "A: 血压稳定"})
             await asyncio.sleep(3.0)
 
             # the next patient has no consent: the recording stops at the change
@@ -69,6 +78,7 @@ async def test_ward_round_patients_in_turn_each_by_their_own_consent(tmp_path: P
             assert await doctor.wait_until(lambda: ("off", "no_consent_for_patient") in
                                            recording_states(doctor, seen), 5), \
                 doctor.events[seen:]
+            await doctor.send({"type": "chat", "text": "B: 明日出院"})
             await asyncio.sleep(1.5)
 
             # a third patient agrees during their turn: recorded from then on
@@ -100,6 +110,17 @@ async def test_ward_round_patients_in_turn_each_by_their_own_consent(tmp_path: P
         audit = [(e.action, e.patient_ref) for e in await server.app[AUDIT].entries()]
         status, recordings = await server.api("GET", f"/api/rooms/{room_id}/recordings")
         assert status == 200
+        fhir_a, fhir_b = await record_of(server, A), await record_of(server, B)
+        fhir_c = await record_of(server, C)
+        (media_a,) = fhir_a["Media"]
+        async with aiohttp.ClientSession() as http, http.get(media_a["content"]["url"]) as got:
+            assert got.status == 200
+            served = await got.read()
+        status, round_ = await fhir_get(server, f"/fhir/Encounter/{room_id.replace('_', '.')}")
+        assert status == 200
+        by_encounter = await search(server, "Media?encounter=Encounter/"
+                                    f"{media_a['encounter']['reference'].split('/')[1]}")
+        fhir_audit = [e.action for e in await server.app[AUDIT].entries()]
 
         # a clinic is about its own patient: no patient under discussion there
         status, clinic = await server.api("POST", "/api/rooms", {"kind": "clinic", "title": "t",
@@ -136,6 +157,46 @@ async def test_ward_round_patients_in_turn_each_by_their_own_consent(tmp_path: P
 
     assert ("subject.set", B) in audit
     assert ("encounter.list", A) in audit and ("encounter.list", B) in audit
+
+    # FHIR: A's record is A's segment, its recording, A's consent and what was said then
+    (e_a,) = fhir_a["Encounter"]
+    pid_a = e_a["subject"]["reference"]
+    assert e_a["id"] == enc_a["id"].replace("_", ".") and e_a["status"] == "finished"
+    assert e_a["class"]["code"] == "VR" and e_a["partOf"]["reference"] == \
+        f"Encounter/{room_id.replace('_', '.')}"
+    assert sorted((p["individual"]["identifier"]["value"], p["type"][0]["coding"][0]["code"])
+                  for p in e_a["participant"]) == [("dr-chen", "ATND"), ("dr-li", "ATND")]
+    assert media_a["id"] == rec["id"].replace("_", ".") and media_a["status"] == "completed"
+    assert media_a["subject"]["reference"] == pid_a
+    assert media_a["encounter"]["reference"] == f"Encounter/{e_a['id']}"
+    content = media_a["content"]
+    assert content["contentType"] == "video/mp4" and content["size"] == len(served)
+    assert content["hash"] == base64.b64encode(hashlib.sha1(served).digest()).decode()
+    assert served[4:8] == b"ftyp" and abs(media_a["duration"] - rec["duration_s"]) < 1.0
+    assert [m["id"] for m in by_encounter] == [media_a["id"]]
+    (consent_a,) = fhir_a["Consent"]
+    assert consent_a["status"] == "active" and consent_a["patient"]["reference"] == pid_a
+    assert consent_a["provision"]["data"][0]["reference"]["reference"] == f"Encounter/{e_a['id']}"
+    assert [c["payload"][0]["contentString"] for c in fhir_a["Communication"]] == ["A: 血压稳定"]
+    assert {c["sender"]["display"] for c in fhir_a["Communication"]} == {"李医生"}
+    # … and nothing of B's; B's record has B's turn, no recording, no consent, B's words only
+    (e_b,) = fhir_b["Encounter"]
+    assert e_b["id"] == enc_b["id"].replace("_", ".") and e_b["subject"]["reference"] != pid_a
+    assert fhir_b["Media"] == [] and fhir_b["Consent"] == []
+    assert [c["payload"][0]["contentString"] for c in fhir_b["Communication"]] == ["B: 明日出院"]
+    text_a = json.dumps({k: v for k, v in fhir_a.items() if k != "AuditEvent"},
+                        ensure_ascii=False)
+    assert e_b["subject"]["reference"] not in text_a and e_b["id"] not in text_a
+    assert "B: 明日出院" not in text_a
+    (consent_c,) = fhir_c["Consent"]
+    assert consent_c["extension"][0]["valueCode"] == "verbal"
+    # the audit trail in FHIR: A's rows are about A, and the FHIR searches are in it
+    assert fhir_a["AuditEvent"] and all(
+        any(x["what"].get("reference") == pid_a for x in a_["entity"])
+        for a_ in fhir_a["AuditEvent"])
+    assert {"fhir.search", "fhir.read"} <= set(fhir_audit)
+    # the round itself has no patient, and its own participants
+    assert "subject" not in round_ and round_["class"]["code"] == "VR"
 
 
 async def test_the_patient_under_discussion_survives_a_restart(tmp_path: Path) -> None:
