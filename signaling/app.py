@@ -80,8 +80,12 @@ def create_app(settings: Settings) -> web.Application:
     async def join_page(request: web.Request) -> web.FileResponse:
         return web.FileResponse(static / "join.html")
 
+    async def records_page(request: web.Request) -> web.FileResponse:
+        return web.FileResponse(static / "records.html")
+
     app.router.add_get("/", index)
     app.router.add_get("/join/{room_id}", join_page)
+    app.router.add_get("/records", records_page)
     app.router.add_static("/static", static)
     app.cleanup_ctx.append(_services)
     app.on_shutdown.append(_stop_rooms)

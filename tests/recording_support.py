@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import av
 from aiortc import MediaStreamTrack
 
@@ -192,3 +193,51 @@ async def flash_beep_session(server: Server, seconds: float) -> SyncSession:
     room = await record_flash_beep(server, seconds)
     assert await finish(server) == 2
     return await flash_beep_offsets(server, room)
+
+
+# ---- the patient's record -------------------------------------------------------------
+async def records_token(server: Server, identity: str, role: str,
+                        patient_ref: str | None = None) -> str:
+    body: dict[str, Any] = {"identity": identity, "role": role, "ttl_s": 600}
+    if patient_ref:
+        body["patient_ref"] = patient_ref
+    status, answer = await server.api("POST", "/api/records-tokens", body)
+    assert status == 201, answer
+    assert answer["records_url"].startswith(f"{server.settings.base_url}/records#t=")
+    return str(answer["token"])
+
+
+async def call(server: Server, token: str | None, method: str, path: str,
+               body: Any = None, headers: dict[str, str] | None = None
+               ) -> tuple[int, Any, dict[str, str]]:
+    sent = dict(headers or {})
+    if token is not None:
+        sent["Authorization"] = f"Bearer {token}"
+    async with aiohttp.ClientSession() as http, http.request(
+            method, server.url + path, json=body, headers=sent) as response:
+        raw = await response.read()
+        data: Any = raw
+        if response.content_type == "application/json":
+            data = await response.json()
+        return response.status, data, dict(response.headers)
+
+
+async def consultation(server: Server, patient_ref: str, doctor: str, seconds: float) -> str:
+    """A joint clinic about ``patient_ref``: the doctor records ``seconds`` (0: none)."""
+    status, room = await server.api("POST", "/api/rooms", {
+        "kind": "joint_clinic", "title": "随访", "patient_ref": patient_ref})
+    assert status == 201, room
+    p = await join(server, room["id"], doctor, "doctor")
+    try:
+        if seconds:
+            await consent(server, room["id"])
+            await p.publish(tag=2)
+            await asyncio.sleep(1.0)
+            await control(p, "start")
+            await asyncio.sleep(seconds)
+            await control(p, "stop")
+    finally:
+        await p.leave()
+    status, _ = await server.api("POST", f"/api/rooms/{room['id']}/end")
+    assert status == 200
+    return str(room["id"])

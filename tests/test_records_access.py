@@ -6,69 +6,18 @@ chain still verifies."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import secrets
 import time
 from pathlib import Path
-from typing import Any
 from urllib.parse import parse_qs, urlsplit
-
-import aiohttp
 
 from recording.crypto import DecryptingFile, KeyRing
 from signaling.keys import ACCESS, AUDIT
-from tests.harness import Server, running_server
-from tests.recording_support import consent, control, finish, join
+from tests.harness import running_server
+from tests.recording_support import call, consultation, finish, records_token
 
 ANNA, BO = "Patient/anna", "Patient/bo"
-
-
-async def records_token(server: Server, identity: str, role: str,
-                        patient_ref: str | None = None) -> str:
-    body: dict[str, Any] = {"identity": identity, "role": role, "ttl_s": 600}
-    if patient_ref:
-        body["patient_ref"] = patient_ref
-    status, answer = await server.api("POST", "/api/records-tokens", body)
-    assert status == 201, answer
-    assert answer["records_url"].startswith(f"{server.settings.base_url}/records#t=")
-    return str(answer["token"])
-
-
-async def call(server: Server, token: str | None, method: str, path: str,
-               body: Any = None, headers: dict[str, str] | None = None
-               ) -> tuple[int, Any, dict[str, str]]:
-    sent = dict(headers or {})
-    if token is not None:
-        sent["Authorization"] = f"Bearer {token}"
-    async with aiohttp.ClientSession() as http, http.request(
-            method, server.url + path, json=body, headers=sent) as response:
-        raw = await response.read()
-        data: Any = raw
-        if response.content_type == "application/json":
-            data = await response.json()
-        return response.status, data, dict(response.headers)
-
-
-async def consultation(server: Server, patient_ref: str, doctor: str, seconds: float) -> str:
-    """A joint clinic about ``patient_ref``: the doctor records ``seconds`` (0: none)."""
-    status, room = await server.api("POST", "/api/rooms", {
-        "kind": "joint_clinic", "title": "随访", "patient_ref": patient_ref})
-    assert status == 201, room
-    p = await join(server, room["id"], doctor, "doctor")
-    try:
-        if seconds:
-            await consent(server, room["id"])
-            await p.publish(tag=2)
-            await asyncio.sleep(1.0)
-            await control(p, "start")
-            await asyncio.sleep(seconds)
-            await control(p, "stop")
-    finally:
-        await p.leave()
-    status, _ = await server.api("POST", f"/api/rooms/{room['id']}/end")
-    assert status == 200
-    return str(room["id"])
 
 
 async def test_who_may_play_a_recording(tmp_path: Path) -> None:

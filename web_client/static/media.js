@@ -1,6 +1,8 @@
 // Huizhen web client: the local camera and microphone.
 
 /** Capture size asked for (ideal values: the browser may deliver something close). */
+import { tokenClaims } from './token.js';
+
 export const VIDEO_CONSTRAINTS = { width: 640, height: 480 };
 
 function isDenied(err) {
@@ -103,16 +105,7 @@ export async function reopenCamera(settings) {
  * not asked for a camera it may not use. Unreadable token → ask for both.
  */
 export function kindsFromToken(token) {
-  try {
-    const part = token.split('.')[1];
-    const b64 = part.replace(/-/g, '+').replace(/_/g, '/');
-    const padded = b64 + '='.repeat((4 - (b64.length % 4)) % 4);
-    const bytes = Uint8Array.from(atob(padded), (c) => c.charCodeAt(0));
-    const claims = JSON.parse(new TextDecoder().decode(bytes));
-    const grants = claims && claims.grants;
-    if (!grants || typeof grants !== 'object') return { audio: true, video: true };
-    return { audio: grants.publish_audio === true, video: grants.publish_video === true };
-  } catch {
-    return { audio: true, video: true };
-  }
+  const grants = tokenClaims(token)?.grants;
+  if (!grants || typeof grants !== 'object') return { audio: true, video: true };
+  return { audio: grants.publish_audio === true, video: grants.publish_video === true };
 }
