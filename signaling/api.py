@@ -47,13 +47,7 @@ async def api_errors(request: web.Request, handler: Handler) -> web.StreamRespon
     if not request.path.startswith("/api/"):
         return await handler(request)
     try:
-        settings: Settings = request.app[SETTINGS]
-        header = request.headers.get("Authorization", "")
-        if not header.startswith("Bearer "):
-            raise AuthError("unauthorized", "send Authorization: Bearer <API JWT> "
-                                            "(see docs/api.md)")
-        request[API_KEY] = verify_api_token(header[7:].strip(), settings.secret_for,
-                                              settings.auth.audience)
+        authenticate(request)
         return await handler(request)
     except AuthError as exc:
         return error_response(401, exc.code, exc.message)
@@ -68,6 +62,17 @@ async def api_errors(request: web.Request, handler: Handler) -> web.StreamRespon
             return error_response(exc.status, "not_found" if exc.status == 404 else "http",
                                   exc.reason)
         raise
+
+
+def authenticate(request: web.Request) -> None:
+    """The request's API token (``Authorization: Bearer <API JWT>``) → ``request[API_KEY]``;
+    AuthError if there is none or it does not verify."""
+    settings: Settings = request.app[SETTINGS]
+    header = request.headers.get("Authorization", "")
+    if not header.startswith("Bearer "):
+        raise AuthError("unauthorized", "send Authorization: Bearer <API JWT> (see docs/api.md)")
+    request[API_KEY] = verify_api_token(header[7:].strip(), settings.secret_for,
+                                        settings.auth.audience)
 
 
 class BadRequest(ValueError):

@@ -18,7 +18,8 @@ from huizhen.config import Settings
 from records import fhir
 from records.fhir_search import Caller, FhirError, FhirRecord
 from rooms.models import utcnow
-from signaling.auth import AuthError, verify_api_token
+from signaling.api import authenticate
+from signaling.auth import AuthError
 from signaling.keys import API_KEY, FHIR, SETTINGS
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -39,13 +40,7 @@ async def fhir_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         if request.query.get("_format", "json") not in JSON_FORMATS:
             raise FhirError(406, "not-supported", "only JSON is served: _format=json")
         if request.path != "/fhir/metadata":
-            settings: Settings = request.app[SETTINGS]
-            header = request.headers.get("Authorization", "")
-            if not header.startswith("Bearer "):
-                raise AuthError("unauthorized", "send Authorization: Bearer <API JWT> "
-                                "(docs/api.md)")
-            request[API_KEY] = verify_api_token(header[7:].strip(), settings.secret_for,
-                                                settings.auth.audience)
+            authenticate(request)
         return await handler(request)
     except AuthError as exc:
         return fhir_response(fhir.outcome("security", exc.message), 401)
