@@ -49,7 +49,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 if TYPE_CHECKING:
-    from huizhen.config import EncryptionConfig
+    from huizhen.config_records import EncryptionConfig
 
 MAGIC = b"HZENCREC"
 VERSION = 1

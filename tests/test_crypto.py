@@ -16,7 +16,7 @@ import av
 import numpy as np
 import pytest
 
-from huizhen.config import EncryptionConfig
+from huizhen.config_records import EncryptionConfig
 from recording.crypto import (
     TAG_BYTES,
     AsyncEncryptedReader,
