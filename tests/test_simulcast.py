@@ -136,7 +136,7 @@ async def test_chromium_simulcast_layers_follow_each_viewers_link(
             need and what keeps the full layer flowing (80 % of its rate:
             media/bandwidth.py KEEP_SHARE). Chromium's encoder ramps the layers up over
             seconds (more slowly on a loaded machine), so the small layer is taken at its
-            ceiling (web_client/static/session.js: 200 kbit/s, + packet overhead), and the
+            ceiling (web_client/static/session-media.js: 200 kbit/s, + packet overhead), and the
             full one once it is well above that."""
             await asyncio.sleep(2)
             apart = await wide.wait_until(lambda: rates()[1] > 2 * LOW_CEILING_BPS, timeout=30)

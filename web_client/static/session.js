@@ -35,10 +35,29 @@
 //   'recording-consent'     ({granted, given_by_role, method})   a consent decision was recorded
 //   'recording-error'       ({action, code, message})  the server refused one of our recording
 //                           messages (action: start|stop|pause|resume|request_consent|consent)
+//   'subject'               (subject, previous, info)  the patient under discussion changed
+//                           (ward rounds, MDT; subject: {patient_ref, label, segment_id, since,
+//                           set_by} or null; info: {joined?})
+//
+// The Session class holds the state, the connection (join, reconnect, leave) and the wiring of
+// the server's messages; its other methods live with what they do and are mixed into its
+// prototype: session-media.js (our tracks, the publish, screen and subscribe connections),
+// session-roster.js (participants, lobby, hold) and session-messages.js (recording and
+// consent, the patient under discussion, chat, moderation).
 
 import { CLOSE_STALE, Signaling, SignalingError } from './signaling.js';
+import { mediaMethods, preferVideoCodec, waitForIceGathering } from './session-media.js';
+import {
+  CONSENT_ROLES,
+  messageMethods,
+  recordingFromRoom,
+  recordingState,
+  subjectState,
+} from './session-messages.js';
+import { rosterMethods } from './session-roster.js';
 
-const ICE_GATHER_TIMEOUT_MS = 10000;
+export { CONSENT_ROLES, preferVideoCodec, recordingFromRoom, recordingState, waitForIceGathering };
+
 const RECONNECT_BASE_MS = 400;
 const RECONNECT_FACTOR = 1.6;
 const RECONNECT_MAX_MS = 8000;
@@ -50,40 +69,6 @@ const LEAVE_CLOSE_DELAY_MS = 1500;
 const SERVER_CLOSE_WAIT_MS = 5000;
 
 const TERMINAL = new Set(['left', 'ended', 'failed']);
-const RECORDING_STATES = new Set(['off', 'recording', 'paused']);
-/** Roles that answer a recording consent request in the client (rooms/policy.py). */
-export const CONSENT_ROLES = new Set(['patient', 'guardian']);
-// how long the error of a recording message is matched to it by its `ref`
-const RECORDING_REF_KEEP_MS = 30000;
-
-/** The room's recording state from `joined.room` (recording_state, else the old boolean). */
-export function recordingFromRoom(room) {
-  const rs = room && typeof room.recording_state === 'object' ? room.recording_state : null;
-  if (!rs) return recordingState({ state: room && room.recording === true ? 'recording' : 'off' });
-  return recordingState(rs);
-}
-
-/** A `recording` state as the client keeps it (unknown values made safe). */
-export function recordingState(m) {
-  const state = RECORDING_STATES.has(m && m.state) ? m.state : 'off';
-  const consent = m && (m.consent === 'granted' || m.consent === 'declined') ? m.consent : null;
-  return {
-    state,
-    consent,
-    recording_id: state !== 'off' && m.recording_id ? m.recording_id : null,
-    override: state !== 'off' && !!m.override,
-    started_at: state !== 'off' && m.started_at ? m.started_at : null,
-  };
-}
-const CHAT_KEEP = 500; // messages kept in memory
-/**
- * Camera simulcast layers, lowest first (the server's convention): half size for weak links
- * and small tiles, full size for the rest. Chromium sends two layers for a 640x480 camera.
- */
-const SIMULCAST_ENCODINGS = [
-  { rid: 'l', scaleResolutionDownBy: 2, maxBitrate: 200000 },
-  { rid: 'h', scaleResolutionDownBy: 1, maxBitrate: 900000 },
-];
 
 /** Close codes (docs/protocol.md, "Close codes"). */
 export const CLOSE_LEFT = 1000;
@@ -96,101 +81,6 @@ export const CLOSE_ENDED = 4010;
 
 /** Join errors worth retrying (anything else is final: bad link, no room, room full…). */
 const RETRYABLE_JOIN_ERRORS = new Set(['timeout', 'disconnected', 'internal']);
-
-/**
- * Resolve once `pc` has finished gathering ICE candidates (so that localDescription.sdp carries
- * them all), or after timeoutMs — an unreachable STUN/TURN server must not hang the call; we
- * then send what has been gathered. Resolves true when gathering really completed.
- */
-export function waitForIceGathering(pc, timeoutMs = ICE_GATHER_TIMEOUT_MS) {
-  if (pc.iceGatheringState === 'complete') return Promise.resolve(true);
-  return new Promise((resolve) => {
-    const done = (complete) => {
-      clearTimeout(timer);
-      pc.removeEventListener('icegatheringstatechange', onState);
-      pc.removeEventListener('icecandidate', onCandidate);
-      resolve(complete);
-    };
-    const onState = () => {
-      if (pc.iceGatheringState === 'complete') done(true);
-    };
-    // a null candidate also marks the end of gathering (some browsers fire it first)
-    const onCandidate = (ev) => {
-      if (!ev.candidate) done(true);
-    };
-    const timer = setTimeout(() => {
-      console.warn('[huizhen] ICE gathering did not complete in time; sending what we have');
-      done(false);
-    }, timeoutMs);
-    pc.addEventListener('icegatheringstatechange', onState);
-    pc.addEventListener('icecandidate', onCandidate);
-  });
-}
-
-/**
- * Put the room's video codec ("VP8" or "H264") first — in fact alone, with its RTX — in the
- * transceiver's offer, since the server rejects other video codecs. No-op where
- * setCodecPreferences is missing or the codec is unknown to the browser.
- */
-export function preferVideoCodec(transceiver, codecName) {
-  if (typeof transceiver.setCodecPreferences !== 'function') return false;
-  const caps = (window.RTCRtpReceiver && RTCRtpReceiver.getCapabilities?.('video')) || null;
-  if (!caps || !Array.isArray(caps.codecs)) return false;
-  const wanted = `video/${String(codecName || 'VP8').toLowerCase()}`;
-  const main = caps.codecs.filter((c) => c.mimeType.toLowerCase() === wanted);
-  if (main.length === 0) {
-    console.warn(`[huizhen] this browser cannot send ${codecName}`);
-    return false;
-  }
-  if (wanted === 'video/h264') {
-    // packetization-mode=1 and constrained baseline first: the most widely decodable profile
-    const score = (c) => {
-      const fmtp = (c.sdpFmtpLine || '').toLowerCase();
-      let s = 0;
-      if (fmtp.includes('packetization-mode=1')) s -= 2;
-      if (/profile-level-id=42e0/.test(fmtp)) s -= 1;
-      return s;
-    };
-    main.sort((a, b) => score(a) - score(b));
-  }
-  const rtx = caps.codecs.filter((c) => c.mimeType.toLowerCase() === 'video/rtx');
-  try {
-    transceiver.setCodecPreferences([...main, ...rtx]);
-    return true;
-  } catch (err) {
-    console.warn('[huizhen] setCodecPreferences failed', err);
-    return false;
-  }
-}
-
-function makeParticipant(p) {
-  const record = {
-    id: p.id,
-    identity: p.identity || '',
-    name: p.name || p.identity || '',
-    role: p.role || '',
-    grants: { ...(p.grants || {}) },
-    state: p.state || 'active',
-    joined_at: p.joined_at || null,
-    // track_id -> {id, kind, source, muted}
-    tracks: {},
-    // track ids whose media is currently attached (arriving on the subscribe connection)
-    receiving: [],
-    // the server paused this participant's video for us (weak network)
-    videoPaused: false,
-  };
-  for (const tr of p.tracks || []) record.tracks[tr.id] = trackRecord(tr);
-  return record;
-}
-
-function trackRecord(tr) {
-  return {
-    id: tr.id,
-    kind: tr.kind,
-    source: tr.source || (tr.kind === 'audio' ? 'microphone' : 'camera'),
-    muted: !!tr.muted,
-  };
-}
 
 export class Session {
   /**
@@ -234,6 +124,8 @@ export class Session {
     this.consentRequest = null;
     this.recordingRefs = new Map(); // id of our recording message -> action
     this.recordingSeq = 0;
+    /** the patient under discussion (ward rounds, MDT): see subjectState(), or null */
+    this.subject = null;
     this.joinedOnce = false;
 
     // our own tracks: {track, kind, source, muted, trackId, sentMuted, mid, sender}
@@ -308,85 +200,16 @@ export class Session {
     return !!(this.me && CONSENT_ROLES.has(this.me.role));
   }
 
+  /** Our screen is being shared (session-media.js). */
+  get isSharingScreen() {
+    return !!this.screen;
+  }
+
   setAdmission(state) {
     if (this.me) this.me.state = state;
     if (this.admission === state) return;
     this.admission = state;
     this.emit('admission', state);
-  }
-
-  // ---- local tracks -------------------------------------------------------------------------
-
-  localItem(track, source) {
-    const item = {
-      track,
-      kind: track.kind,
-      source,
-      muted: !track.enabled,
-      trackId: null,
-      sentMuted: null,
-      mid: null,
-      sender: null,
-      ended: track.readyState === 'ended',
-    };
-    this.watchTrackEnd(item);
-    return item;
-  }
-
-  watchTrackEnd(item) {
-    // fires when the device goes away or permission is revoked (not on track.stop())
-    item.track.addEventListener('ended', () => {
-      if (this.local[item.kind] !== item) return;
-      item.ended = true;
-      this.emit('notice', {
-        key: item.kind === 'video' ? 'camera_stopped' : 'mic_stopped',
-        level: 'warning',
-      });
-      this.emit('local-updated');
-    });
-  }
-
-  /** Mute or unmute our microphone ('audio') or camera ('video'). */
-  setMuted(kind, muted) {
-    const item = this.local[kind];
-    if (!item) return;
-    item.muted = !!muted;
-    item.track.enabled = !item.muted;
-    this.syncMute(item);
-    this.emit('local-updated');
-  }
-
-  /** Tell the server when the muted state differs from what it last heard. */
-  syncMute(item) {
-    if (!item.trackId || item.sentMuted === item.muted || this.state !== 'joined') return;
-    if (this.sig && this.sig.send({ type: 'mute', track_id: item.trackId, muted: item.muted })) {
-      item.sentMuted = item.muted;
-    }
-  }
-
-  /** Swap the camera (front/back) without renegotiating. The old track must already be stopped. */
-  async replaceLocalVideo(track) {
-    const item = this.local.video;
-    if (!item) return;
-    const old = item.track;
-    track.enabled = !item.muted;
-    item.track = track;
-    item.ended = false;
-    this.watchTrackEnd(item);
-    if (this.localStream) {
-      this.localStream.removeTrack(old);
-      this.localStream.addTrack(track);
-    }
-    if (item.sender) await item.sender.replaceTrack(track);
-    this.emit('local-updated');
-  }
-
-  stopLocalTracks() {
-    for (const item of [this.local.audio, this.local.video]) {
-      if (item) item.track.stop();
-    }
-    if (this.screen) this.screen.track.stop();
-    this.screen = null;
   }
 
   // ---- connection lifecycle -----------------------------------------------------------------
@@ -480,6 +303,7 @@ export class Session {
     sig.on('recording', live((m) => this.onRecording(m)));
     sig.on('consent_request', live((m) => this.onConsentRequest(m)));
     sig.on('recording_consent', live((m) => this.onRecordingConsent(m)));
+    sig.on('subject', live((m) => this.onSubject(m)));
     sig.on('error', live((m) => this.onServerError(m)));
     sig.on('close', live((ev) => this.onSocketClosed(ev)));
   }
@@ -497,6 +321,7 @@ export class Session {
     const first = !this.joinedOnce;
     this.joinedOnce = true;
     this.setRecording(recordingFromRoom(this.room), { joined: true, first });
+    this.setSubject(subjectState(this.room && this.room.subject), { joined: true });
     this.setParticipants(j.participants || []);
 
     // Captured something the grants do not allow (the token hint was wider)? Release it.
@@ -510,39 +335,6 @@ export class Session {
       }
     }
     this.emit('local-updated');
-  }
-
-  /** Replace everyone we know with `list` (joined / admitted). */
-  setParticipants(list) {
-    if (Object.keys(this.participants).length) {
-      for (const mid of [...this.attached.keys()]) {
-        const a = this.attached.get(mid);
-        if (!list.some((p) => p.id === a.participantId)) this.detachMid(mid);
-      }
-    }
-    const previous = this.participants;
-    this.participants = {};
-    this.lobby = {};
-    for (const p of list) {
-      if (!p || !p.id || (this.me && p.id === this.me.id)) continue;
-      if (p.state === 'lobby') {
-        this.lobby[p.id] = makeParticipant(p);
-        continue;
-      }
-      const record = makeParticipant(p);
-      const old = previous[p.id];
-      if (old) {
-        record.receiving = old.receiving;
-        record.tracks = { ...old.tracks, ...record.tracks };
-      }
-      this.participants[p.id] = record;
-      this.noteAdmitted(record);
-      this.emit(old ? 'participant-updated' : 'participant-added', record);
-    }
-    for (const [id, old] of Object.entries(previous)) {
-      if (!this.participants[id]) this.emit('participant-removed', old, 'left');
-    }
-    this.emit('lobby');
   }
 
   onSocketClosed({ code }) {
@@ -697,665 +489,6 @@ export class Session {
     console.warn('[huizhen] server error', msg.code, msg.message, msg.ref ?? '');
     this.emit('notice', { code: msg.code, message: msg.message, level: 'error' });
   }
-
-  onParticipantJoined({ participant }) {
-    if (!participant || !participant.id || (this.me && participant.id === this.me.id)) return;
-    this.departed.delete(participant.id);
-    if (participant.state === 'lobby') {
-      // only moderators hear of people in the lobby
-      this.lobby[participant.id] = makeParticipant(participant);
-      this.emit('lobby');
-      this.maybeAutoAdmit(this.lobby[participant.id]);
-      return;
-    }
-    if (this.lobby[participant.id]) {
-      delete this.lobby[participant.id];
-      this.emit('lobby');
-    }
-    const existing = this.participants[participant.id];
-    const record = makeParticipant(participant);
-    this.noteAdmitted(record);
-    if (existing) {
-      // we created a placeholder when its media arrived first; keep what we know
-      record.receiving = existing.receiving;
-      record.tracks = { ...existing.tracks, ...record.tracks };
-      this.participants[participant.id] = record;
-      this.emit('participant-updated', record);
-    } else {
-      this.participants[participant.id] = record;
-      this.emit('participant-added', record);
-    }
-  }
-
-  onParticipantLeft({ participant_id: id, reason }) {
-    if (this.me && id === this.me.id) {
-      // our own session was closed by the server
-      if (reason === 'replaced') this.finish('failed', { key: 'replaced', code: 'replaced' });
-      else if (reason === 'room_ended') this.finish('ended', { key: 'ended' });
-      else this.forceReconnect('connection_lost');
-      return;
-    }
-    if (this.lobby[id]) {
-      delete this.lobby[id];
-      this.emit('lobby');
-    }
-    const record = this.participants[id];
-    if (!record) {
-      this.departed.add(id);
-      return;
-    }
-    for (const [mid, a] of [...this.attached]) if (a.participantId === id) this.detachMid(mid);
-    delete this.participants[id];
-    this.departed.add(id);
-    this.emit('participant-removed', record, reason);
-  }
-
-  /** A participant's state changed: lobby → active, active ↔ held (docs/protocol.md). */
-  onParticipantUpdated({ participant: p }) {
-    if (!p || !p.id) return;
-    if (this.me && p.id === this.me.id) {
-      if (p.state === 'held' || p.state === 'active') this.setAdmission(p.state);
-      return;
-    }
-    if (p.state === 'lobby') {
-      this.lobby[p.id] = makeParticipant(p);
-      this.emit('lobby');
-      return;
-    }
-    if (this.lobby[p.id]) {
-      delete this.lobby[p.id];
-      this.emit('lobby');
-    }
-    const existing = this.participants[p.id];
-    if (!existing) {
-      this.onParticipantJoined({ participant: p });
-      return;
-    }
-    existing.state = p.state || existing.state;
-    if (p.name) existing.name = p.name;
-    if (p.role) existing.role = p.role;
-    if (p.grants) existing.grants = { ...p.grants };
-    for (const tr of p.tracks || []) {
-      existing.tracks[tr.id] = { ...(existing.tracks[tr.id] || {}), ...trackRecord(tr) };
-    }
-    this.noteAdmitted(existing);
-    this.emit('participant-updated', existing);
-  }
-
-  /** We were let in from the lobby: the room as in `joined`, then media offers follow. */
-  async onAdmitted(msg, gen) {
-    if (Array.isArray(msg.participants)) this.setParticipants(msg.participants);
-    if (msg.room && typeof msg.room === 'object') {
-      this.room = { ...(this.room || {}), ...msg.room };
-      this.emit('room-updated', this.room);
-    }
-    this.setAdmission('active');
-    await this.publishAll(gen);
-  }
-
-  async onHeld({ held }, gen) {
-    this.setAdmission(held ? 'held' : 'active');
-    // publishing is refused while on hold; a reconnect during the hold publishes now
-    if (!held) await this.publishAll(gen);
-  }
-
-  onMutedByHost({ kind }) {
-    if (kind !== 'audio' && kind !== 'video') return;
-    const item = this.local[kind];
-    if (item && !item.muted) {
-      item.muted = true;
-      item.track.enabled = false;
-      // the server has marked the track muted already
-      item.sentMuted = true;
-      this.emit('local-updated');
-    }
-    this.emit('notice', {
-      key: kind === 'audio' ? 'muted_by_host_audio' : 'muted_by_host_video',
-      level: 'info',
-    });
-  }
-
-  onChat(m) {
-    if (typeof m.text !== 'string') return;
-    const id = Number(m.id);
-    if (Number.isFinite(id) && this.chat.some((c) => c.id === id)) return;
-    const message = {
-      id: Number.isFinite(id) ? id : null,
-      participant_id: m.participant_id || null,
-      name: m.name || '',
-      text: m.text,
-      at: m.at || new Date().toISOString(),
-      mine: !!(this.me && m.participant_id === this.me.id),
-    };
-    this.chat.push(message);
-    if (message.id !== null) this.chat.sort((a, b) => (a.id ?? Infinity) - (b.id ?? Infinity));
-    if (this.chat.length > CHAT_KEEP) this.chat.splice(0, this.chat.length - CHAT_KEEP);
-    this.emit('chat', message);
-  }
-
-  // ---- recording and consent (docs/protocol.md, "Recording and consent") -------------------
-
-  setRecording(next, info = {}) {
-    const previous = this.recording;
-    this.recording = next;
-    if (this.room) this.room.recording = next.state === 'recording';
-    this.emit('recording', next, previous, info);
-  }
-
-  onRecording(m) {
-    this.setRecording(recordingState(m), { reason: m.reason || null });
-  }
-
-  onConsentRequest(m) {
-    if (m.kind && m.kind !== 'recording') return; // another kind of consent: not ours to show
-    this.consentRequest = { by: typeof m.by === 'string' ? m.by : '' };
-    this.emit('consent-request', this.consentRequest);
-  }
-
-  onRecordingConsent(m) {
-    const granted = !!m.granted;
-    this.consentBy = m.given_by_role === 'guardian' ? 'guardian' : 'patient';
-    this.consentAsked = false;
-    this.consentRequest = null;
-    // the `recording` state that follows says the same; keep the two in step meanwhile
-    this.recording = { ...this.recording, consent: granted ? 'granted' : 'declined' };
-    this.emit('recording-consent', {
-      granted,
-      given_by_role: this.consentBy,
-      method: m.method || null,
-    });
-    this.emit('recording-updated');
-  }
-
-  /** Send a recording message with an id, so that its error (if any) is told apart. */
-  sendRecording(msg, action) {
-    const id = `rec-${++this.recordingSeq}`;
-    if (!this.sendMessage({ ...msg, id })) return false;
-    this.recordingRefs.set(id, action);
-    setTimeout(() => this.recordingRefs.delete(id), RECORDING_REF_KEEP_MS);
-    return true;
-  }
-
-  /** Moderators: start|stop|pause|resume; a start without consent needs overrideReason. */
-  recordingAction(action, overrideReason) {
-    const msg = { type: 'recording', action };
-    if (overrideReason) msg.override_reason = overrideReason;
-    return this.sendRecording(msg, action);
-  }
-
-  /** Moderators: ask the patient / guardian in the room to agree to recording. */
-  requestConsent() {
-    const sent = this.sendRecording({ type: 'request_consent' }, 'request_consent');
-    if (sent) {
-      this.consentAsked = true;
-      this.emit('recording-updated');
-    }
-    return sent;
-  }
-
-  /** The patient's / guardian's answer to a consent request. */
-  answerConsent(granted) {
-    const sent = this.sendRecording({ type: 'recording_consent', granted: !!granted }, 'consent');
-    if (sent) {
-      this.consentRequest = null;
-      this.emit('recording-updated');
-    }
-    return sent;
-  }
-
-  onVideoPaused({ participant_id: pid, paused }) {
-    const record = this.participants[pid];
-    if (!record) return;
-    record.videoPaused = !!paused;
-    this.emit('participant-updated', record);
-  }
-
-  /** Moderators remember who has been in the call (see knownAdmitted). */
-  noteAdmitted(record) {
-    if (record && record.identity && record.state !== 'lobby') {
-      this.knownAdmitted.add(record.identity);
-    }
-  }
-
-  maybeAutoAdmit(record) {
-    if (!record || !this.isModerator || this.state !== 'joined') return;
-    if (!record.identity || !this.knownAdmitted.has(record.identity)) return;
-    console.info('[huizhen] admitting', record.identity, 'again (was in the call before)');
-    this.sig.request({ type: 'admit', participant_id: record.id }).catch(() => {
-      // admitted by someone else meanwhile, or gone: nothing to do
-    });
-  }
-
-  // ---- moderation and chat (docs/protocol.md, "Lobby, hold and moderation", "Chat") -------
-
-  /** Send a message to the server; false when not connected. */
-  sendMessage(msg) {
-    if (!this.sig || this.state !== 'joined') return false;
-    return this.sig.send(msg);
-  }
-
-  /**
-   * Tell the server how tall a received video is shown (device pixels), so that of a
-   * simulcast track it sends the smallest layer that still looks sharp. Only in simulcast
-   * rooms, and only when the size changed.
-   */
-  setVideoSize(trackId, maxHeight) {
-    if (!this.simulcast || !trackId) return;
-    if (this.videoSizes.get(trackId) === maxHeight) return;
-    if (this.sendMessage({ type: 'video_size', track_id: trackId, max_height: maxHeight })) {
-      this.videoSizes.set(trackId, maxHeight);
-    }
-  }
-
-  admit(participantId) {
-    return this.sendMessage({ type: 'admit', participant_id: participantId });
-  }
-
-  deny(participantId) {
-    const record = this.lobby[participantId];
-    if (record) this.knownAdmitted.delete(record.identity);
-    return this.sendMessage({ type: 'deny', participant_id: participantId });
-  }
-
-  hold(participantId, held) {
-    return this.sendMessage({ type: 'hold', participant_id: participantId, held: !!held });
-  }
-
-  muteParticipant(participantId, kind = 'audio') {
-    return this.sendMessage({ type: 'mute_participant', participant_id: participantId, kind });
-  }
-
-  remove(participantId) {
-    const record = this.participants[participantId] || this.lobby[participantId];
-    if (record) this.knownAdmitted.delete(record.identity);
-    return this.sendMessage({ type: 'remove', participant_id: participantId });
-  }
-
-  endRoom(reason) {
-    const msg = { type: 'end_room' };
-    if (reason) msg.reason = reason;
-    return this.sendMessage(msg);
-  }
-
-  /** A chat message; it comes back from the server (to everyone, us included) as `chat`. */
-  sendChat(text) {
-    const clean = String(text || '').trim().slice(0, 2000);
-    if (!clean) return false;
-    // no `id`: the echo must reach the 'chat' handler, not a pending request
-    return this.sendMessage({ type: 'chat', text: clean });
-  }
-
-  /** Ask for an invitation link: resolves with {join_url, role, identity, expires_at}. */
-  async createInvite(role, name) {
-    if (!this.sig || this.state !== 'joined') throw new SignalingError('disconnected', 'offline');
-    const msg = { type: 'create_invite', role };
-    if (name) msg.name = name;
-    return this.sig.request(msg);
-  }
-
-  // ---- screen share: a second publish connection with one video track (source "screen") --
-
-  get isSharingScreen() {
-    return !!this.screen;
-  }
-
-  /** Start sending a screen (a MediaStream from getDisplayMedia). */
-  async startScreenShare(stream) {
-    const track = stream.getVideoTracks()[0];
-    if (!track) throw new Error('no video track to share');
-    if (this.screen) this.stopScreenShare();
-    try {
-      track.contentHint = 'detail';
-    } catch {
-      // not supported: fine
-    }
-    this.screen = { track, trackId: null, mid: null };
-    // "Stop sharing" in the browser's own bar
-    track.addEventListener('ended', () => {
-      if (this.screen && this.screen.track === track) this.stopScreenShare();
-    });
-    this.emit('local-updated');
-    const gen = this.gen;
-    try {
-      if (this.state === 'joined' && this.admission === 'active') await this.negotiateScreen(gen);
-    } catch (err) {
-      if (this.screen && this.screen.track === track) this.stopScreenShare();
-      throw err;
-    }
-  }
-
-  stopScreenShare() {
-    const screen = this.screen;
-    if (!screen) return;
-    this.screen = null;
-    if (screen.trackId) this.sendMessage({ type: 'unpublish', track_id: screen.trackId });
-    const pc = this.pcs.screen;
-    if (pc) {
-      pc.onconnectionstatechange = null;
-      pc.close();
-    }
-    this.pcs.screen = null;
-    screen.track.stop();
-    this.emit('local-updated');
-  }
-
-  async negotiateScreen(gen) {
-    const screen = this.screen;
-    const pc = new RTCPeerConnection({ iceServers: this.iceServers });
-    this.pcs.screen = pc;
-    pc.onconnectionstatechange = () => this.onPcState(gen, pc, 'screen');
-    const transceiver = pc.addTransceiver(screen.track, {
-      direction: 'sendonly',
-      streams: [new MediaStream([screen.track])],
-    });
-    preferVideoCodec(transceiver, this.videoCodec);
-    await pc.setLocalDescription(await pc.createOffer());
-    await waitForIceGathering(pc);
-    if (gen !== this.gen || this.screen !== screen) {
-      pc.close();
-      return;
-    }
-    const answer = await this.sig.request({
-      type: 'publish',
-      sdp: pc.localDescription.sdp,
-      tracks: [{ mid: transceiver.mid, kind: 'video', source: 'screen', muted: false }],
-    });
-    if (gen !== this.gen || this.screen !== screen) {
-      // stopped meanwhile: take it down again
-      const entry = (answer.tracks || [])[0];
-      if (entry && gen === this.gen) this.sendMessage({ type: 'unpublish', track_id: entry.track_id });
-      pc.close();
-      return;
-    }
-    await pc.setRemoteDescription({ type: 'answer', sdp: answer.sdp });
-    const entry = (answer.tracks || []).find((e) => String(e.mid) === String(transceiver.mid));
-    screen.trackId = entry ? entry.track_id : null;
-    screen.mid = transceiver.mid;
-    this.emit('local-updated');
-  }
-
-  onTrackPublished({ track }) {
-    if (!track || !track.participant_id) return;
-    if (this.me && track.participant_id === this.me.id) return;
-    if (this.departed.has(track.participant_id)) return;
-    const record = this.ensureParticipant(track.participant_id);
-    record.tracks[track.id] = trackRecord(track);
-    this.emit('participant-updated', record);
-  }
-
-  onTrackUnpublished({ track_id: trackId, participant_id: pid }) {
-    for (const [mid, a] of [...this.attached]) if (a.trackId === trackId) this.detachMid(mid);
-    const record = this.participants[pid];
-    if (record && record.tracks[trackId]) {
-      delete record.tracks[trackId];
-      this.emit('participant-updated', record);
-    }
-  }
-
-  onTrackMuted({ track_id: trackId, participant_id: pid, muted }) {
-    if (this.me && pid === this.me.id) return; // our own mute, echoed
-    const record = this.participants[pid];
-    if (!record) return;
-    const tr = record.tracks[trackId];
-    if (tr) {
-      tr.muted = !!muted;
-    } else {
-      // not announced (yet): remember the state; kind/source are filled by the offer mapping
-      const att = [...this.attached.values()].find((a) => a.trackId === trackId);
-      record.tracks[trackId] = {
-        id: trackId,
-        kind: att ? att.kind : null,
-        source: att ? att.source : null,
-        muted: !!muted,
-      };
-    }
-    this.emit('participant-updated', record);
-  }
-
-  /** The record for id, creating a placeholder if media or a track arrives before the join. */
-  ensureParticipant(id) {
-    if (!this.participants[id]) {
-      this.participants[id] = makeParticipant({ id });
-      this.emit('participant-added', this.participants[id]);
-    }
-    return this.participants[id];
-  }
-
-  // ---- publish connection -------------------------------------------------------------------
-
-  async publish(gen) {
-    if (this.pcs.publish) return; // already sending
-    const grants = (this.me && this.me.grants) || {};
-    const items = [];
-    const a = this.local.audio;
-    const v = this.local.video;
-    if (a && grants.publish_audio && a.track.readyState === 'live') items.push(a);
-    if (v && grants.publish_video && v.track.readyState === 'live') items.push(v);
-    if (items.length === 0) return; // nothing to send: receive only
-
-    for (let attempt = 1; attempt <= 2; attempt++) {
-      try {
-        await this.negotiatePublish(gen, items);
-        return;
-      } catch (err) {
-        if (gen !== this.gen) return;
-        const pc = this.pcs.publish;
-        if (pc) pc.close();
-        this.pcs.publish = null;
-        const code = err instanceof SignalingError ? err.code : null;
-        console.warn('[huizhen] publish failed', code, err.message);
-        // bad_sdp: "the connection it was for is discarded; retry" (docs/protocol.md)
-        if (code === 'bad_sdp' && attempt < 2) continue;
-        if (code === 'disconnected') return; // the reconnect publishes again
-        if (code === 'not_admitted') return; // sent again once we are let in / back from hold
-        this.emit('notice', {
-          key: 'publish_failed',
-          code,
-          message: err.message,
-          level: 'error',
-        });
-        return;
-      }
-    }
-  }
-
-  async negotiatePublish(gen, items) {
-    const pc = new RTCPeerConnection({ iceServers: this.iceServers });
-    this.pcs.publish = pc;
-    pc.onconnectionstatechange = () => this.onPcState(gen, pc, 'publish');
-
-    const streams = this.localStream ? [this.localStream] : [];
-    const entries = items.map((item) => {
-      const init = { direction: 'sendonly', streams };
-      if (item.kind === 'video' && item.source === 'camera' && this.simulcast) {
-        // the room asks for layers (many viewers): each gets the one its link can take
-        init.sendEncodings = SIMULCAST_ENCODINGS.map((e) => ({ ...e }));
-      }
-      let transceiver;
-      try {
-        transceiver = pc.addTransceiver(item.track, init);
-      } catch (err) {
-        if (!init.sendEncodings) throw err;
-        // a browser without simulcast for this codec: one encoding, viewers still get video
-        console.warn('[huizhen] simulcast refused, sending one layer:', err && err.message);
-        delete init.sendEncodings;
-        transceiver = pc.addTransceiver(item.track, init);
-      }
-      if (item.kind === 'video') preferVideoCodec(transceiver, this.videoCodec);
-      return { item, transceiver };
-    });
-
-    await pc.setLocalDescription(await pc.createOffer());
-    await waitForIceGathering(pc);
-    if (gen !== this.gen) return;
-
-    // every m-line, with its mid (assigned by setLocalDescription)
-    const tracks = entries.map(({ item, transceiver }) => ({
-      mid: transceiver.mid,
-      kind: item.kind,
-      source: item.source,
-      muted: item.muted,
-    }));
-    const answer = await this.sig.request({
-      type: 'publish',
-      sdp: pc.localDescription.sdp,
-      tracks,
-    });
-    if (gen !== this.gen) return;
-    await pc.setRemoteDescription({ type: 'answer', sdp: answer.sdp });
-    if (gen !== this.gen) return;
-
-    const byMid = new Map(entries.map((e, i) => [e.transceiver.mid, { ...e, sent: tracks[i] }]));
-    for (const entry of answer.tracks || []) {
-      const e = byMid.get(String(entry.mid));
-      if (!e) continue;
-      e.item.trackId = entry.track_id;
-      e.item.mid = e.transceiver.mid;
-      e.item.sender = e.transceiver.sender;
-      e.item.sentMuted = e.sent.muted;
-    }
-    // the user may have pressed mute while we were negotiating
-    for (const item of items) {
-      // the camera may also have been flipped meanwhile
-      if (item.sender && item.sender.track !== item.track) await item.sender.replaceTrack(item.track);
-      this.syncMute(item);
-    }
-    this.emit('local-updated');
-  }
-
-  onPcState(gen, pc, which) {
-    if (gen !== this.gen || this.pcs[which] !== pc) return;
-    console.info(`[huizhen] ${which} connection: ${pc.connectionState}`);
-    // no ICE restart in protocol v1: a failed connection means joining again
-    if (pc.connectionState === 'failed') this.forceReconnect('media_connection_failed');
-  }
-
-  // ---- subscribe connection -----------------------------------------------------------------
-
-  /** Offers are handled strictly one after another. */
-  enqueueOffer(msg, gen) {
-    this.offerQueue = this.offerQueue
-      .then(() => this.handleOffer(msg, gen))
-      .catch((err) => {
-        if (gen !== this.gen || this.isTerminal) return;
-        // The server waits for our answer before offering again, so an offer we cannot answer
-        // would stall our media for good: start over with a fresh session instead.
-        console.error('[huizhen] could not answer subscriber_offer', msg.seq, err);
-        this.forceReconnect('media_connection_failed');
-      });
-  }
-
-  createSubscribePc(gen) {
-    const pc = new RTCPeerConnection({ iceServers: this.iceServers });
-    this.pcs.subscribe = pc;
-    pc.onconnectionstatechange = () => this.onPcState(gen, pc, 'subscribe');
-    // fires during setRemoteDescription, after this.midMap was set for the offer
-    pc.ontrack = (ev) => {
-      if (gen === this.gen && this.pcs.subscribe === pc) this.reconcileTransceiver(ev.transceiver);
-    };
-    return pc;
-  }
-
-  async handleOffer(msg, gen) {
-    if (gen !== this.gen) return;
-    this.midMap = new Map((msg.tracks || []).map((t) => [String(t.mid), t]));
-
-    let pc = this.pcs.subscribe;
-    const first = !pc;
-    if (!pc) pc = this.createSubscribePc(gen);
-    try {
-      await pc.setRemoteDescription({ type: 'offer', sdp: msg.sdp });
-    } catch (err) {
-      if (first) throw err;
-      // The server may have started a new connection (e.g. after rejecting our answer as
-      // bad_sdp): follow it with a new one of ours.
-      console.warn('[huizhen] offer does not fit the current connection; starting a new one', err);
-      pc.onconnectionstatechange = null;
-      pc.ontrack = null;
-      pc.close();
-      for (const mid of [...this.attached.keys()]) this.detachMid(mid);
-      pc = this.createSubscribePc(gen);
-      await pc.setRemoteDescription({ type: 'offer', sdp: msg.sdp });
-    }
-    if (gen !== this.gen) return;
-    await pc.setLocalDescription(await pc.createAnswer());
-    // Complete right away on later offers (same ICE session); needed on the first.
-    await waitForIceGathering(pc);
-    if (gen !== this.gen) return;
-    this.sig.send({ type: 'subscriber_answer', seq: msg.seq, sdp: pc.localDescription.sdp });
-    this.reconcile(pc);
-  }
-
-  /**
-   * Make the attachments match the latest offer's mapping. An m-line can be reused for another
-   * track without `ontrack` firing again (its receiver track stays the same object, only the
-   * media changes), so after every offer we walk all transceivers rather than rely on ontrack.
-   */
-  reconcile(pc) {
-    const present = new Set();
-    for (const transceiver of pc.getTransceivers()) {
-      if (transceiver.mid === null) continue;
-      present.add(transceiver.mid);
-      this.reconcileTransceiver(transceiver);
-    }
-    for (const mid of [...this.attached.keys()]) if (!present.has(mid)) this.detachMid(mid);
-  }
-
-  reconcileTransceiver(transceiver) {
-    const mid = transceiver.mid;
-    if (mid === null || mid === undefined) return;
-    const info = this.midMap.get(String(mid));
-    const current = this.attached.get(mid);
-    const track = transceiver.receiver && transceiver.receiver.track;
-    const stopped = transceiver.stopped || transceiver.currentDirection === 'stopped';
-    if (!info || !track || stopped || this.departed.has(info.participant_id)) {
-      if (current) this.detachMid(mid);
-      return;
-    }
-    if (
-      current &&
-      current.trackId === info.track_id &&
-      current.participantId === info.participant_id &&
-      current.track === track
-    ) {
-      return; // unchanged
-    }
-    if (current) this.detachMid(mid);
-
-    const attachment = {
-      mid,
-      participantId: info.participant_id,
-      trackId: info.track_id,
-      kind: info.kind || track.kind,
-      source: info.source || (track.kind === 'audio' ? 'microphone' : 'camera'),
-      track,
-    };
-    this.attached.set(mid, attachment);
-    const record = this.ensureParticipant(info.participant_id);
-    if (!record.tracks[info.track_id]) {
-      record.tracks[info.track_id] = {
-        id: info.track_id,
-        kind: attachment.kind,
-        source: attachment.source,
-        muted: false,
-      };
-    } else {
-      const tr = record.tracks[info.track_id];
-      tr.kind = tr.kind || attachment.kind;
-      tr.source = tr.source || attachment.source;
-    }
-    if (!record.receiving.includes(info.track_id)) record.receiving.push(info.track_id);
-    this.emit('remote-track', attachment);
-    this.emit('participant-updated', record);
-  }
-
-  detachMid(mid) {
-    const attachment = this.attached.get(mid);
-    if (!attachment) return;
-    this.attached.delete(mid);
-    const record = this.participants[attachment.participantId];
-    if (record) record.receiving = record.receiving.filter((id) => id !== attachment.trackId);
-    this.emit('remote-track-removed', attachment);
-    if (record) this.emit('participant-updated', record);
-  }
 }
+
+Object.assign(Session.prototype, mediaMethods, rosterMethods, messageMethods);
