@@ -182,6 +182,25 @@ class LoggingConfig(BaseModel):
     format: Literal["json", "text"] = "json"
 
 
+class WebhookEndpoint(BaseModel):
+    """Where the hospital system hears of what happens (docs/api.md, "Webhooks")."""
+
+    url: str = Field(pattern=r"^https?://\S+$")
+    #: the API key whose secret signs what is sent here (auth.api_keys)
+    api_key: str = Field(min_length=1)
+    #: the event types sent here; empty: all of them
+    events: list[str] = []
+
+
+class WebhooksConfig(BaseModel):
+    endpoints: list[WebhookEndpoint] = []
+    timeout_s: float = Field(10.0, gt=0, le=120)
+    max_attempts: int = Field(12, ge=1, le=100)
+    backoff_s: float = Field(2.0, gt=0)
+    max_backoff_s: float = Field(900.0, gt=0)
+    poll_s: float = Field(1.0, gt=0, le=60)
+
+
 class Settings(BaseSettings):
     """All options; see config.yaml for the commented defaults."""
 
@@ -201,6 +220,7 @@ class Settings(BaseSettings):
     signaling: SignalingConfig = SignalingConfig()
     media: MediaConfig = MediaConfig()
     logging: LoggingConfig = LoggingConfig()
+    webhooks: WebhooksConfig = WebhooksConfig()
 
     @classmethod
     def settings_customise_sources(
@@ -342,6 +362,12 @@ def check_secure(settings: Settings) -> None:
             "server.tls.cert_file/key_file, or TLS terminated by a proxy in front"
         )
     _check_recording_storage(settings.recording.storage)
+    for endpoint in settings.webhooks.endpoints:
+        if not endpoint.url.startswith("https://"):
+            raise ConfigError(
+                f"webhooks.endpoints: {endpoint.url} is plain http; outside dev mode events "
+                "(they name rooms, people and recordings) go over https only"
+            )
     if not settings.records.audit.enabled:
         raise ConfigError(
             "production mode needs a key that seals the audit log: set "

@@ -36,6 +36,7 @@ from recording.session import JOURNAL, read_journal
 from recording.storage import Storage, digest_file, hash_file
 from recording.upload import upload
 from rooms.db import Database
+from rooms.models import EventRecord, utcnow
 
 log = logging.getLogger("huizhen.recording")
 
@@ -177,6 +178,9 @@ class Finisher:
             recording.id, [_row(e, "composite" if e.name == COMPOSITE else "track")
                            for e in manifest.files])
         self._drop_spool(folder)
+        await self.db.log_event(EventRecord(
+            room_id=recording.room_id, type="recording_ready", at=utcnow(),
+            data={"recording_id": recording.id, "duration_s": round(result.duration_s, 3)}))
         progress(1.0)
         log.info("composite made", extra={"recording": recording.id,
                                           "duration_s": round(result.duration_s, 1)})

@@ -232,7 +232,9 @@ class RoomService:
         await self.store.remove_participant(room_id, member.id)
         self.speakers.forget(room_id, member.id)
         await self.db.session_ended(member.id, utcnow(), reason)
-        await self._event(room_id, "participant_left", member.id, {"reason": reason})
+        await self._event(room_id, "participant_left", member.id,
+                          {"identity": member.info.identity, "role": member.info.role,
+                           "reason": reason})
         await self.send_all(audience, {"type": "participant_left",
                                          "participant_id": member.id, "reason": reason})
         log.info("participant left", extra={"room": room_id, "participant": member.id,

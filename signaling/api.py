@@ -35,7 +35,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _STATUS = {"room_not_found": 404, "room_ended": 409, "recording_not_found": 404,
            "consent_required": 409, "recording_active": 409, "not_recording": 409,
-           "encounter_not_found": 404, "one_patient": 409}
+           "encounter_not_found": 404, "one_patient": 409, "delivery_not_found": 404}
 
 
 def error_response(status: int, code: str, message: str) -> web.Response:

@@ -26,7 +26,7 @@ from records.fhir_search import FhirRecord
 from rooms.db import Database
 from rooms.service import RoomService
 from rooms.store import MemoryRoomStateStore
-from signaling import api, fhir_api, recording_api, records_api, records_view
+from signaling import api, fhir_api, recording_api, records_api, records_view, webhooks_api
 from signaling.keys import (
     ACCESS,
     AUDIT,
@@ -39,9 +39,11 @@ from signaling.keys import (
     SETTINGS,
     SFU,
     STORAGE,
+    WEBHOOKS,
 )
 from signaling.tls import ssl_context
 from signaling.ws import websocket_handler
+from webhooks.dispatcher import Dispatcher
 
 log = logging.getLogger("huizhen")
 
@@ -71,6 +73,7 @@ def create_app(settings: Settings) -> web.Application:
     records_api.add_routes(app)
     records_view.add_routes(app)
     fhir_api.add_routes(app)
+    webhooks_api.add_routes(app)
     app.router.add_get("/ws/{room_id}", websocket_handler)
     static = static_folder()
 
@@ -113,6 +116,11 @@ async def _services(app: web.Application):  # type: ignore[no-untyped-def]
         raise
     keys, active_key = audit_keys(settings)
     db = await Database.open(settings.database_url)
+    try:
+        webhooks = Dispatcher(db, settings)  # checks its endpoints before anything starts
+    except BaseException:
+        await db.close()
+        raise
     sfu = Sfu(policy, settings.media.video_codec, settings.media.pli_throttle_ms / 1000)
     service = RoomService(db, MemoryRoomStateStore(), sfu)
     await service.start()
@@ -134,11 +142,14 @@ async def _services(app: web.Application):  # type: ignore[no-untyped-def]
     if keyring is not None:
         app[KEYRING] = keyring
     app[ECHO] = EchoService(policy)
+    app[WEBHOOKS] = webhooks
+    await webhooks.start()
     log.info("service ready", extra={"url": settings.base_url, "mode": settings.mode,
                                      "database": db.engine.url.render_as_string(
                                          hide_password=True)})
     yield
     await recordings.stop_service()  # no-op after on_shutdown; covers a failed start
+    await webhooks.stop()
     await service.stop()
     for worker in workers:
         await worker.stop()

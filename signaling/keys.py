@@ -15,6 +15,7 @@ from records.audit import AuditLog
 from records.encounters import RecordsService
 from records.fhir_search import FhirRecord
 from rooms.service import RoomService
+from webhooks.dispatcher import Dispatcher
 
 SETTINGS = web.AppKey("settings", Settings)
 ROOMS = web.AppKey("rooms", RoomService)
@@ -27,4 +28,5 @@ ACCESS = web.AppKey("access", RecordAccess)
 FHIR = web.AppKey("fhir", FhirRecord)
 STORAGE = web.AppKey("storage", Storage)
 KEYRING = web.AppKey("keyring", KeyRing)  # set only when recordings are encrypted
+WEBHOOKS = web.AppKey("webhooks", Dispatcher)
 API_KEY = web.RequestKey("api_key", str)
