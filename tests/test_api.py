@@ -506,8 +506,10 @@ async def test_sessions_and_events_record_the_history(server: Server) -> None:
     assert by_type[("participant_joined", host.id)]["data"] == {"identity": "dr-ma",
                                                                 "role": "host",
                                                                 "state": "active"}
-    assert by_type[("participant_left", host.id)]["data"] == {"reason": "left"}
-    assert by_type[("participant_left", guest.id)]["data"] == {"reason": "disconnected"}
+    assert by_type[("participant_left", host.id)]["data"] == {"identity": "dr-ma",
+                                                              "role": "host", "reason": "left"}
+    assert by_type[("participant_left", guest.id)]["data"] == {
+        "identity": "dr-he", "role": "specialist", "reason": "disconnected"}
     assert by_type[("track_published", guest.id)]["data"]["kind"] == "audio"
     assert by_type[("room_created", None)]["data"]["kind"] == "mdt"
     ids = [e["id"] for e in events]
