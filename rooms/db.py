@@ -30,12 +30,18 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import URL, Connection, CursorResult, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, InvalidRequestError, SQLAlchemyError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DBAPIError,
+    IntegrityError,
+    InvalidRequestError,
+    SQLAlchemyError,
+)
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-from rooms.models import EventRecord, RoomRecord, SessionRecord
+from rooms.models import EventRecord, RoomRecord, SessionRecord, utcnow
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 _CONFIG_HINT = "check database.url / HUIZHEN_DATABASE__URL"
@@ -164,6 +170,17 @@ class EventRow(Base):
             participant_id=self.participant_id,
             data=dict(self.data or {}),
         )
+
+
+class InviteUseRow(Base):
+    """Who owns a single-use invite: the first device that joined with it."""
+
+    __tablename__ = "invite_uses"
+
+    token_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    room_id: Mapped[str] = mapped_column(String(128), ForeignKey("rooms.id"))
+    device: Mapped[str] = mapped_column(String(64))
+    first_at: Mapped[datetime]
 
 
 def alembic_config() -> Config:
@@ -416,6 +433,23 @@ class Database:
         async with self._sessions() as session:
             row = await session.get(EventRow, event_id)
             return row.to_record() if row is not None else None
+
+    async def claim_invite(self, token_id: str, room_id: str, device: str) -> str:
+        """The device that owns the invite: ``device`` if it is the first (or the owner)."""
+        async with self._sessions() as session:
+            row = await session.get(InviteUseRow, token_id)
+            if row is not None:
+                return row.device
+        try:
+            async with self._sessions.begin() as session:
+                session.add(InviteUseRow(token_id=token_id, room_id=room_id, device=device,
+                                         first_at=utcnow()))
+            return device
+        except IntegrityError:  # another device claimed it at the same moment
+            async with self._sessions() as session:
+                row = await session.get(InviteUseRow, token_id)
+                assert row is not None
+                return row.device
 
     async def run_update(self, stmt: Update) -> int:
         """Execute an UPDATE; returns the number of rows it changed."""

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import secrets
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -73,13 +74,15 @@ class Participant:
     stamp_arrivals = True
 
     def __init__(self, server_url: str, room_id: str, token: str,
-                 ice: IcePolicy | None = None, check_every: int = 5, decode: bool = True
-                 ) -> None:
+                 ice: IcePolicy | None = None, check_every: int = 5, decode: bool = True,
+                 device: str | None = None) -> None:
         """``decode=False`` counts frames from RTP (marker bits) instead of decoding them:
-        for benchmarks that run many subscribers on one machine."""
+        for benchmarks that run many subscribers on one machine. ``device``: this device's id
+        (a single-use invite belongs to the first device that uses it); a new one if None."""
         self.server_url = server_url.rstrip("/")
         self.room_id = room_id
         self.token = token
+        self.device = device or secrets.token_urlsafe(12)
         self.ice = ice or IcePolicy()
         self.check_every = check_every
         self.decode = decode
@@ -115,8 +118,10 @@ class Participant:
         self._reader = asyncio.ensure_future(self._read())
         self._negotiator = asyncio.ensure_future(self._negotiate_loop())
         try:
-            reply = await self.request({"type": "join", "v": 1, "token": self.token},
-                                       timeout=timeout)
+            message: dict[str, Any] = {"type": "join", "v": 1, "token": self.token}
+            if self.device:
+                message["device"] = self.device
+            reply = await self.request(message, timeout=timeout)
         except RequestFailed as exc:
             await self.close()
             raise JoinRefused(exc.code, exc.message) from exc

@@ -180,19 +180,23 @@ async def create_token(request: web.Request) -> web.Response:
             0 < ttl <= settings.auth.max_token_ttl_s):
         raise BadRequest(f"ttl_s must be an integer between 1 and "
                          f"{settings.auth.max_token_ttl_s}")
+    single_use = data.get("single_use", False)
+    if not isinstance(single_use, bool):
+        raise BadRequest("single_use must be true or false")
     key = request[API_KEY]
     secret = settings.secret_for(key) or ""
     token, claims = mint_participant_token(
         api_key=key, secret=secret, audience=settings.auth.audience, room_id=room.id,
         room_kind=room.kind, identity=text_field(data, "identity", max_len=128) or "",
         name=text_field(data, "name") or "", role=text_field(data, "role", max_len=32) or "",
-        ttl_s=ttl)
+        ttl_s=ttl, single_use=single_use)
     return web.json_response({
         "token": token,
         "join_url": join_url(settings, room.id, token),
         "expires_at": claims.expires_at,
         "role": claims.role,
         "grants": claims.grants.as_dict(),
+        "single_use": claims.single_use,
     }, status=201)
 
 

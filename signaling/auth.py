@@ -49,6 +49,8 @@ class ParticipantClaims:
     grants: Grants
     expires_at: int
     token_id: str
+    #: an invite: the first device to use it owns it (signaling/ws.py)
+    single_use: bool = False
 
 
 SecretLookup = Callable[[str], str | None]
@@ -70,6 +72,7 @@ def mint_participant_token(
     role: str,
     ttl_s: int,
     grants: Grants | None = None,
+    single_use: bool = False,
 ) -> tuple[str, ParticipantClaims]:
     """Sign a participant token; grants default to the role's grants in the room's kind."""
     allowed = grants_for(room_kind, role)  # raises PolicyError for a role the kind refuses
@@ -87,6 +90,7 @@ def mint_participant_token(
         grants=grants,
         expires_at=now + ttl_s,
         token_id=uuid.uuid4().hex,
+        single_use=single_use,
     )
     payload: dict[str, Any] = {
         "iss": api_key,
@@ -101,6 +105,8 @@ def mint_participant_token(
         "exp": claims.expires_at,
         "jti": claims.token_id,
     }
+    if single_use:
+        payload["single_use"] = True
     return jwt.encode(payload, secret, algorithm=ALGORITHM), claims
 
 
@@ -205,6 +211,7 @@ def verify_participant_token(
             grants=grants,
             expires_at=int(claims["exp"]),
             token_id=str(claims.get("jti") or ""),
+            single_use=claims.get("single_use") is True,
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise AuthError("token_claims", f"the token's claims are incomplete: {exc}") from exc

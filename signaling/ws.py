@@ -215,7 +215,8 @@ class Connection:
                 api_key=self.claims.api_key, secret=self.settings.secret_for(
                     self.claims.api_key) or "", audience=auth.audience, room_id=room.id,
                 room_kind=room.kind, identity=identity,
-                name=message.get("name") or role.capitalize(), role=role, ttl_s=ttl)
+                name=message.get("name") or role.capitalize(), role=role, ttl_s=ttl,
+                single_use=True)
         except PolicyError as exc:
             raise RoomError(exc.code, str(exc)) from exc
         await self.service.invited(member, identity, role)
@@ -239,6 +240,8 @@ class Connection:
                 raise AuthError("token_wrong_room", "this link is for another consultation")
             room = await self.service.get_room(self.room_id)
             grants = check_role_for_room(claims, room.kind)
+            if claims.single_use:
+                await self._own_invite(claims, message.get("device"))
             member, joined = await self.service.join(
                 self.room_id,
                 JoinRequest(identity=claims.identity, name=claims.name, role=claims.role,
@@ -255,6 +258,17 @@ class Connection:
         await self.sink.send({"type": "joined", "ref": ref, **joined,
                               "heartbeat_s": self.settings.signaling.heartbeat_s})
         await self.sink.release()
+
+    async def _own_invite(self, claims: ParticipantClaims, device: str | None) -> None:
+        """A single-use invite belongs to the first device that joins with it; that device
+        may come back (a reconnect, a reload), any other is refused."""
+        if not device:
+            raise AuthError("device_required", "this invite link needs the Huizhen web client "
+                            "(or an SDK that sends its device id): open the link in a browser")
+        owner = await self.service.db.claim_invite(claims.token_id, self.room_id, device)
+        if owner != device:
+            raise AuthError("invite_used", "this invite link has already been used by "
+                            "someone else; ask the person who invited you for a new link")
 
     async def _refuse(self, exc: ProtocolError | AuthError | RoomError, ref: str | None,
                       close_code: int) -> None:

@@ -255,7 +255,7 @@ async def test_migrations_are_idempotent(empty_url: str) -> None:
             version = (await conn.execute(text("SELECT version_num FROM alembic_version"))).all()
             tables = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
         await database.close()
-        assert version == [("0005",)]
+        assert version == [("0006",)]
         assert {"rooms", "participant_sessions", "room_events", "consents", "recordings",
                 "recording_files", "recording_jobs", "audit_log", "audit_head"} <= tables
 

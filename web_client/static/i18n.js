@@ -101,6 +101,9 @@ const STRINGS = {
     error_token_audience: 'This link is not valid. Ask the clinic for a new link.',
     error_token_claims: 'This link is not valid. Ask the clinic for a new link.',
     error_token_expired: 'This link has expired. Ask the clinic for a new link.',
+    error_invite_used:
+      'This invite link has already been used by someone else. Ask the person who invited you for a new link.',
+    error_device_required: 'Open this link in your browser.',
     error_token_not_yet_valid:
       'This link is not active yet. Please open it again at your appointment time.',
     error_token_wrong_room: 'This link is for a different consultation. Ask the clinic for a new link.',
@@ -445,6 +448,8 @@ const STRINGS = {
     error_token_audience: '此链接无效，请联系诊所获取新链接。',
     error_token_claims: '此链接无效，请联系诊所获取新链接。',
     error_token_expired: '此链接已过期，请联系诊所获取新链接。',
+    error_invite_used: '此邀请链接已被其他人使用。请联系邀请您的人获取新链接。',
+    error_device_required: '请在浏览器中打开此链接。',
     error_token_not_yet_valid: '此链接尚未生效，请在预约时间再次打开。',
     error_token_wrong_room: '此链接属于另一场会诊，请联系诊所获取新链接。',
     error_token_role: '此链接不允许您加入本次会诊，请联系诊所获取新链接。',

@@ -82,6 +82,31 @@ export const CLOSE_ENDED = 4010;
 /** Join errors worth retrying (anything else is final: bad link, no room, room full…). */
 const RETRYABLE_JOIN_ERRORS = new Set(['timeout', 'disconnected', 'internal']);
 
+const DEVICE_KEY = 'huizhen.device';
+let device = null; // kept for the page's life even where storage is disabled
+
+/** This browser's id: a single-use invite belongs to the first device that uses it. */
+export function deviceId() {
+  if (device) return device;
+  let id = null;
+  try {
+    id = localStorage.getItem(DEVICE_KEY);
+  } catch {
+    // storage disabled: an id for this page's life
+  }
+  if (!id || !/^[A-Za-z0-9_-]{8,64}$/.test(id)) {
+    const bytes = crypto.getRandomValues(new Uint8Array(16));
+    id = Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
+    try {
+      localStorage.setItem(DEVICE_KEY, id);
+    } catch {
+      // not remembered
+    }
+  }
+  device = id;
+  return id;
+}
+
 export class Session {
   /**
    * @param {{wsUrl: string, token: string, localStream: MediaStream|null,
@@ -230,7 +255,7 @@ export class Session {
       await sig.connect();
       if (gen !== this.gen) return;
       this.setState('joining');
-      const joined = await sig.request({ type: 'join', v: 1, token: this.token });
+      const joined = await sig.request({ type: 'join', v: 1, token: this.token, device: deviceId() });
       if (gen !== this.gen) return;
       this.applyJoined(joined);
     } catch (err) {
