@@ -167,6 +167,11 @@ class AuthConfig(BaseModel):
     max_token_ttl_s: int = Field(7 * 24 * 3600, gt=0)
 
 
+class RoomsConfig(BaseModel):
+    #: a room whose clinicians have all left ends by itself after this many seconds
+    unattended_end_s: float = Field(600.0, gt=0)
+
+
 class SignalingConfig(BaseModel):
     heartbeat_s: float = Field(3.0, gt=0, le=30)
     max_message_bytes: int = Field(256 * 1024, ge=1024)
@@ -217,6 +222,7 @@ class Settings(BaseSettings):
     records: RecordsConfig = RecordsConfig()
     ice: IceConfig = IceConfig()
     auth: AuthConfig = AuthConfig()
+    rooms: RoomsConfig = RoomsConfig()
     signaling: SignalingConfig = SignalingConfig()
     media: MediaConfig = MediaConfig()
     logging: LoggingConfig = LoggingConfig()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -18,6 +19,7 @@ from media.background import spawn
 from media.sfu import PublishedTrack, SdpError, Sfu
 from media.source import MediaTrack
 from rooms.db import Database
+from rooms.hosts import Hosts
 from rooms.members import (
     ACTIVE,
     CLOSE_REMOVED,
@@ -39,7 +41,7 @@ from rooms.models import (
     new_id,
     utcnow,
 )
-from rooms.policy import kind_policy, role_policy
+from rooms.policy import grants_for, kind_policy, role_policy
 from rooms.speakers import ActiveSpeakers
 from rooms.store import RoomStateStore
 from rooms.subjects import Subjects
@@ -49,7 +51,8 @@ log = logging.getLogger("huizhen.rooms")
 
 
 class RoomService:
-    def __init__(self, db: Database, store: RoomStateStore, sfu: Sfu) -> None:
+    def __init__(self, db: Database, store: RoomStateStore, sfu: Sfu,
+                 unattended_end_s: float = 600.0) -> None:
         self.db = db
         self.store = store
         self.sfu = sfu
@@ -59,6 +62,7 @@ class RoomService:
         self.speakers = ActiveSpeakers(self)
         self._observers: list[RoomObserver] = []
         self.subjects = Subjects(self)
+        self.hosts = Hosts(self, unattended_end_s)
 
     def add_observer(self, observer: RoomObserver) -> None:
         self._observers.append(observer)
@@ -91,6 +95,7 @@ class RoomService:
                 closing.append(spawn(member.sink.close(1012, "server restarting")))
         if closing:  # concurrently, and a dead client's close handshake is not waited out
             await asyncio.wait(closing, timeout=2)
+        await self.hosts.stop()
         await self.sfu.close()
 
     def _lock(self, room_id: str) -> asyncio.Lock:
@@ -135,6 +140,7 @@ class RoomService:
             except Exception:
                 log.exception("room observer failed", extra={"room": room_id})
         self.subjects.forget(room_id)
+        self.hosts.forget(room_id)
         members = list(self.members.get(room_id, {}).values())
         for member in members:  # everyone hears it first, before anything else can fail
             await self._send(member, {"type": "room_ended", "reason": reason})
@@ -153,6 +159,9 @@ class RoomService:
             raise RoomError("room_ended", "this consultation has ended")
         policy = kind_policy(room.kind)
         await self._restore_marks(room_id)
+        role = self.hosts.role_for(room_id, request.identity, request.role)
+        if role != request.role:  # a hand-off changed it: its grants come with it
+            request = replace(request, role=role, grants=grants_for(room.kind, role))
         if await self.store.identity_marked(room_id, "removed", request.identity):
             raise RoomError("removed", "a moderator removed you from this consultation")
         waits = (role_policy(room.kind, request.role).waits_in_lobby
@@ -186,6 +195,7 @@ class RoomService:
             if info.state == ACTIVE:
                 self._start_media(member)
                 await self.speakers.tell(member)
+            self.hosts.membership_changed(room_id)
         room_info: dict[str, Any] = {"id": room.id, "kind": room.kind, "title": room.title,
                                      "status": room.status, "recording": False,
                                      "subject": None if info.state == LOBBY
@@ -239,6 +249,8 @@ class RoomService:
                                          "participant_id": member.id, "reason": reason})
         log.info("participant left", extra={"room": room_id, "participant": member.id,
                                             "reason": reason})
+        if reason != "room_ended":
+            self.hosts.membership_changed(room_id)
 
     # ---- media -------------------------------------------------------------------------------
     async def publish(self, member: Member, sdp: str, tracks: list[dict[str, Any]]
@@ -475,6 +487,8 @@ class RoomService:
                     await self.store.mark_identity(room_id, marks[event.type], identity)
                 elif event.type == "subject_changed":
                     self.subjects.restore(event)
+                elif event.type == "host_handed_off":
+                    self.hosts.restore(event)
             if not events:
                 return
             after = events[-1].id or after

@@ -122,7 +122,7 @@ async def _services(app: web.Application):  # type: ignore[no-untyped-def]
         await db.close()
         raise
     sfu = Sfu(policy, settings.media.video_codec, settings.media.pli_throttle_ms / 1000)
-    service = RoomService(db, MemoryRoomStateStore(), sfu)
+    service = RoomService(db, MemoryRoomStateStore(), sfu, settings.rooms.unattended_end_s)
     await service.start()
     recordings = RecordingService(service, RecordingDb(db), settings.recordings_folder)
     await recordings.start_service()

@@ -179,6 +179,8 @@ class Connection:
                                                 message["kind"])
         elif kind == "remove":
             await self.service.remove(member, message["participant_id"])
+        elif kind == "hand_off":
+            await self.service.hosts.hand_off(member, message["participant_id"])
         elif kind == "create_invite":
             invite = await self._invite(member, message)
             await self.sink.send({"type": "invite", "ref": ref, **invite})

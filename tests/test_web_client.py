@@ -601,6 +601,14 @@ async def test_end_for_everyone_and_invite(server: Server, browser: Browser) -> 
                                        "window.huizhen.me?.role === 'interpreter'")
             ok = await wait_for(lambda: decodes(interpreter, streams=2, frames=10), 20)
             assert ok, interpreter.log()
+            # the invite is hers now: someone else with the same link is told so
+            other = await open_client(browser, "other", PHONE)
+            try:
+                await join(other, link.replace("https://", "http://"))
+                code, text = await fatal_banner(other)
+                assert code == "invite_used" and "already been used" in text, (code, text)
+            finally:
+                await other.close()
 
             # end for everyone (confirmed): every page says the consultation has ended
             await doctor.page.click("#btn-end")

@@ -22,7 +22,7 @@
 // (#btn-rec-ask, #btn-rec-override, #rec-reason, #btn-rec-override-start);
 // window.huizhen.recording.
 
-import { applyTranslations, getLang, onLangChange, t } from './i18n.js';
+import { applyTranslations, getLang, onLangChange, roleLabel, t } from './i18n.js';
 import { countCameras, getLocalMedia, kindsFromToken } from './media.js';
 import { CallMonitor } from './monitor.js';
 import { PrecheckView } from './precheck.js';
@@ -219,6 +219,11 @@ function wireSession(s) {
   s.on('recording-consent', onRecordingConsent);
   s.on('recording-error', onRecordingError);
   s.on('subject', onSubjectChanged);
+  s.on('role-changed', (me) => {
+    rerenderAll();
+    renderControls();
+    announce(t('role_now', { role: roleLabel(me && me.role) }));
+  });
   s.on('consent-request', onConsentRequest);
   s.on('lobby', () => {
     renderLobbyList();

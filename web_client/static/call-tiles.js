@@ -7,6 +7,9 @@ import { roleLabel, t } from './i18n.js';
 import { app, NARROW, ui } from './call-state.js';
 import { TileView } from './tiles.js';
 
+/** who may be handed the host role (rooms/policy.py CARE_TEAM) */
+const CLINICIANS = new Set(['host', 'doctor', 'specialist', 'nurse', 'presenter', 'moderator']);
+
 export const remoteTiles = new Map(); // participant id -> TileView
 let soundBlocked = false;
 let activeSpeaker = null; // participant id shown large
@@ -58,7 +61,10 @@ async function onTileAction(participantId, action) {
   const name = p.name || p.identity || '';
   if (action === 'hold') session.hold(participantId, p.state !== 'held');
   else if (action === 'mute') session.muteParticipant(participantId, 'audio');
-  else if (action === 'remove') {
+  else if (action === 'host') {
+    const yes = await confirmAction(t('make_host_confirm', { name }), t('make_host_confirm_yes'));
+    if (yes && session && !session.isTerminal) session.handOff(participantId);
+  } else if (action === 'remove') {
     const yes = await confirmAction(t('remove_confirm', { name }), t('remove_confirm_yes'));
     if (yes && session && !session.isTerminal) session.remove(participantId);
   }
@@ -95,7 +101,10 @@ export function renderTile(participant) {
       menu: t('tile_menu_label', { name }),
       hold: t(held ? 'action_resume' : 'action_hold'),
       mute: t('action_mute'),
+      host: t('action_make_host'),
       remove: t('action_remove'),
+      canHost: CLINICIANS.has(participant.role) && participant.state === 'active'
+        && !(participant.grants && participant.grants.moderate),
       muteDisabled: micMuted,
       held,
     });

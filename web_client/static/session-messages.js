@@ -191,6 +191,11 @@ export const messageMethods = {
     return this.sendMessage({ type: 'mute_participant', participant_id: participantId, kind });
   },
 
+  /** Pass the host role to a clinician (we take theirs); the server answers with role_changed. */
+  handOff(participantId) {
+    return this.sendMessage({ type: 'hand_off', participant_id: participantId });
+  },
+
   remove(participantId) {
     const record = this.participants[participantId] || this.lobby[participantId];
     if (record) this.knownAdmitted.delete(record.identity);

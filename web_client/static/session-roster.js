@@ -152,6 +152,13 @@ export const rosterMethods = {
   },
 
   /** We were let in from the lobby: the room as in `joined`, then media offers follow. */
+  /** A hand-off gave us another role (and its grants): who we see changes with it. */
+  onRoleChanged(msg) {
+    if (msg.me && typeof msg.me === 'object') this.me = { ...(this.me || {}), ...msg.me };
+    if (Array.isArray(msg.participants)) this.setParticipants(msg.participants);
+    this.emit('role-changed', this.me);
+  },
+
   async onAdmitted(msg, gen) {
     if (Array.isArray(msg.participants)) this.setParticipants(msg.participants);
     if (msg.room && typeof msg.room === 'object') {

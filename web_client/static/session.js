@@ -329,6 +329,7 @@ export class Session {
     sig.on('consent_request', live((m) => this.onConsentRequest(m)));
     sig.on('recording_consent', live((m) => this.onRecordingConsent(m)));
     sig.on('subject', live((m) => this.onSubject(m)));
+    sig.on('role_changed', live((m) => this.onRoleChanged(m)));
     sig.on('error', live((m) => this.onServerError(m)));
     sig.on('close', live((ev) => this.onSocketClosed(ev)));
   }

@@ -204,13 +204,13 @@ export class TileView {
     });
     this.menu = el('div', 'tile-menu', { role: 'menu' });
     this.menu.hidden = true;
-    for (const action of ['hold', 'mute', 'remove']) {
+    for (const action of ['hold', 'mute', 'host', 'remove']) {
       const b = el('button', `tile-action tile-action-${action}`, {
         type: 'button',
         role: 'menuitem',
       });
       b.dataset.action = action;
-      b.innerHTML = `<span class="tile-action-icon" aria-hidden="true">${ICONS[action === 'hold' ? 'pause' : action === 'mute' ? 'micOff' : 'remove']}</span><span class="tile-action-text"></span>`;
+      b.innerHTML = `<span class="tile-action-icon" aria-hidden="true">${ICONS[{ hold: 'pause', mute: 'micOff', host: 'host' }[action] || 'remove']}</span><span class="tile-action-text"></span>`;
       b.addEventListener('click', (ev) => {
         ev.stopPropagation();
         this.closeMenu();
@@ -222,7 +222,7 @@ export class TileView {
     this.el.append(this.menuBtn, this.menu);
   }
 
-  /** @param {{menu: string, hold: string, mute: string, remove: string, muteDisabled: boolean}} labels */
+  /** @param {{menu: string, hold: string, mute: string, host: string, remove: string, muteDisabled: boolean, canHost: boolean}} labels */
   setMenuLabels(labels) {
     if (!this.menuBtn) return;
     this.menuBtn.setAttribute('aria-label', labels.menu);
@@ -234,6 +234,7 @@ export class TileView {
     mute.disabled = !!labels.muteDisabled;
     const hold = this.menu.querySelector('[data-action="hold"]');
     hold.dataset.held = String(!!labels.held);
+    this.menu.querySelector('[data-action="host"]').hidden = !labels.canHost;
   }
 
   openMenu() {
