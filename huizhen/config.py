@@ -170,6 +170,8 @@ class AuthConfig(BaseModel):
 class RoomsConfig(BaseModel):
     #: a room whose clinicians have all left ends by itself after this many seconds
     unattended_end_s: float = Field(600.0, gt=0)
+    #: a booked room's links open this many seconds before its start
+    join_early_s: float = Field(900.0, ge=0)
 
 
 class SignalingConfig(BaseModel):

@@ -20,6 +20,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from fhir.resources.R4B.appointment import Appointment, AppointmentParticipant
 from fhir.resources.R4B.attachment import Attachment
 from fhir.resources.R4B.auditevent import (
     AuditEvent,
@@ -59,7 +60,8 @@ from recording.db import Consent as ConsentRecord
 from recording.db import Recording
 from records import encounters
 from records.audit import AuditEntry
-from rooms.models import EventRecord, SessionRecord
+from rooms.appointments import Invitee
+from rooms.models import EventRecord, RoomRecord, SessionRecord
 from rooms.policy import Role
 
 FHIR_VERSION = "4.3.0"
@@ -204,6 +206,37 @@ def _not_playable(recording: Recording) -> str:
     return "being prepared"
 
 
+def appointment(room: RoomRecord, invitees: list[Invitee], patient_id: str | None,
+                joined: set[str]) -> Appointment:
+    """A booked room: when, what kind, the patient and who was invited (and who came)."""
+    if room.status == "ended":
+        status = ("cancelled" if room.end_reason == "cancelled"
+                  else "fulfilled" if joined else "noshow")
+    else:
+        status = "arrived" if joined else "booked"
+    people = [AppointmentParticipant(actor=ref("Patient", patient_id), required="required",
+                                     status="accepted")] if patient_id else []
+    for invitee in invitees:
+        if invitee.role == Role.PATIENT and patient_id:
+            continue  # the patient is above, as the Patient
+        code = PARTICIPATION_OF.get(invitee.role)
+        people.append(AppointmentParticipant(
+            type=[_coding(*code)] if code else None, required="required",
+            actor=_person(invitee.identity, invitee.name or invitee.role),
+            status="accepted" if invitee.identity in joined else "needs-action"))
+    minutes = None
+    if room.scheduled_start and room.scheduled_end:
+        minutes = int((room.scheduled_end - room.scheduled_start).total_seconds() // 60)
+    return Appointment(
+        id=fhir_id(room.id), status=status,
+        identifier=[Identifier(system=ENCOUNTER_ID, value=room.id)],
+        serviceType=[_coding(ROOM_KIND, room.kind)], description=room.title or None,
+        start=_when(room.scheduled_start), end=_when(room.scheduled_end),
+        minutesDuration=minutes or None, created=_when(room.created_at),
+        participant=people or [AppointmentParticipant(  # booked without naming anyone
+            status="needs-action", type=[CodeableConcept(text="not named yet")])])
+
+
 def consent(given: ConsentRecord, encounter_id: str, patient_id: str) -> Consent:
     """A recording consent (separate from consent to treatment), granted or declined."""
     giver = (ref("Patient", patient_id) if given.given_by_role == Role.PATIENT
@@ -293,6 +326,7 @@ def outcome(code: str, message: str) -> OperationOutcome:
 #: resource type → the search parameters /fhir/ takes for it (name → FHIR search type)
 SEARCHES: dict[str, dict[str, str]] = {
     "Patient": {"identifier": "token", "_id": "token"},
+    "Appointment": {"patient": "reference", "_id": "token"},
     "Encounter": {"patient": "reference", "subject": "reference", "_id": "token"},
     "Media": {"patient": "reference", "subject": "reference", "encounter": "reference",
               "_id": "token"},

@@ -22,8 +22,9 @@ from records import fhir
 from records.access import RecordAccess
 from records.audit import AuditEvent, AuditLog
 from records.encounters import Encounter, EncounterDb
+from rooms.appointments import Appointments
 from rooms.db import Database
-from rooms.models import EventRecord
+from rooms.models import EventRecord, RoomRecord
 
 MAX_COUNT = 500
 PAGING = ("_count", "_offset", "_format")
@@ -60,6 +61,7 @@ class FhirRecord:
         self.access = access
         self.base_url = base_url
         self.patient_system = patient_system
+        self.appointments = Appointments(db)
 
     # ---- entry points --------------------------------------------------------------------
     async def search(self, resource_type: str, params: Mapping[str, str], caller: Caller
@@ -130,6 +132,9 @@ class FhirRecord:
             if resource_type == "AuditEvent":
                 return await self._audit(await self.audit.entries(
                     patient_ref=row.ref, limit=100_000)), row.ref
+            if resource_type == "Appointment":
+                return [await self._appointment(room, row.fhir_id) for room in
+                        await self.appointments.of_patient(row.ref)], row.ref
             found = await self.encounters.of_patient(row.ref)
             if "encounter" in params:
                 wanted = fhir.our_id(_local(params["encounter"], "Encounter"))
@@ -191,6 +196,11 @@ class FhirRecord:
         return [fhir.audit_event(e, ids.get(e.patient_ref or ""), self.base_url)
                 for e in entries]
 
+    async def _appointment(self, room: RoomRecord, patient_id: str | None) -> Resource:
+        joined = {s.identity for s in await self.db.sessions_for_room(room.id)}
+        return fhir.appointment(room, await self.appointments.invitees(room.id), patient_id,
+                                joined)
+
     def _link(self, recording_id: str, status: str, caller: Caller) -> str | None:
         """A download link (short-lived, signed for the caller; the search's audit row
         counts the links it gave)."""
@@ -207,6 +217,13 @@ class FhirRecord:
         if resource_type == "Patient":
             row = await self.encounters.patient(fhir_id=resource_id)
             return fhir.patient(row, self.patient_system) if row else None
+        if resource_type == "Appointment":
+            room = await self.db.get_room(fhir.our_id(resource_id))
+            if room is None or room.scheduled_start is None:
+                return None
+            ids = await self.encounters.fhir_ids({room.patient_ref} if room.patient_ref
+                                                 else set())
+            return await self._appointment(room, ids.get(room.patient_ref or ""))
         if resource_type == "AuditEvent":
             seq = _number(resource_id, "audit-")
             found = await self.audit.entries(after_seq=seq - 1, limit=1) if seq else []

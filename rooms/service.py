@@ -12,12 +12,13 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from media.background import spawn
 from media.sfu import PublishedTrack, SdpError, Sfu
 from media.source import MediaTrack
+from rooms.appointments import Appointments, check_window
 from rooms.db import Database
 from rooms.hosts import Hosts
 from rooms.members import (
@@ -52,8 +53,10 @@ log = logging.getLogger("huizhen.rooms")
 
 class RoomService:
     def __init__(self, db: Database, store: RoomStateStore, sfu: Sfu,
-                 unattended_end_s: float = 600.0) -> None:
+                 unattended_end_s: float = 600.0, join_early_s: float = 900.0) -> None:
         self.db = db
+        self.join_early = timedelta(seconds=join_early_s)
+        self.appointments = Appointments(db)
         self.store = store
         self.sfu = sfu
         self.members: dict[str, dict[str, Member]] = {}
@@ -157,6 +160,7 @@ class RoomService:
         room = await self.get_room(room_id)
         if room.status != "open":
             raise RoomError("room_ended", "this consultation has ended")
+        check_window(room, self.join_early)
         policy = kind_policy(room.kind)
         await self._restore_marks(room_id)
         role = self.hosts.role_for(room_id, request.identity, request.role)

@@ -102,7 +102,7 @@ def text_field(data: dict[str, Any], name: str, required: bool = True, max_len: 
     return value.strip()
 
 
-def _when(data: dict[str, Any], name: str) -> datetime | None:
+def when(data: dict[str, Any], name: str) -> datetime | None:
     value = data.get(name)
     if value is None:
         return None
@@ -124,7 +124,7 @@ async def create_room(request: web.Request) -> web.Response:
     data = await json_body(request)
     kind = text_field(data, "kind") or ""
     kind_policy(kind)
-    start, end = _when(data, "scheduled_start"), _when(data, "scheduled_end")
+    start, end = when(data, "scheduled_start"), when(data, "scheduled_end")
     if start and end and end <= start:
         raise BadRequest("scheduled_end must be after scheduled_start")
     auto_record = data.get("auto_record")

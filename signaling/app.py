@@ -26,7 +26,15 @@ from records.fhir_search import FhirRecord
 from rooms.db import Database
 from rooms.service import RoomService
 from rooms.store import MemoryRoomStateStore
-from signaling import api, fhir_api, recording_api, records_api, records_view, webhooks_api
+from signaling import (
+    api,
+    appointments_api,
+    fhir_api,
+    recording_api,
+    records_api,
+    records_view,
+    webhooks_api,
+)
 from signaling.keys import (
     ACCESS,
     AUDIT,
@@ -74,6 +82,7 @@ def create_app(settings: Settings) -> web.Application:
     records_view.add_routes(app)
     fhir_api.add_routes(app)
     webhooks_api.add_routes(app)
+    appointments_api.add_routes(app)
     app.router.add_get("/ws/{room_id}", websocket_handler)
     static = static_folder()
 
@@ -122,7 +131,8 @@ async def _services(app: web.Application):  # type: ignore[no-untyped-def]
         await db.close()
         raise
     sfu = Sfu(policy, settings.media.video_codec, settings.media.pli_throttle_ms / 1000)
-    service = RoomService(db, MemoryRoomStateStore(), sfu, settings.rooms.unattended_end_s)
+    service = RoomService(db, MemoryRoomStateStore(), sfu, settings.rooms.unattended_end_s,
+                          settings.rooms.join_early_s)
     await service.start()
     recordings = RecordingService(service, RecordingDb(db), settings.recordings_folder)
     await recordings.start_service()

@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError, StatementError
 import recording.db  # noqa: F401  (registers the recording tables on Base.metadata)
 import records.audit
 import records.encounters  # noqa: F401  (and the encounters)
+import rooms.appointments  # noqa: F401  (appointment invitees)
 import webhooks.db  # noqa: F401  (the webhook outbox)
 from rooms.db import Base, Database, DatabaseError
 from rooms.models import EventRecord, RoomRecord, SessionRecord
@@ -255,7 +256,7 @@ async def test_migrations_are_idempotent(empty_url: str) -> None:
             version = (await conn.execute(text("SELECT version_num FROM alembic_version"))).all()
             tables = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
         await database.close()
-        assert version == [("0006",)]
+        assert version == [("0007",)]
         assert {"rooms", "participant_sessions", "room_events", "consents", "recordings",
                 "recording_files", "recording_jobs", "audit_log", "audit_head"} <= tables
 

@@ -17,6 +17,7 @@ from sqlalchemy.pool import NullPool
 import recording.db  # noqa: F401  (its tables are on the same metadata)
 import records.audit
 import records.encounters  # noqa: F401
+import rooms.appointments  # noqa: F401  (appointment invitees)
 import webhooks.db  # noqa: F401  (the webhook outbox)
 from rooms.db import Base
 

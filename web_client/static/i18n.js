@@ -105,6 +105,7 @@ const STRINGS = {
     make_host_confirm: 'Make {name} the host? You take their role and they run the consultation.',
     make_host_confirm_yes: 'Make host',
     role_now: 'You are now: {role}',
+    error_too_early: 'This consultation has not opened yet. Please open the link again closer to your appointment time.',
     error_invite_used:
       'This invite link has already been used by someone else. Ask the person who invited you for a new link.',
     error_device_required: 'Open this link in your browser.',
@@ -456,6 +457,7 @@ const STRINGS = {
     make_host_confirm: '将{name}设为主持人？您将改为其原来的角色，由其主持会诊。',
     make_host_confirm_yes: '设为主持人',
     role_now: '您现在的身份：{role}',
+    error_too_early: '本次会诊尚未开放，请在预约时间前后再打开此链接。',
     error_invite_used: '此邀请链接已被其他人使用。请联系邀请您的人获取新链接。',
     error_device_required: '请在浏览器中打开此链接。',
     error_token_not_yet_valid: '此链接尚未生效，请在预约时间再次打开。',
