@@ -17,6 +17,7 @@ rows ``audit-<seq>``, patients the id kept with them (records/encounters.py).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -168,7 +169,7 @@ def _people(sessions: list[SessionRecord]) -> list[SessionRecord]:
     for s in sorted(sessions, key=lambda s: s.joined_at):
         first = merged.get(s.identity)
         if first is None:
-            merged[s.identity] = SessionRecord(**{**s.__dict__})
+            merged[s.identity] = replace(s)
         elif first.left_at is not None:
             first.left_at = None if s.left_at is None else max(first.left_at, s.left_at)
     return list(merged.values())

@@ -163,22 +163,23 @@ class FhirRecord:
             return [fhir.media(r, e.id, ids.get(e.patient_ref or ""),
                                self._link(r.id, r.status, caller))
                     for e in encounters for r in e.recordings]
-        rooms = {e.room_id: await self.encounters.of_room(e.room_id) for e in encounters}
         out: dict[str, Resource] = {}
-        for e in encounters:
-            siblings = rooms[e.room_id]
-            patient_id = ids.get(e.patient_ref or "")
-            if resource_type == "Consent" and e.patient_ref and patient_id:
-                for given in await self.encounters.recordings.consents(
-                        e.room_id, patient_ref=e.patient_ref):
-                    if _consent_encounter(given, e.patient_ref, siblings) == e.id:
-                        out[given.id] = fhir.consent(given, e.id, patient_id)
-            if resource_type == "Communication":
-                for event in await self._chat(e.room_id):
+        for room_id in dict.fromkeys(e.room_id for e in encounters):  # each room read once
+            siblings = await self.encounters.of_room(room_id)
+            chat = await self._chat(room_id) if resource_type == "Communication" else []
+            for e in (e for e in encounters if e.room_id == room_id):
+                patient_id = ids.get(e.patient_ref or "")
+                if resource_type == "Consent" and e.patient_ref and patient_id:
+                    for given in await self.encounters.recordings.consents(
+                            room_id, patient_ref=e.patient_ref):
+                        if _consent_encounter(given, e.patient_ref, siblings) == e.id:
+                            out[given.id] = fhir.consent(given, e.id, patient_id)
+                for event in chat:
                     if _chat_encounter(event.at, siblings) == e.id:
                         sender = next((s for s in e.participants
                                        if s.id == event.participant_id), None)
-                        out[str(event.id)] = fhir.communication(event, e.id, patient_id, sender)
+                        out[str(event.id)] = fhir.communication(event, e.id, patient_id,
+                                                                sender)
         return list(out.values())
 
     async def _chat(self, room_id: str) -> list[EventRecord]:

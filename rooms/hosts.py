@@ -36,7 +36,7 @@ class Hosts:
         self._rooms = rooms
         self.unattended_end_s = unattended_end_s
         self._roles: dict[tuple[str, str], str] = {}  # (room, identity) → role after a swap
-        self._timers: dict[str, asyncio.TimerHandle | asyncio.Task[None]] = {}
+        self._timers: dict[str, asyncio.Task[None]] = {}
 
     def role_for(self, room_id: str, identity: str, role: str) -> str:
         """The role this identity has in the room: its link's, unless a hand-off changed it."""
@@ -85,25 +85,15 @@ class Hosts:
 
     # ---- a room its clinicians left ----------------------------------------------------------
     def membership_changed(self, room_id: str) -> None:
-        """After a join or a leave: start the clock if no clinician is left, stop it if one
-        is back."""
+        """After a join or a leave: start the clock if no clinician is left (or nobody at
+        all), stop it if one is back."""
         members = self._rooms.members.get(room_id, {}).values()
-        attended = any(m.info.role in CARE_TEAM for m in members)
-        timer = self._timers.get(room_id)
-        if attended or not members:
+        if any(m.info.role in CARE_TEAM for m in members):
+            timer = self._timers.pop(room_id, None)
             if timer is not None:
                 timer.cancel()
-                del self._timers[room_id]
-            if not members and not attended:
-                self._start(room_id)  # nobody at all: the same clock
-            return
-        if timer is None:
-            self._start(room_id)
-
-    def _start(self, room_id: str) -> None:
-        if room_id in self._timers:
-            return
-        self._timers[room_id] = asyncio.ensure_future(self._end_later(room_id))
+        elif room_id not in self._timers:
+            self._timers[room_id] = asyncio.ensure_future(self._end_later(room_id))
 
     async def _end_later(self, room_id: str) -> None:
         await asyncio.sleep(self.unattended_end_s)
@@ -123,7 +113,6 @@ class Hosts:
     async def stop(self) -> None:
         for timer in list(self._timers.values()):
             timer.cancel()
-            if isinstance(timer, asyncio.Task):
-                with contextlib.suppress(asyncio.CancelledError):
-                    await timer
+            with contextlib.suppress(asyncio.CancelledError):
+                await timer
         self._timers.clear()

@@ -27,7 +27,8 @@ async def _as_dict(request: web.Request, room: RoomRecord) -> dict[str, Any]:
     return {**room.as_dict(), "participants": [i.as_dict() for i in invitees]}
 
 
-def _invitees(data: dict[str, Any], kind: str) -> list[Invitee]:
+def _invitees(data: dict[str, Any], kind: str) -> list[tuple[Invitee, str]]:
+    """Who is invited, and the name each one's link carries (kept for clinicians only)."""
     people = data.get("participants")
     if not isinstance(people, list) or not 1 <= len(people) <= MAX_INVITEES:
         raise BadRequest(f"participants must list 1-{MAX_INVITEES} people: "
@@ -43,10 +44,9 @@ def _invitees(data: dict[str, Any], kind: str) -> list[Invitee]:
             grants_for(kind, role)
         except PolicyError as exc:
             raise BadRequest(f"{identity}: {exc}") from exc
-        out.append(Invitee(identity, role,
-                           None if role in (Role.PATIENT, Role.GUARDIAN) else name))
-        person["_name"] = name  # the link carries the name; it is not kept for patients
-    if len({i.identity for i in out}) != len(out):
+        out.append((Invitee(identity, role,
+                            None if role in (Role.PATIENT, Role.GUARDIAN) else name), name))
+    if len({i.identity for i, _ in out}) != len(out):
         raise BadRequest("each participant's identity appears once")
     return out
 
@@ -80,14 +80,14 @@ async def book(request: web.Request) -> web.Response:
         kind=kind, title=text_field(data, "title") or "",
         patient_ref=text_field(data, "patient_ref", required=False), scheduled_start=start,
         scheduled_end=end, created_by=request[API_KEY], auto_record=auto_record)
-    await rooms.appointments.invite(room.id, invitees)
+    await rooms.appointments.invite(room.id, [i for i, _ in invitees])
     key = request[API_KEY]
     links = []
-    for invitee, person in zip(invitees, data["participants"], strict=True):
+    for invitee, name in invitees:
         token, claims = mint_participant_token(
             api_key=key, secret=settings.secret_for(key) or "",
             audience=settings.auth.audience, room_id=room.id, room_kind=kind,
-            identity=invitee.identity, name=person["_name"], role=invitee.role, ttl_s=ttl)
+            identity=invitee.identity, name=name, role=invitee.role, ttl_s=ttl)
         links.append({"identity": invitee.identity, "role": invitee.role,
                       "join_url": join_url(settings, room.id, token),
                       "expires_at": claims.expires_at})

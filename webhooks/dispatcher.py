@@ -78,7 +78,6 @@ class Dispatcher:
         self.outbox = WebhookDb(db)
         self.settings = settings
         self.config = settings.webhooks
-        self._kinds: dict[str, str] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._sending: set[str] = set()
@@ -147,25 +146,23 @@ class Dispatcher:
             types.append("room.started")
         if event.type in TYPES:
             types.append(TYPES[event.type])
+        if not types:
+            return []
+        room = await self.outbox.db.get_room(event.room_id)
+        kind = room.kind if room else None
         out = []
-        for kind in types:
+        for type_ in types:
             for endpoint in self.config.endpoints:
-                if endpoint.events and kind not in endpoint.events:
+                if endpoint.events and type_ not in endpoint.events:
                     continue
                 delivery_id = "wh_" + secrets.token_hex(12)
-                body = {"id": delivery_id, "type": kind, "at": event.at.isoformat(),
-                        "room": {"id": event.room_id, "kind": await self._kind(event.room_id)},
-                        "data": _data(kind, event)}
+                body = {"id": delivery_id, "type": type_, "at": event.at.isoformat(),
+                        "room": {"id": event.room_id, "kind": kind},
+                        "data": _data(type_, event)}
                 now = utcnow()
-                out.append(Delivery(delivery_id, event.id or 0, endpoint.url, kind, body,
+                out.append(Delivery(delivery_id, event.id or 0, endpoint.url, type_, body,
                                     "pending", 0, now, now, None, None))
         return out
-
-    async def _kind(self, room_id: str) -> str | None:
-        if room_id not in self._kinds:
-            room = await self.outbox.db.get_room(room_id)
-            self._kinds[room_id] = room.kind if room else ""
-        return self._kinds[room_id] or None
 
     # ---- sending -------------------------------------------------------------------------------
     async def _send(self, delivery: Delivery) -> None:
