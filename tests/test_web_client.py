@@ -3,8 +3,8 @@
 Doctor and patient in separate browser contexts: the pre-call check, the lobby and admission,
 media both ways (getStats framesDecoded / totalSamplesReceived rising), chat, mute state,
 screen share, hold, reconnection after a cut socket and after a server restart, a three-way MDT,
-the layout at phone and desktop sizes (screenshots in test-artifacts/screenshots/), and the
-plain-words messages for every way a visit can fail or end.
+and the layout at phone and desktop sizes (screenshots in test-artifacts/screenshots/). The
+plain-words messages for every way a visit can fail or end: test_web_messages.py.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import asyncio
 import time
 
 import pytest
-from playwright.async_api import Browser, FloatRect, ViewportSize
+from playwright.async_api import Browser, FloatRect
 
 from tests.browser import audio_samples, frames_decoded
-from tests.harness import Server, sign, wait_for
+from tests.harness import Server, wait_for
 from tests.web_support import (
     CUT_SOCKETS,
     DESKTOP,
@@ -25,7 +25,11 @@ from tests.web_support import (
     TALKING,
     Client,
     box,
+    close_all,
+    decodes,
     join,
+    me_id,
+    open_call,
     open_client,
     overlaps,
     precheck_done,
@@ -41,27 +45,6 @@ pytestmark = pytest.mark.browser
 
 
 # ---- helpers ---------------------------------------------------------------------------------
-
-async def open_call(server: Server, browser: Browser, *, patient_viewport: ViewportSize = PHONE,
-                    patient_scripts: list[str] | None = None) -> tuple[str, Client, Client]:
-    """A clinic room: the doctor joins, the patient passes the check, waits, is admitted."""
-    room = await server.create_room("clinic", "Cardiology follow-up")
-    doctor = await open_client(browser, "doctor", DESKTOP)
-    patient = await open_client(browser, "patient", patient_viewport, patient_scripts)
-    await join(doctor, await server.join_url(room, "dr-li", "doctor", "Dr Li"))
-    await wait_js(doctor, "window.huizhen.state === 'joined' && window.huizhen.view === 'call'")
-    await join(patient, await server.join_url(room, "pat-wang", "patient", "Wang Fang"))
-    await wait_js(patient, "window.huizhen.view === 'lobby'")
-    item = doctor.page.locator("#lobby-list li[data-participant-id]")
-    await item.wait_for(timeout=10000)
-    await item.locator(".btn-admit").click()
-    await wait_js(patient, "window.huizhen.view === 'call'")
-    return room, doctor, patient
-
-
-async def decodes(client: Client, streams: int = 1, frames: int = 30) -> bool:
-    return await video_streams(client, frames) >= streams
-
 
 async def both_decode(a: Client, b: Client, timeout: float = 20) -> None:
     ok = await wait_for(lambda: _both(a, b), timeout)
@@ -79,15 +62,6 @@ async def rising(client: Client, seconds: float = 1.5) -> tuple[int, int]:
     await asyncio.sleep(seconds)
     f1, a1 = await frames_decoded(client.page), await audio_samples(client.page)
     return f1 - f0, a1 - a0
-
-
-async def me_id(client: Client) -> str:
-    return str(await client.js("window.huizhen.me.id"))
-
-
-async def close_all(*clients: Client) -> None:
-    for c in clients:
-        await c.close()
 
 
 # ---- 1. pre-call check, lobby, admission, media both ways ---------------------------------------
@@ -458,175 +432,5 @@ async def test_layout_and_screenshots(server: Server, browser: Browser) -> None:
         await patient.page.click("#btn-chat")
         await screenshot(patient, "chat-phone-zh")
         assert await patient.js("document.documentElement.lang") == "zh-CN"
-    finally:
-        await close_all(doctor, patient)
-
-
-# ---- 6. messages --------------------------------------------------------------------------------
-
-DENY_MEDIA = """
-(() => {
-  const md = navigator.mediaDevices;
-  if (md) md.getUserMedia = () => Promise.reject(new DOMException('denied', 'NotAllowedError'));
-})();
-"""
-
-NO_WEBRTC = "delete window.RTCPeerConnection; delete window.webkitRTCPeerConnection;"
-
-
-async def fatal_banner(client: Client) -> tuple[str, str]:
-    banner = client.page.locator('#banner[data-level="fatal"]')
-    try:
-        await banner.wait_for(state="visible", timeout=15000)
-    except Exception as exc:
-        raise AssertionError(f"{client.name}: no fatal message\n{client.log()}") from exc
-    return str(await banner.get_attribute("data-code")), await client.page.locator(
-        "#banner-text").inner_text()
-
-
-async def test_messages_for_devices_browser_and_links(server: Server, browser: Browser) -> None:
-    room = await server.create_room("clinic")
-    clients: list[Client] = []
-    try:
-        # camera and microphone denied: said plainly; the visit can still go on
-        denied = await open_client(browser, "denied", PHONE, [DENY_MEDIA])
-        clients.append(denied)
-        await denied.page.goto(await server.join_url(room, "pat-1", "patient"))
-        banner = denied.page.locator('#banner[data-code="media_denied"]')
-        await banner.wait_for(state="visible")
-        assert "Camera and microphone are blocked" in await banner.inner_text()
-        await wait_js(denied, "document.querySelector('#check-camera').dataset.status === 'fail'")
-        assert "blocked" in await denied.page.locator("#check-camera").inner_text()
-        await wait_js(denied, "!document.querySelector('#btn-join').disabled")
-        await screenshot(denied, "message-media-denied-phone")
-
-        # no WebRTC in this browser
-        old = await open_client(browser, "old-browser", PHONE, [NO_WEBRTC])
-        clients.append(old)
-        await old.page.goto(await server.join_url(room, "pat-2", "patient"))
-        code, text = await fatal_banner(old)
-        assert code == "browser_unsupported" and "cannot make video calls" in text
-
-        # an expired link (signed with the server's key, exp in the past)
-        now = int(time.time())
-        key = server.settings.primary_key
-        expired = sign(server, {
-            "iss": key.key, "sub": "pat-3", "aud": server.settings.auth.audience, "room": room,
-            "name": "Pat", "role": "patient", "iat": now - 7200, "nbf": now - 7200,
-            "exp": now - 3600, "grants": {"publish_audio": True, "publish_video": True,
-                                          "send_data": True}})
-        late = await open_client(browser, "expired", PHONE)
-        clients.append(late)
-        await late.page.goto(f"{server.url}/join/{room}#t={expired}")
-        code, text = await fatal_banner(late)
-        assert code == "token_expired" and "expired" in text
-        await screenshot(late, "message-expired-link-phone")
-
-        # a garbled link
-        bad = await open_client(browser, "garbled", PHONE)
-        clients.append(bad)
-        await bad.page.goto(f"{server.url}/join/{room}#t=not-a-token")
-        code, text = await fatal_banner(bad)
-        assert code.startswith("token_") and "not valid" in text, (code, text)
-
-        # a link without its token
-        cut = await open_client(browser, "no-token", PHONE)
-        clients.append(cut)
-        await cut.page.goto(f"{server.url}/join/{room}")
-        code, text = await fatal_banner(cut)
-        assert code == "link_incomplete" and "incomplete" in text
-    finally:
-        await close_all(*clients)
-
-
-async def test_messages_for_ended_removed_and_denied(server: Server, browser: Browser) -> None:
-    room, doctor, patient = await open_call(server, browser)
-    guardian = await open_client(browser, "guardian", PHONE)
-    try:
-        # denied entry: a guardian waits in the lobby, the doctor says no
-        await join(guardian, await server.join_url(room, "guard-1", "guardian", "Wang Jun"))
-        await wait_js(guardian, "window.huizhen.view === 'lobby'")
-        item = doctor.page.locator(f'#lobby-list li[data-participant-id="{await me_id(guardian)}"]')
-        await item.locator(".btn-deny").click()
-        code, text = await fatal_banner(guardian)
-        assert code == "denied" and "did not let you in" in text
-
-        # removed by the host (with a confirmation first)
-        tile = doctor.page.locator(f'#tiles [data-participant-id="{await me_id(patient)}"]')
-        await tile.locator(".tile-menu-btn").click()
-        await tile.locator('[data-action="remove"]').click()
-        await doctor.page.locator("#confirm-dialog").wait_for(state="visible")
-        await doctor.page.click("#btn-confirm-yes")
-        code, text = await fatal_banner(patient)
-        assert code == "removed" and "removed you" in text
-        await screenshot(patient, "message-removed-phone")
-        await asyncio.sleep(1)  # and it stays removed: no reconnection
-        assert await patient.js("window.huizhen.state") == "failed"
-        await tile.wait_for(state="detached")
-
-        # the room ends (hospital system) while the doctor is in the call
-        status, _ = await server.api("POST", f"/api/rooms/{room}/end", {"reason": "finished"})
-        assert status == 200
-        code, text = await fatal_banner(doctor)
-        assert code == "room_ended" and "has ended" in text
-        assert await doctor.js("window.huizhen.state") == "ended"
-    finally:
-        await close_all(doctor, patient, guardian)
-
-
-async def test_end_for_everyone_and_invite(server: Server, browser: Browser) -> None:
-    room, doctor, patient = await open_call(server, browser)
-    try:
-        # invite an interpreter: a join link to copy
-        await doctor.page.click("#btn-invite")
-        await doctor.page.locator("#invite-dialog").wait_for(state="visible")
-        roles = await doctor.page.locator("#invite-role option").evaluate_all(
-            "opts => opts.map(o => o.value)")
-        assert {"interpreter", "guardian"} <= set(roles)
-        await doctor.page.select_option("#invite-role", "interpreter")
-        await doctor.page.fill("#invite-name", "Ms Zhou")
-        await doctor.page.click("#btn-invite-create")
-        await wait_js(doctor, "document.querySelector('#invite-link').value.includes('/join/')")
-        link = await doctor.page.locator("#invite-link").input_value()
-        assert (await doctor.js("window.huizhen.invite"))["role"] == "interpreter"
-        await doctor.page.click("#btn-invite-copy")
-        await wait_js(doctor, "document.querySelector('#invite-copied').textContent !== ''")
-        await doctor.page.click("#btn-invite-close")
-
-        # the invited interpreter joins with that link, straight into the call
-        interpreter = await open_client(browser, "interpreter", PHONE)
-        try:
-            await join(interpreter, link.replace("https://", "http://"))
-            await wait_js(interpreter, "window.huizhen.view === 'call' && "
-                                       "window.huizhen.me?.role === 'interpreter'")
-            ok = await wait_for(lambda: decodes(interpreter, streams=2, frames=10), 20)
-            assert ok, interpreter.log()
-            # the invite is hers now: someone else with the same link is told so
-            other = await open_client(browser, "other", PHONE)
-            try:
-                await join(other, link.replace("https://", "http://"))
-                code, text = await fatal_banner(other)
-                assert code == "invite_used" and "already been used" in text, (code, text)
-            finally:
-                await other.close()
-
-            # end for everyone (confirmed): every page says the consultation has ended
-            await doctor.page.click("#btn-end")
-            await doctor.page.click("#btn-confirm-yes")
-            for c in (patient, interpreter, doctor):
-                try:
-                    code, text = await fatal_banner(c)
-                except AssertionError as exc:
-                    state = [await x.js(
-                        "[window.huizhen.state, window.huizhen.end, window.huizhen.view, "
-                        "(window.__sockets || []).map(s => s.readyState), "
-                        "document.querySelector('#banner').outerHTML]")
-                        for x in (doctor, patient, interpreter)]
-                    _, room_now = await server.api("GET", f"/api/rooms/{room}")
-                    raise AssertionError(f"{exc}\n{doctor.log()}\n{state}\n"
-                                         f"{room_now['status']}") from None
-                assert code == "room_ended" and "has ended" in text, (c.name, code, text)
-        finally:
-            await interpreter.close()
     finally:
         await close_all(doctor, patient)

@@ -9,6 +9,7 @@ from typing import Any
 from playwright.async_api import Browser, BrowserContext, FloatRect, Page, ViewportSize
 
 from tests.browser import KEEP_PCS, inbound
+from tests.harness import Server
 
 PHONE: ViewportSize = {"width": 390, "height": 844}
 DESKTOP: ViewportSize = {"width": 1280, "height": 800}
@@ -209,3 +210,35 @@ async def box(client: Client, selector: str) -> FloatRect:
 def overlaps(a: FloatRect, b: FloatRect) -> bool:
     return not (a["x"] + a["width"] <= b["x"] or b["x"] + b["width"] <= a["x"]
                 or a["y"] + a["height"] <= b["y"] or b["y"] + b["height"] <= a["y"])
+
+
+# ---- a clinic in two browsers ----------------------------------------------------------------
+
+async def open_call(server: Server, browser: Browser, *, patient_viewport: ViewportSize = PHONE,
+                    patient_scripts: list[str] | None = None) -> tuple[str, Client, Client]:
+    """A clinic room: the doctor joins, the patient passes the check, waits, is admitted."""
+    room = await server.create_room("clinic", "Cardiology follow-up")
+    doctor = await open_client(browser, "doctor", DESKTOP)
+    patient = await open_client(browser, "patient", patient_viewport, patient_scripts)
+    await join(doctor, await server.join_url(room, "dr-li", "doctor", "Dr Li"))
+    await wait_js(doctor, "window.huizhen.state === 'joined' && window.huizhen.view === 'call'")
+    await join(patient, await server.join_url(room, "pat-wang", "patient", "Wang Fang"))
+    await wait_js(patient, "window.huizhen.view === 'lobby'")
+    item = doctor.page.locator("#lobby-list li[data-participant-id]")
+    await item.wait_for(timeout=10000)
+    await item.locator(".btn-admit").click()
+    await wait_js(patient, "window.huizhen.view === 'call'")
+    return room, doctor, patient
+
+
+async def decodes(client: Client, streams: int = 1, frames: int = 30) -> bool:
+    return await video_streams(client, frames) >= streams
+
+
+async def me_id(client: Client) -> str:
+    return str(await client.js("window.huizhen.me.id"))
+
+
+async def close_all(*clients: Client) -> None:
+    for c in clients:
+        await c.close()
