@@ -184,6 +184,18 @@ class MediaConfig(BaseModel):
     pli_throttle_ms: int = Field(500, ge=50, le=5000)
 
 
+class ImagesConfig(BaseModel):
+    """MDT case images (caseimages/): PNG, JPEG and DICOM shown to the room at full size."""
+
+    #: the largest upload accepted, in MiB (larger: 413 too_large)
+    max_upload_mb: int = Field(64, ge=1, le=2048)
+    #: the largest image decoded, in pixels (width × height; larger: 400 too_many_pixels)
+    max_pixels: int = Field(60_000_000, ge=10_000)
+    #: the shared view (pointer, zoom) goes to the room at most once per this many ms; what
+    #: comes in between is merged into the next one
+    view_interval_ms: int = Field(50, ge=10, le=1000)
+
+
 class LoggingConfig(BaseModel):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["json", "text"] = "json"
@@ -227,6 +239,7 @@ class Settings(BaseSettings):
     rooms: RoomsConfig = RoomsConfig()
     signaling: SignalingConfig = SignalingConfig()
     media: MediaConfig = MediaConfig()
+    images: ImagesConfig = ImagesConfig()
     logging: LoggingConfig = LoggingConfig()
     webhooks: WebhooksConfig = WebhooksConfig()
 

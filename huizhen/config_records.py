@@ -141,10 +141,22 @@ class FhirConfig(BaseModel):
     patient_system: str = Field("urn:huizhen:patient-ref", min_length=1, pattern=r"^\S+:\S+$")
 
 
+class SigningConfig(BaseModel):
+    """Electronic signatures of clinical documents (records/signing.py, docs/records.md)."""
+
+    #: PEM file with the hospital CA certificate(s) that signatures must chain to; empty in
+    #: dev mode: a development CA in <data_dir>/dev-ca (never trusted outside dev mode)
+    trust_anchors: Path | None = None
+    #: folder with each clinician's <identity>.key.pem and <identity>.crt.pem; empty:
+    #: <data_dir>/signing-keys
+    keys_dir: Path | None = None
+
+
 class RecordsConfig(BaseModel):
     audit: AuditConfig = AuditConfig()
     retention: RetentionConfig = RetentionConfig()
     fhir: FhirConfig = FhirConfig()
+    signing: SigningConfig = SigningConfig()
 
 
 def decode_key(text: str) -> bytes:

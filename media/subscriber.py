@@ -111,6 +111,8 @@ class SubscriberPeer(SrtpUdpSink):
         self._answered = asyncio.Event()
         self._seq = 0
         self.closed = False
+        #: negotiated and connected, but nothing is sent (a participant in the lobby)
+        self.held = False
 
     # ---- what to receive -----------------------------------------------------------------
     def subscribe(self, track: MediaTrack, meta: dict[str, Any]) -> None:
@@ -214,7 +216,20 @@ class SubscriberPeer(SrtpUdpSink):
         self._answered.set()
         self._activate_ready()
 
+    def set_held(self, held: bool) -> None:
+        """Hold: the m-lines are negotiated and the connection comes up, but no packet is sent
+        (a participant waiting in the lobby). Release: media starts at once, each video track
+        at a keyframe — no negotiation left to do (instant admission)."""
+        self.held = held
+        if held:
+            for slot in self.slots:
+                slot.down.active = False
+        else:
+            self._activate_ready()
+
     def _activate_ready(self) -> None:
+        if self.held:
+            return
         for slot in self.slots:
             down = slot.down
             if (slot.track is not None and not down.active and down.payload_type

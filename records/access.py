@@ -6,7 +6,10 @@
   session with a care-team role overlapping the encounter). Outside them, a clinician gives a
   reason (break-glass): allowed, and the reason is in the audit log; without one, refused.
 * **Admins**: everything, said why or not, always audited.
-* Everyone else (a broadcast's viewers, interpreters, an unknown role): refused.
+* **The audience of a teaching broadcast** (the roles in the kind's ``replay_for``: trainees)
+  who attended it: that broadcast's own recording, on demand, and nothing else of the record
+  (the encounter they see names no patient and no other trainee, only the clinicians).
+* Everyone else (interpreters, an unknown role, a viewer of another broadcast): refused.
 
 Every decision — listings, reads, links to play or download, refusals too — is a row in the
 audit log. A link is short-lived and signed (HMAC-SHA256 over the recording, the file, the
@@ -18,13 +21,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import quote, urlencode
 
 from recording.db import Recording
 from records.audit import AuditEvent, AuditLog
 from records.encounters import Encounter, EncounterDb
-from rooms.policy import CARE_TEAM
+from rooms.policy import CARE_TEAM, PolicyError, kind_policy
 
 ADMIN = "admin"
 PATIENT_ROLES = frozenset({"patient", "guardian"})
@@ -67,7 +70,23 @@ class Viewer:
 @dataclass(frozen=True)
 class Decision:
     allowed: bool
-    why: str  # own_record | took_part | break_glass | admin | refused: …
+    why: str  # own_record | took_part | break_glass | admin | attended | refused: …
+
+
+ATTENDED = "attended"
+
+
+def attended(viewer: Viewer, encounter: Encounter) -> bool:
+    """The viewer was in the audience of this session (not a segment), of a kind whose
+    recording its audience may replay (rooms/policy.py ``replay_for``)."""
+    if encounter.parent_id is not None:
+        return False
+    try:
+        roles = {r.value for r in kind_policy(encounter.kind).replay_for}
+    except PolicyError:
+        return False
+    return any(s.identity == viewer.identity and s.role in roles
+               for s in encounter.participants)
 
 
 def decide(viewer: Viewer, encounter: Encounter, reason: str | None) -> Decision:
@@ -76,6 +95,8 @@ def decide(viewer: Viewer, encounter: Encounter, reason: str | None) -> Decision
     if viewer.role in PATIENT_ROLES:
         own = viewer.patient_ref is not None and encounter.patient_ref == viewer.patient_ref
         return Decision(own, "own_record" if own else "another patient's record")
+    if viewer.role not in CARE_TEAM and attended(viewer, encounter):
+        return Decision(True, ATTENDED)
     if viewer.role in CARE_TEAM:
         if any(s.identity == viewer.identity and s.role in CARE_TEAM
                for s in encounter.participants):
@@ -129,11 +150,16 @@ class RecordAccess:
         elif viewer.role in CARE_TEAM:
             found = [e for e in await self.encounters.of_participant(viewer.identity)
                      if decide(viewer, e, None).allowed]
-        else:
-            await self._log(viewer, "encounter.list", "patient", patient_ref, None, reason, False,
-                            patient_ref=patient_ref)
-            raise AccessDenied("forbidden", f"the role {viewer.role!r} has no access to "
-                               "patients' records")
+        else:  # the audience of a broadcast: the broadcasts they attended, nothing else
+            found = [] if patient_ref is not None else [
+                _audience_view(viewer, e)
+                for e in await self.encounters.of_participant(viewer.identity)
+                if decide(viewer, e, None).why == ATTENDED]
+            if not found:
+                await self._log(viewer, "encounter.list", "patient", patient_ref, None, reason,
+                                False, patient_ref=patient_ref)
+                raise AccessDenied("forbidden", f"the role {viewer.role!r} has no access to "
+                                   "patients' records")
         await self._log(viewer, "encounter.list", "patient", patient_ref or viewer.patient_ref,
                         None, reason, True, {"encounters": [e.id for e in found]},
                         patient_ref=patient_ref)
@@ -149,7 +175,7 @@ class RecordAccess:
                         decision.allowed, {"why": decision.why})
         if not decision.allowed:
             raise AccessDenied("forbidden", f"no access to this encounter: {decision.why}")
-        return found
+        return _audience_view(viewer, found) if decision.why == ATTENDED else found
 
     async def link(self, viewer: Viewer, encounter_id: str, recording_id: str, name: str,
                    purpose: str, reason: str | None = None) -> tuple[str, int]:
@@ -198,6 +224,14 @@ class RecordAccess:
         if when < time.time():
             raise AccessDenied("link_expired", "this link has expired: open the recording "
                                "again from the record")
+
+
+def _audience_view(viewer: Viewer, encounter: Encounter) -> Encounter:
+    """What a trainee sees of a broadcast they attended: its recordings, the clinicians who
+    taught and their own stays; no patient, no other trainee."""
+    return replace(encounter, patient_ref=None, participants=[
+        s for s in encounter.participants
+        if s.identity == viewer.identity or s.role in CARE_TEAM])
 
 
 def _has_file(recording: Recording, name: str) -> bool:

@@ -1,4 +1,5 @@
-"""``huizhen audit …``: check the audit log's chain, read it; ``huizhen retention purge``.
+"""``huizhen audit …``: check the audit log's chain, read it; ``huizhen retention purge``;
+``huizhen document verify|export``: check a signed clinical document (records/signing.py).
 
 Like ``huizhen recording``, these work on the service's database directly (run them where the
 service's configuration is); they need no running service. ``verify`` exits 1 on a problem.
@@ -96,6 +97,73 @@ async def cmd_purge(args: argparse.Namespace) -> None:
         print(f"deleted {len(deleted)} recording(s); each deletion is in the audit log")
 
 
+async def _stored_document(args: argparse.Namespace, document_id: str) -> tuple[bytes, str]:
+    from records.documents import DocumentDb
+    from rooms.db import Database
+
+    settings = load_settings(Path(args.config) if args.config else None)
+    db = await Database.open(settings.database_url)
+    try:
+        document = await DocumentDb(db).get(document_id)
+    finally:
+        await db.close()
+    if document is None:
+        raise CliError(f"no document {document_id!r} in the database")
+    if document.signature is None:
+        raise CliError(f"document {document_id} (version {document.version}) is not signed")
+    return document.content, document.signature
+
+
+def _read(path: str, what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise CliError(f"cannot read the {what} {path}: {exc.strerror}") from exc
+
+
+async def cmd_document_verify(args: argparse.Namespace) -> None:
+    from records.signing import SigningError, key_store, load_certificates, verify
+
+    if args.id:
+        content, signature = await _stored_document(args, args.id)
+    elif args.document and args.signature:
+        content = _read(args.document, "document")
+        signature = _read(args.signature, "signature").decode("ascii", "replace")
+    else:
+        raise CliError("give --id DOCUMENT_ID, or --document FILE and --signature FILE")
+    try:
+        if args.ca:
+            anchors = load_certificates(_read(args.ca, "CA certificate file"))
+        else:
+            anchors = key_store(load_settings(Path(args.config) if args.config else None)
+                                ).anchors
+        checked = verify(content, signature, anchors)
+    except SigningError as exc:
+        if args.json:
+            print(json.dumps({"valid": False, "code": exc.code, "message": exc.message}))
+        raise CliError(f"document verification FAILED ({exc.code}): {exc.message}") from exc
+    if args.json:
+        print(json.dumps({"valid": True, **checked.as_dict()}, ensure_ascii=False))
+        return
+    print(f"signature: ok — the document is unchanged since it was signed by "
+          f"{checked.subject} at {checked.signed_at.isoformat()} (certificate "
+          f"{checked.serial} from {checked.issuer}, valid then, chains to a trusted CA)")
+
+
+def _write_export(out: Path, name: str, content: bytes, signature: str) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_bytes(content)
+    (out / f"{name}.jws").write_text(signature + "\n", encoding="ascii")
+    return out
+
+
+async def cmd_document_export(args: argparse.Namespace) -> None:
+    content, signature = await _stored_document(args, args.id)
+    out = _write_export(Path(args.out), args.id, content, signature)
+    print(f"wrote {out / (args.id + '.json')} (the signed bytes) and "
+          f"{out / (args.id + '.jws')} (the detached signature)")
+
+
 def add_parser(sub: Any) -> None:
     audit = sub.add_parser("audit", help="the audit log: verify its chain, read it")
     asub = audit.add_subparsers(dest="audit_cmd", required=True)
@@ -117,3 +185,19 @@ def add_parser(sub: Any) -> None:
     purge.add_argument("--dry-run", action="store_true", help="list, delete nothing")
     purge.add_argument("--json", action="store_true")
     purge.set_defaults(func=cmd_purge, is_async=True)
+
+    document = sub.add_parser("document", help="signed clinical documents: verify, export")
+    dsub = document.add_subparsers(dest="document_cmd", required=True)
+    dverify = dsub.add_parser("verify", help="check a signature, its certificate chain and "
+                              "validity time (exit 1 when anything fails)")
+    dverify.add_argument("--document", help="the document's exact bytes (from export)")
+    dverify.add_argument("--signature", help="its detached JWS (from export)")
+    dverify.add_argument("--id", help="a document version in the database, instead of files")
+    dverify.add_argument("--ca", help="PEM file of trusted CA certificates (default: "
+                         "records.signing.trust_anchors)")
+    dverify.add_argument("--json", action="store_true")
+    dverify.set_defaults(func=cmd_document_verify, is_async=True)
+    export = dsub.add_parser("export", help="write a signed version and its signature to files")
+    export.add_argument("id", help="the document version's id")
+    export.add_argument("--out", default=".", help="folder to write to")
+    export.set_defaults(func=cmd_document_export, is_async=True)

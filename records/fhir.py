@@ -8,7 +8,9 @@ What maps to what (docs/records.md has the table):
   ``ATND``/``CON``/``PART``/``translator``, ``partOf`` for a patient's segment of a round);
 * a recording → ``Media`` (the composite: url, contentType, size, SHA-1 hash, duration);
 * a recording consent → ``Consent`` (permit or deny, tied to the encounter it was given in);
-* a chat message → ``Communication``; an audit row → ``AuditEvent``.
+* a chat message → ``Communication``; an audit row → ``AuditEvent``;
+* a clinical document version (consult opinion, note, minutes, conclusion) →
+  ``DocumentReference`` (the exact signed bytes and the detached JWS as attachments).
 
 Our ids are ``<prefix>_<random>``; a FHIR id may not hold ``_`` but ours never hold ``.``, so
 the FHIR id is ours with ``_`` → ``.`` (and back). Chat messages are ``chat-<event id>``, audit
@@ -17,6 +19,8 @@ rows ``audit-<seq>``, patients the id kept with them (records/encounters.py).
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -46,6 +50,12 @@ from fhir.resources.R4B.codeableconcept import CodeableConcept
 from fhir.resources.R4B.coding import Coding
 from fhir.resources.R4B.communication import Communication, CommunicationPayload
 from fhir.resources.R4B.consent import Consent, ConsentProvision, ConsentProvisionData
+from fhir.resources.R4B.documentreference import (
+    DocumentReference,
+    DocumentReferenceContent,
+    DocumentReferenceContext,
+    DocumentReferenceRelatesTo,
+)
 from fhir.resources.R4B.duration import Duration
 from fhir.resources.R4B.encounter import Encounter, EncounterParticipant
 from fhir.resources.R4B.extension import Extension
@@ -61,6 +71,7 @@ from recording.db import Consent as ConsentRecord
 from recording.db import Recording
 from records import encounters
 from records.audit import AuditEntry
+from records.documents import Document
 from rooms.appointments import Invitee
 from rooms.models import EventRecord, RoomRecord, SessionRecord
 from rooms.policy import Role
@@ -87,6 +98,12 @@ RECORDING_ID = f"{OURS}:recording"
 ROOM_KIND = f"{OURS}:room-kind"
 AUDIT_ACTION = f"{OURS}:audit-action"
 CONSENT_METHOD = f"{OURS}:fhir:StructureDefinition:consent-method"
+DOCUMENT_ID = f"{OURS}:document"
+DOCUMENT_SERIES = f"{OURS}:document-series"
+DOCUMENT_KIND = f"{OURS}:document-kind"
+#: LOINC document types where one fits; the others carry our code only
+_LOINC_DOCUMENT = {"consult_opinion": ("11488-4", "Consult note"),
+                   "note": ("11506-3", "Progress note")}
 
 #: how each role takes part in an encounter (patients are its subject, viewers no part)
 PARTICIPATION_OF: dict[str, tuple[str, str, str]] = {
@@ -272,6 +289,46 @@ def communication(event: EventRecord, encounter_id: str, patient_id: str | None,
         payload=[CommunicationPayload(contentString=str(event.data.get("text", "")))])
 
 
+def document_reference(doc: Document, patient_id: str | None, latest: bool
+                       ) -> DocumentReference:
+    """One version of a clinical document: its exact bytes (what the signature covers) and,
+    once signed, the detached JWS with the signer's certificate chain."""
+    codings = [Coding(system=DOCUMENT_KIND, code=doc.kind)]
+    if doc.kind in _LOINC_DOCUMENT:
+        code, display = _LOINC_DOCUMENT[doc.kind]
+        codings.insert(0, Coding(system=LOINC, code=code, display=display))
+    body = doc.body
+    author = body.get("author") or {}
+    content = [DocumentReferenceContent(attachment=Attachment(
+        contentType="application/json; charset=utf-8", data=base64.b64encode(doc.content),
+        size=len(doc.content), hash=base64.b64encode(hashlib.sha1(doc.content).digest()),
+        title=body.get("title") or doc.kind, creation=_when(doc.created_at)))]
+    if doc.signature is not None:
+        content.append(DocumentReferenceContent(attachment=Attachment(
+            contentType="application/jose", data=base64.b64encode(doc.signature.encode()),
+            title="signature: detached JWS with the signer's X.509 chain (x5c)",
+            creation=_when(doc.signed_at))))
+    replaces = body.get("replaces")
+    return DocumentReference(
+        id=fhir_id(doc.id), masterIdentifier=Identifier(system=DOCUMENT_ID, value=doc.id),
+        identifier=[Identifier(system=DOCUMENT_SERIES, value=doc.series_id)],
+        status="current" if latest else "superseded",
+        docStatus="final" if doc.signature is not None else "preliminary",
+        type=CodeableConcept(coding=codings, text=doc.kind),
+        subject=ref("Patient", patient_id) if patient_id else None,
+        date=_when(doc.created_at),
+        author=[_person(doc.author_identity, author.get("name"))],
+        authenticator=_person(doc.author_identity, author.get("name"))
+        if doc.signature is not None else None,
+        description=f"version {doc.version}",
+        relatesTo=[DocumentReferenceRelatesTo(
+            code="replaces", target=ref("DocumentReference", fhir_id(str(replaces))))]
+        if replaces else None,
+        content=content,
+        context=DocumentReferenceContext(encounter=[ref("Encounter",
+                                                        fhir_id(doc.encounter_id))]))
+
+
 def audit_event(entry: AuditEntry, patient_id: str | None, base_url: str) -> AuditEvent:
     """One row of the audit log; its seal is in the entity's detail (``huizhen audit verify``
     checks the chain)."""
@@ -334,6 +391,8 @@ SEARCHES: dict[str, dict[str, str]] = {
     "Consent": {"patient": "reference", "_id": "token"},
     "Communication": {"patient": "reference", "subject": "reference",
                       "encounter": "reference", "_id": "token"},
+    "DocumentReference": {"patient": "reference", "subject": "reference",
+                          "encounter": "reference", "_id": "token"},
     "AuditEvent": {"patient": "reference", "encounter": "reference", "_id": "token"},
 }
 

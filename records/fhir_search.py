@@ -21,6 +21,7 @@ from recording.db import Consent as ConsentRecord
 from records import fhir
 from records.access import RecordAccess
 from records.audit import AuditEvent, AuditLog
+from records.documents import DocumentDb, latest_only
 from records.encounters import Encounter, EncounterDb
 from rooms.appointments import Appointments
 from rooms.db import Database
@@ -62,6 +63,7 @@ class FhirRecord:
         self.base_url = base_url
         self.patient_system = patient_system
         self.appointments = Appointments(db)
+        self.documents = DocumentDb(db)
 
     # ---- entry points --------------------------------------------------------------------
     async def search(self, resource_type: str, params: Mapping[str, str], caller: Caller
@@ -163,6 +165,12 @@ class FhirRecord:
             return [fhir.media(r, e.id, ids.get(e.patient_ref or ""),
                                self._link(r.id, r.status, caller))
                     for e in encounters for r in e.recordings]
+        if resource_type == "DocumentReference":
+            documents = await self.documents.of_encounters([e.id for e in encounters])
+            latest = {d.series_id: d.version for d in latest_only(documents)}
+            return [fhir.document_reference(d, ids.get(d.patient_ref or ""),
+                                            latest[d.series_id] == d.version)
+                    for d in documents]
         out: dict[str, Resource] = {}
         for room_id in dict.fromkeys(e.room_id for e in encounters):  # each room read once
             siblings = await self.encounters.of_room(room_id)
@@ -245,6 +253,9 @@ class FhirRecord:
             if recording is None:
                 return None
             return await self.encounters.get(recording.segment_id or recording.room_id)
+        if resource_type == "DocumentReference":
+            document = await self.documents.get(fhir.our_id(resource_id))
+            return await self.encounters.get(document.encounter_id) if document else None
         if resource_type == "Consent":
             given = await self.encounters.recordings.consent(fhir.our_id(resource_id))
             if given is None or given.patient_ref is None:

@@ -51,7 +51,7 @@ def check_window(room: RoomRecord, early: timedelta, now: datetime | None = None
     if (now or utcnow()) < opens:
         raise RoomError("too_early", f"this consultation opens at {opens.isoformat()} "
                         f"({int(early.total_seconds() // 60)} minutes before it starts); "
-                        "open the link again then")
+                        "open the link again then", {"opens_at": opens.isoformat()})
 
 
 class Appointments:

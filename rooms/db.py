@@ -135,6 +135,7 @@ class SessionRow(Base):
     left_at: Mapped[datetime | None]
     leave_reason: Mapped[str | None] = mapped_column(Text)
     token_id: Mapped[str | None] = mapped_column(String(128))
+    department: Mapped[str | None] = mapped_column(String(200))  # migration 0009
 
     def to_record(self) -> SessionRecord:
         return SessionRecord(
@@ -147,6 +148,7 @@ class SessionRow(Base):
             left_at=self.left_at,
             leave_reason=self.leave_reason,
             token_id=self.token_id,
+            department=self.department,
         )
 
 
@@ -370,6 +372,7 @@ class Database:
                     left_at=session.left_at,
                     leave_reason=session.leave_reason,
                     token_id=session.token_id,
+                    department=session.department,
                 )
             )
 

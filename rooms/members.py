@@ -23,10 +23,13 @@ CLOSE_REMOVED = 4003
 class RoomError(Exception):
     """Refused; ``code`` is the protocol/API error code, the message is for people."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, details: dict[str, Any] | None = None
+                 ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        #: machine-readable facts sent with the error (e.g. ``opens_at``)
+        self.details = details or {}
 
 
 class MessageSink(Protocol):
@@ -62,6 +65,8 @@ class JoinRequest:
     role: str
     grants: Grants
     token_id: str = ""
+    #: the department the link named (attendance), if any
+    department: str | None = None
 
 
 @dataclass
@@ -74,6 +79,8 @@ class Member:
     publishers: list[PublisherPeer] = field(default_factory=list)
     subscriber: SubscriberPeer | None = None
     left: bool = False
+    #: in nobody's roster (the audience of a broadcast, until promoted: rooms/broadcast.py)
+    quiet: bool = False
 
     @property
     def id(self) -> str:

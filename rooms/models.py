@@ -62,6 +62,8 @@ class SessionRecord:
     left_at: datetime | None = None
     leave_reason: str | None = None
     token_id: str | None = None
+    #: the department the participant's link named (attendance lists); optional
+    department: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)

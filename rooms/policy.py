@@ -7,7 +7,7 @@ participant joins (so a token cannot grant more than its role allows in the room
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from enum import StrEnum
 
 
@@ -30,6 +30,17 @@ class Role(StrEnum):
     PRESENTER = "presenter"
     MODERATOR = "moderator"
     VIEWER = "viewer"
+    #: an extra operating-room camera: a device that only publishes (broadcast)
+    CAMERA = "camera"
+
+
+class DocumentKind(StrEnum):
+    """The clinical documents a room leaves in the patient's record (records/documents.py)."""
+
+    CONSULT_OPINION = "consult_opinion"  # joint clinic: the remote specialist's opinion
+    NOTE = "note"  # ward round: notes on the patient under discussion
+    MINUTES = "minutes"  # MDT: the minutes of one case
+    CONCLUSION = "conclusion"  # MDT: the conclusion of one case, signed by the chair
 
 
 #: the care team: the roles whose holders may open the record of an encounter they took part
@@ -37,6 +48,8 @@ class Role(StrEnum):
 #: interpreters none
 CARE_TEAM = frozenset({Role.HOST, Role.DOCTOR, Role.SPECIALIST, Role.NURSE, Role.PRESENTER,
                        Role.MODERATOR})
+#: the patient's side: their names never leave the room in lists (attendance)
+PATIENT_SIDE = frozenset({Role.PATIENT, Role.GUARDIAN})
 
 
 @dataclass(frozen=True)
@@ -49,6 +62,10 @@ class Grants:
     moderate: bool = False
     #: start, stop and pause the recording (moderators); with consent, or an override reason
     record: bool = False
+    #: write and sign the room's clinical documents (the kinds in ``KindPolicy.documents``)
+    sign: bool = False
+    #: let a viewer speak (and take the floor back): broadcast moderators
+    promote: bool = False
 
     def as_dict(self) -> dict[str, bool]:
         return asdict(self)
@@ -88,6 +105,11 @@ _AV_SCREEN = Grants(publish_audio=True, publish_video=True, publish_screen=True,
 _HOST = Grants(publish_audio=True, publish_video=True, publish_screen=True, send_data=True,
                moderate=True, record=True)
 _WATCH = Grants(send_data=True)
+_CAMERA = Grants(publish_audio=True, publish_video=True, subscribe=False)
+
+
+def _with(grants: Grants, **more: bool) -> Grants:
+    return replace(grants, **more)
 
 
 @dataclass(frozen=True)
@@ -98,6 +120,11 @@ class RolePolicy:
     #: may give or refuse the recording consent in the client (the patient, or a guardian
     #: for a child or an elderly patient)
     gives_consent: bool = False
+    #: the audience (broadcast viewers): in nobody's roster; nobody is told when one joins or
+    #: leaves, and they get no roster of the other quiet members; those who see the audience
+    #: get a viewer count instead. May raise a hand (a moderator with ``promote`` lets them
+    #: speak: then they are in the roster until demoted) and ask questions (rooms/broadcast.py)
+    quiet: bool = False
 
 
 @dataclass(frozen=True)
@@ -117,6 +144,11 @@ class KindPolicy:
     #: one session discusses several patients in turn: a moderator names the patient under
     #: discussion (rooms/subjects.py), which cuts the recording and the record into segments
     several_patients: bool = False
+    #: the clinical documents this kind of room writes (who may: the ``sign`` grant)
+    documents: tuple[DocumentKind, ...] = ()
+    #: the roles whose holders, having attended, may play the room's own recording afterwards
+    #: (teaching broadcast: the trainees; records/access.py); nothing else of the record
+    replay_for: tuple[Role, ...] = ()
 
 
 POLICIES: dict[RoomKind, KindPolicy] = {
@@ -135,32 +167,35 @@ POLICIES: dict[RoomKind, KindPolicy] = {
     RoomKind.JOINT_CLINIC: KindPolicy(
         RoomKind.JOINT_CLINIC,
         {
-            Role.HOST: RolePolicy(_HOST),
-            Role.DOCTOR: RolePolicy(_HOST),
-            Role.SPECIALIST: RolePolicy(_AV_SCREEN),
+            Role.HOST: RolePolicy(_with(_HOST, sign=True)),
+            Role.DOCTOR: RolePolicy(_with(_HOST, sign=True)),
+            Role.SPECIALIST: RolePolicy(_with(_AV_SCREEN, sign=True)),
             Role.NURSE: RolePolicy(_AV),
             Role.INTERPRETER: RolePolicy(_AV),
             Role.PATIENT: RolePolicy(_AV, gives_consent=True),
             Role.GUARDIAN: RolePolicy(_AV, gives_consent=True),
         },
         max_participants=8,
+        documents=(DocumentKind.CONSULT_OPINION,),
     ),
     RoomKind.WARD_ROUND: KindPolicy(
         RoomKind.WARD_ROUND,
         {
-            Role.HOST: RolePolicy(_HOST),
-            Role.DOCTOR: RolePolicy(_AV_SCREEN),
-            Role.SPECIALIST: RolePolicy(_AV_SCREEN),
+            Role.HOST: RolePolicy(_with(_HOST, sign=True)),
+            Role.DOCTOR: RolePolicy(_with(_AV_SCREEN, sign=True)),
+            Role.SPECIALIST: RolePolicy(_with(_AV_SCREEN, sign=True)),
             Role.NURSE: RolePolicy(_AV),
         },
         max_participants=12,
         several_patients=True,
+        documents=(DocumentKind.NOTE,),
     ),
     RoomKind.MDT: KindPolicy(
         RoomKind.MDT,
         {
-            Role.HOST: RolePolicy(_HOST),
-            Role.MODERATOR: RolePolicy(_HOST),
+            # the chair (host or moderator) writes the minutes and signs the conclusion
+            Role.HOST: RolePolicy(_with(_HOST, sign=True)),
+            Role.MODERATOR: RolePolicy(_with(_HOST, sign=True)),
             Role.PRESENTER: RolePolicy(_AV_SCREEN),
             Role.SPECIALIST: RolePolicy(_AV_SCREEN),
             Role.DOCTOR: RolePolicy(_AV_SCREEN),
@@ -170,20 +205,24 @@ POLICIES: dict[RoomKind, KindPolicy] = {
         max_participants=24,
         simulcast=True,
         several_patients=True,
+        documents=(DocumentKind.MINUTES, DocumentKind.CONCLUSION),
     ),
     RoomKind.BROADCAST: KindPolicy(
         RoomKind.BROADCAST,
         {
-            Role.HOST: RolePolicy(_HOST),
-            Role.MODERATOR: RolePolicy(_HOST),
+            Role.HOST: RolePolicy(_with(_HOST, promote=True)),
+            Role.MODERATOR: RolePolicy(_with(_HOST, promote=True)),
             Role.PRESENTER: RolePolicy(_AV_SCREEN),
-            Role.VIEWER: RolePolicy(_WATCH),
+            Role.CAMERA: RolePolicy(_CAMERA),
+            Role.VIEWER: RolePolicy(_WATCH, quiet=True),
         },
         max_participants=1000,
         simulcast=True,
         # a teaching broadcast is recorded for on-demand viewing once the operated patient's
         # consent is entered (through the API, before the broadcast)
         auto_record=True,
+        # trainees who attended watch the recording on demand (for CME credit)
+        replay_for=(Role.VIEWER,),
     ),
 }
 

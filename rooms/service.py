@@ -18,12 +18,13 @@ from typing import Any
 from media.background import spawn
 from media.sfu import PublishedTrack, SdpError, Sfu
 from media.source import MediaTrack
+from rooms.agenda import Agenda
 from rooms.appointments import Appointments, check_window
+from rooms.broadcast import Broadcast
 from rooms.db import Database
 from rooms.hosts import Hosts
 from rooms.members import (
     ACTIVE,
-    CLOSE_REMOVED,
     HELD,
     LOBBY,
     SOURCES,
@@ -42,7 +43,8 @@ from rooms.models import (
     new_id,
     utcnow,
 )
-from rooms.policy import grants_for, kind_policy, role_policy
+from rooms.moderation import Moderation
+from rooms.policy import CARE_TEAM, grants_for, kind_policy, role_policy
 from rooms.speakers import ActiveSpeakers
 from rooms.store import RoomStateStore
 from rooms.subjects import Subjects
@@ -66,6 +68,9 @@ class RoomService:
         self._observers: list[RoomObserver] = []
         self.subjects = Subjects(self)
         self.hosts = Hosts(self, unattended_end_s)
+        self.audience = Broadcast(self)
+        self.agenda = Agenda(self)
+        self.moderation = Moderation(self)
 
     def add_observer(self, observer: RoomObserver) -> None:
         self._observers.append(observer)
@@ -144,6 +149,8 @@ class RoomService:
                 log.exception("room observer failed", extra={"room": room_id})
         self.subjects.forget(room_id)
         self.hosts.forget(room_id)
+        self.audience.forget(room_id)
+        self.agenda.forget(room_id)
         members = list(self.members.get(room_id, {}).values())
         for member in members:  # everyone hears it first, before anything else can fail
             await self._send(member, {"type": "room_ended", "reason": reason})
@@ -185,25 +192,32 @@ class RoomService:
                                    name=request.name, role=request.role,
                                    grants=request.grants.as_dict(), joined_at=utcnow(),
                                    state=LOBBY if waits else ACTIVE)
-            member = Member(info=info, sink=sink, grants=request.grants)
+            member = Member(info=info, sink=sink, grants=request.grants,
+                            quiet=role_policy(room.kind, request.role).quiet)
             await self.store.add_participant(info)
             self.members.setdefault(room_id, {})[info.id] = member
             await self.db.session_started(SessionRecord(
                 id=info.id, room_id=room_id, identity=info.identity, name=info.name,
-                role=info.role, joined_at=info.joined_at, token_id=request.token_id or None))
+                role=info.role, joined_at=info.joined_at, token_id=request.token_id or None,
+                department=request.department))
             await self._event(room_id, "participant_joined", info.id,
                               {"identity": info.identity, "role": info.role,
                                "state": info.state})
             await self.send_all(self._audience(member), {"type": "participant_joined",
                                                            "participant": info.as_dict()})
+            self._start_media(member)  # in the lobby: connected, nothing flows (admit)
             if info.state == ACTIVE:
-                self._start_media(member)
                 await self.speakers.tell(member)
             self.hosts.membership_changed(room_id)
         room_info: dict[str, Any] = {"id": room.id, "kind": room.kind, "title": room.title,
                                      "status": room.status, "recording": False,
                                      "subject": None if info.state == LOBBY
-                                     else self.subjects.state(room_id)}
+                                     else self.subjects.state(room_id),
+                                     "agenda": None if info.state == LOBBY
+                                     else await self.agenda.state(room_id),
+                                     "documents": [k.value for k in policy.documents]
+                                     if info.role in CARE_TEAM else []}
+        room_info.update(self.audience.joined(member, policy))
         for observer in self._observers:
             room_info.update(await observer.joined_state(room_id))
         joined = {
@@ -245,6 +259,7 @@ class RoomService:
             await self.sfu.close_subscriber(member.subscriber)
         await self.store.remove_participant(room_id, member.id)
         self.speakers.forget(room_id, member.id)
+        await self.audience.left(member)
         await self.db.session_ended(member.id, utcnow(), reason)
         await self._event(room_id, "participant_left", member.id,
                           {"identity": member.info.identity, "role": member.info.role,
@@ -269,9 +284,8 @@ class RoomService:
             if not member.grants.allows_kind(t["kind"], t["source"]):
                 raise RoomError("not_permitted", f"your role ({member.info.role}) may not "
                                                  f"publish {t['source']} {t['kind']}")
-        if member.info.state != ACTIVE:
-            raise RoomError("not_admitted", "you can publish once the doctor lets you in"
-                            if member.info.state == LOBBY else "you are on hold")
+        if member.info.state == HELD:  # the lobby publishes ahead; nothing goes out until admit
+            raise RoomError("not_admitted", "you are on hold")
         mids = [t["mid"] for t in tracks]
         if len(set(mids)) != len(mids):
             raise RoomError("bad_message", "each track needs its own mid")
@@ -342,97 +356,6 @@ class RoomService:
         except SdpError as exc:
             raise RoomError("bad_sdp", str(exc)) from exc
 
-    # ---- moderation (needs the moderate grant) ----------------------------------------------
-    async def admit(self, moderator: Member, participant_id: str) -> None:
-        async with self._lock(moderator.room_id):
-            target = self._target(moderator, participant_id)
-            if target.info.state != LOBBY:
-                raise RoomError("bad_message", f"{target.info.name} is not waiting in the lobby")
-            await self._set_state(target, ACTIVE)
-            await self.store.mark_identity(target.room_id, "admitted", target.info.identity)
-            await self._event(target.room_id, "participant_admitted", target.id,
-                              {"identity": target.info.identity,
-                               "by": moderator.info.identity})
-            await self._send(target, {"type": "admitted",
-                                      "participants": self._visible_to(target)})
-            await self.subjects.tell(target)
-            await self.speakers.tell(target)
-            participant = target.info.as_dict()
-            for other in self._audience(target):
-                kind = "participant_updated" if other.grants.moderate else "participant_joined"
-                await self._send(other, {"type": kind, "participant": participant})
-            self._start_media(target)
-            self._media_changed(target.room_id)
-
-    async def deny(self, moderator: Member, participant_id: str) -> None:
-        await self._dismiss(moderator, participant_id, "denied")
-
-    async def remove(self, moderator: Member, participant_id: str) -> None:
-        await self._dismiss(moderator, participant_id, "removed")
-
-    async def _dismiss(self, moderator: Member, participant_id: str, reason: str) -> None:
-        """Deny entry (lobby) or remove; the identity may not come back after a removal."""
-        async with self._lock(moderator.room_id):
-            target = self._target(moderator, participant_id)
-            if reason == "denied" and target.info.state != LOBBY:
-                raise RoomError("bad_message", f"{target.info.name} is not waiting in the lobby")
-            if reason == "removed":
-                await self.store.mark_identity(target.room_id, "removed", target.info.identity)
-                await self._event(target.room_id, "participant_removed", target.id,
-                                  {"identity": target.info.identity,
-                                   "by": moderator.info.identity})
-            await self._send(target, {"type": reason})
-            await self._leave_locked(target, reason)
-        spawn(target.sink.close(CLOSE_REMOVED, reason))
-
-    async def hold(self, moderator: Member, participant_id: str, held: bool) -> None:
-        """A held participant neither sees nor hears anyone, and nobody gets its media."""
-        async with self._lock(moderator.room_id):
-            target = self._target(moderator, participant_id)
-            if target.info.state == LOBBY:
-                raise RoomError("bad_message", f"{target.info.name} is still in the lobby")
-            if (target.info.state == HELD) == held:
-                return
-            others = self._others(target)
-            if held:
-                await self._set_state(target, HELD)
-                self._stop_forwarding_from(target, others)
-                if target.subscriber is not None:
-                    for other in others:
-                        for track_id in other.info.tracks:
-                            target.subscriber.unsubscribe(track_id)
-            else:
-                await self._set_state(target, ACTIVE)
-                self._start_media(target)
-            self._media_changed(target.room_id)
-            await self._event(target.room_id, "participant_held" if held else
-                              "participant_resumed", target.id, {"by": moderator.info.identity})
-            await self._send(target, {"type": "held", "held": held})
-            if not held:
-                await self.speakers.tell(target)
-            await self.send_all(self._audience(target), {
-                "type": "participant_updated", "participant": target.info.as_dict()})
-
-    async def mute_participant(self, moderator: Member, participant_id: str, kind: str) -> None:
-        target = self._target(moderator, participant_id)
-        for track in [t for t in target.info.tracks.values() if t.kind == kind]:
-            await self._set_muted(target, track, True, [*self._audience(target), target])
-        await self._send(target, {"type": "muted_by_host", "kind": kind})
-
-    async def invited(self, moderator: Member, identity: str, role: str) -> None:
-        """Record that a moderator created an invite link (the link itself is not kept)."""
-        await self._event(moderator.room_id, "invite_created", moderator.id,
-                          {"identity": identity, "role": role,
-                           "by": moderator.info.identity})
-
-    async def end_by(self, moderator: Member, reason: str) -> None:
-        """End the room from a moderator's own connection. The work runs in its own task: a
-        moderator whose client hangs up on ``room_ended`` cancels its connection's handler,
-        which must not stop the room ending for everyone else."""
-        self._require_moderator(moderator)
-        await asyncio.shield(spawn(self.end_room(moderator.room_id, reason,
-                                                 by=moderator.info.identity)))
-
     # ---- chat -----------------------------------------------------------------------------------
     async def chat(self, member: Member, text: str) -> None:
         if not member.grants.send_data:
@@ -499,8 +422,8 @@ class RoomService:
 
     @staticmethod
     def _sees(viewer: Member, subject: Member) -> bool:
-        """Lobby participants see nobody; only moderators see who waits in the lobby."""
-        if viewer.info.state == LOBBY:
+        """Lobby participants see nobody, only moderators the lobby; nobody the quiet."""
+        if viewer.info.state == LOBBY or subject.quiet:
             return False
         return subject.info.state != LOBBY or viewer.grants.moderate
 
@@ -536,10 +459,13 @@ class RoomService:
             "muted": muted})
 
     def _start_media(self, member: Member) -> None:
-        """An active participant receives the active others, and they receive it."""
+        """An active participant receives the active others, and they receive it. One in the
+        lobby gets its subscribe connection negotiated and connected, held: no media flows
+        until it is admitted (instant admission)."""
         if member.grants.subscribe and member.subscriber is None:
             member.subscriber = self.sfu.subscriber(self._offer_sender(member), member.id,
                                                     self._pause_notifier(member))
+            member.subscriber.set_held(member.info.state == LOBBY)
         for other in self._others(member):
             for track in other.info.tracks.values():
                 self._subscribe(member, other, track)
@@ -560,7 +486,7 @@ class RoomService:
     def _subscribe(self, subscriber: Member, publisher: Member, track: TrackInfo) -> None:
         source = self.sfu.tracks.get(track.id)
         if (subscriber.subscriber is None or source is None
-                or subscriber.info.state != ACTIVE or publisher.info.state != ACTIVE):
+                or subscriber.info.state == HELD or publisher.info.state != ACTIVE):
             return
         subscriber.subscriber.subscribe(source, {
             "participant_id": publisher.id, "kind": track.kind, "source": track.source})

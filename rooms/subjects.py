@@ -116,6 +116,9 @@ class Subjects:
         """Someone just admitted."""
         if member.info.state != LOBBY:
             await self._rooms.send(member, self._message(member.room_id))
+            agenda = await self._rooms.agenda.state(member.room_id)
+            if agenda is not None:
+                await self._rooms.send(member, {"type": "agenda", "agenda": agenda})
 
     def restore(self, event: EventRecord) -> None:
         """After a restart: the patient under discussion as the event log last had it (the

@@ -87,6 +87,7 @@ class Participant:
         self.check_every = check_every
         self.decode = decode
         self.events: list[dict[str, Any]] = []
+        self.signal_bytes = 0  # WebSocket text the server sent (the load tester's figure)
         self.errors: list[dict[str, Any]] = []
         self.joined: dict[str, Any] = {}
         self.participants: dict[str, dict[str, Any]] = {}
@@ -157,6 +158,7 @@ class Participant:
             async for msg in self._ws:
                 if msg.type != aiohttp.WSMsgType.TEXT:
                     continue
+                self.signal_bytes += len(msg.data.encode())
                 message = msg.json()
                 ref = message.get("ref")
                 if ref is not None and ref in self._pending:

@@ -18,7 +18,10 @@ from aiohttp import web
 from huizhen.config import Settings
 from media.echo import EchoBusy
 from media.sdp import SdpError
+from rooms.agenda import parse_items
+from rooms.attendance import as_csv, attendance
 from rooms.members import RoomError
+from rooms.models import utcnow
 from rooms.policy import PolicyError, kind_policy
 from rooms.service import RoomService
 from signaling.auth import (
@@ -35,7 +38,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _STATUS = {"room_not_found": 404, "room_ended": 409, "recording_not_found": 404,
            "consent_required": 409, "recording_active": 409, "not_recording": 409,
-           "encounter_not_found": 404, "one_patient": 409, "delivery_not_found": 404}
+           "encounter_not_found": 404, "one_patient": 409, "delivery_not_found": 404,
+           "unknown_document": 404, "document_conflict": 409}
 
 
 def error_response(status: int, code: str, message: str) -> web.Response:
@@ -130,12 +134,20 @@ async def create_room(request: web.Request) -> web.Response:
     auto_record = data.get("auto_record")
     if auto_record is not None and not isinstance(auto_record, bool):
         raise BadRequest("auto_record must be true, false or absent (the room kind decides)")
-    room = await rooms_of(request).create_room(
+    agenda = parse_items(data["agenda"]) if "agenda" in data else None
+    if agenda and not kind_policy(kind).several_patients:
+        raise RoomError("one_patient", f"a {kind} room is about its own patient; an agenda "
+                        "is for ward rounds and MDT meetings")
+    service = rooms_of(request)
+    room = await service.create_room(
         kind=kind, title=text_field(data, "title") or "",
         patient_ref=text_field(data, "patient_ref", required=False),
         scheduled_start=start, scheduled_end=end, created_by=request[API_KEY],
         auto_record=auto_record)
-    return web.json_response(room.as_dict(), status=201)
+    if agenda:
+        await service.agenda.set(room.id, agenda, request[API_KEY])
+    return web.json_response({**room.as_dict(), "agenda": await service.agenda.state(room.id)},
+                             status=201)
 
 
 async def list_rooms(request: web.Request) -> web.Response:
@@ -155,6 +167,25 @@ async def room_sessions(request: web.Request) -> web.Response:
     room = await service.get_room(request.match_info["room_id"])
     sessions = await service.db.sessions_for_room(room.id)
     return web.json_response({"sessions": [s.as_dict() for s in sessions]})
+
+
+async def room_attendance(request: web.Request) -> web.Response:
+    """Who attended, when and how long (rooms/attendance.py): JSON, or ``?format=csv``."""
+    service = rooms_of(request)
+    room = await service.get_room(request.match_info["room_id"])
+    form = request.query.get("format", "json")
+    if form not in ("json", "csv"):
+        raise BadRequest("format must be json or csv")
+    now = utcnow()
+    people = attendance(await service.db.sessions_for_room(room.id), now)
+    log.info("attendance read", extra={"room": room.id, "format": form, "count": len(people)})
+    if form == "csv":
+        return web.Response(text=as_csv(people), content_type="text/csv", charset="utf-8",
+                            headers={"Content-Disposition":
+                                     f'attachment; filename="attendance-{room.id}.csv"'})
+    return web.json_response({"room_id": room.id, "kind": room.kind, "status": room.status,
+                              "at": now.isoformat(),
+                              "attendees": [a.as_dict() for a in people]})
 
 
 async def room_events(request: web.Request) -> web.Response:
@@ -189,7 +220,8 @@ async def create_token(request: web.Request) -> web.Response:
         api_key=key, secret=secret, audience=settings.auth.audience, room_id=room.id,
         room_kind=room.kind, identity=text_field(data, "identity", max_len=128) or "",
         name=text_field(data, "name") or "", role=text_field(data, "role", max_len=32) or "",
-        ttl_s=ttl, single_use=single_use)
+        ttl_s=ttl, single_use=single_use,
+        department=text_field(data, "department", required=False, max_len=200))
     return web.json_response({
         "token": token,
         "join_url": join_url(settings, room.id, token),
@@ -197,6 +229,7 @@ async def create_token(request: web.Request) -> web.Response:
         "role": claims.role,
         "grants": claims.grants.as_dict(),
         "single_use": claims.single_use,
+        "department": claims.department,
     }, status=201)
 
 
@@ -259,5 +292,6 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/rooms/{room_id}", get_room)
     app.router.add_get("/api/rooms/{room_id}/sessions", room_sessions)
     app.router.add_get("/api/rooms/{room_id}/events", room_events)
+    app.router.add_get("/api/rooms/{room_id}/attendance", room_attendance)
     app.router.add_post("/api/rooms/{room_id}/tokens", create_token)
     app.router.add_post("/api/rooms/{room_id}/end", end_room)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from caseimages.service import CaseImages
 from huizhen.config import Settings, audit_keys
 from media.echo import EchoService
 from media.ice import IcePolicy, TurnServerSpec
@@ -21,15 +22,19 @@ from recording.storage import open_storage
 from recording.worker import WorkerProcess
 from records.access import RecordAccess, url_key
 from records.audit import AuditLog
+from records.documents import Documents
 from records.encounters import RecordsService
 from records.fhir_search import FhirRecord
+from records.signing import key_store
 from rooms.db import Database
 from rooms.service import RoomService
 from rooms.store import MemoryRoomStateStore
 from signaling import (
     api,
     appointments_api,
+    documents_api,
     fhir_api,
+    images_api,
     recording_api,
     records_api,
     records_view,
@@ -38,8 +43,10 @@ from signaling import (
 from signaling.keys import (
     ACCESS,
     AUDIT,
+    DOCUMENTS,
     ECHO,
     FHIR,
+    IMAGES,
     KEYRING,
     RECORDING,
     RECORDS,
@@ -83,6 +90,8 @@ def create_app(settings: Settings) -> web.Application:
     fhir_api.add_routes(app)
     webhooks_api.add_routes(app)
     appointments_api.add_routes(app)
+    documents_api.add_routes(app)
+    images_api.add_routes(app)
     app.router.add_get("/ws/{room_id}", websocket_handler)
     static = static_folder()
 
@@ -147,10 +156,13 @@ async def _services(app: web.Application):  # type: ignore[no-untyped-def]
     app[ACCESS] = RecordAccess(app[RECORDS].encounters, app[AUDIT], url_key(keys[active_key]))
     app[FHIR] = FhirRecord(db, app[RECORDS].encounters, app[AUDIT], app[ACCESS],
                            settings.base_url, settings.records.fhir.patient_system)
+    app[DOCUMENTS] = Documents(service, db, key_store(settings))
     app[STORAGE] = storage
     keyring = KeyRing.from_config(settings.recording.encryption)
     if keyring is not None:
         app[KEYRING] = keyring
+    app[IMAGES] = CaseImages(service, db, storage, keyring, settings.images)
+    service.add_observer(app[IMAGES])
     app[ECHO] = EchoService(policy)
     app[WEBHOOKS] = webhooks
     await webhooks.start()

@@ -51,6 +51,8 @@ class ParticipantClaims:
     token_id: str
     #: an invite: the first device to use it owns it (signaling/ws.py)
     single_use: bool = False
+    #: the participant's department (the ``department`` claim), for attendance lists
+    department: str | None = None
 
 
 SecretLookup = Callable[[str], str | None]
@@ -73,6 +75,7 @@ def mint_participant_token(
     ttl_s: int,
     grants: Grants | None = None,
     single_use: bool = False,
+    department: str | None = None,
 ) -> tuple[str, ParticipantClaims]:
     """Sign a participant token; grants default to the role's grants in the room's kind."""
     allowed = grants_for(room_kind, role)  # raises PolicyError for a role the kind refuses
@@ -91,6 +94,7 @@ def mint_participant_token(
         expires_at=now + ttl_s,
         token_id=uuid.uuid4().hex,
         single_use=single_use,
+        department=department,
     )
     payload: dict[str, Any] = {
         "iss": api_key,
@@ -107,6 +111,8 @@ def mint_participant_token(
     }
     if single_use:
         payload["single_use"] = True
+    if department:
+        payload["department"] = department
     return jwt.encode(payload, secret, algorithm=ALGORITHM), claims
 
 
@@ -212,6 +218,7 @@ def verify_participant_token(
             expires_at=int(claims["exp"]),
             token_id=str(claims.get("jti") or ""),
             single_use=claims.get("single_use") is True,
+            department=_optional_text(claims, "department"),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise AuthError("token_claims", f"the token's claims are incomplete: {exc}") from exc
@@ -222,6 +229,15 @@ def _text(claims: dict[str, Any], name: str) -> str:
     value = claims[name]
     if not isinstance(value, str) or not value:
         raise ValueError(f"claim {name!r} must be a non-empty string")
+    return value
+
+
+def _optional_text(claims: dict[str, Any], name: str) -> str | None:
+    value = claims.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"claim {name!r} must be a non-empty string when present")
     return value
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from caseimages.service import CaseImages
 from huizhen.config import Settings
 from media.echo import EchoService
 from media.sfu import Sfu
@@ -12,6 +13,7 @@ from recording.service import RecordingService
 from recording.storage import Storage
 from records.access import RecordAccess
 from records.audit import AuditLog
+from records.documents import Documents
 from records.encounters import RecordsService
 from records.fhir_search import FhirRecord
 from rooms.service import RoomService
@@ -29,4 +31,6 @@ FHIR = web.AppKey("fhir", FhirRecord)
 STORAGE = web.AppKey("storage", Storage)
 KEYRING = web.AppKey("keyring", KeyRing)  # set only when recordings are encrypted
 WEBHOOKS = web.AppKey("webhooks", Dispatcher)
+DOCUMENTS = web.AppKey("documents", Documents)
+IMAGES = web.AppKey("images", CaseImages)
 API_KEY = web.RequestKey("api_key", str)

@@ -18,6 +18,7 @@ from aiohttp import WSMsgType, web
 
 from huizhen.config import Settings
 from recording.service import RecordingService
+from records.documents import Documents
 from rooms.members import JoinRequest, Member, RoomError
 from rooms.policy import PolicyError
 from rooms.service import RoomService
@@ -29,7 +30,7 @@ from signaling.auth import (
     mint_participant_token,
     verify_participant_token,
 )
-from signaling.keys import RECORDING, ROOMS, SETTINGS
+from signaling.keys import DOCUMENTS, IMAGES, RECORDING, ROOMS, SETTINGS
 from signaling.protocol import PROTOCOL_VERSION, ProtocolError, parse_client_message
 
 log = logging.getLogger("huizhen.signaling")
@@ -40,6 +41,8 @@ CLOSE_ROOM = 4004
 HARD_CAP_FACTOR = 16
 #: replies to the client's own messages go out at once; room events wait for ``joined``
 _NOT_HELD = frozenset({"joined", "error", "pong"})
+BROADCAST_MESSAGES = frozenset({"raise_hand", "promote", "demote", "ask", "approve_question",
+                                "dismiss_question"})
 
 
 class WsSink:
@@ -75,11 +78,12 @@ class WsSink:
 
 class Connection:
     def __init__(self, request: web.Request, settings: Settings, service: RoomService,
-                 recording: RecordingService) -> None:
+                 recording: RecordingService, documents: Documents) -> None:
         self.request = request
         self.settings = settings
         self.service = service
         self.recording = recording
+        self.documents = documents
         self.room_id = request.match_info["room_id"]
         self.ws = web.WebSocketResponse(
             heartbeat=settings.signaling.heartbeat_s,
@@ -169,18 +173,20 @@ class Connection:
         elif kind == "chat":
             await self.service.chat(member, message["text"])
         elif kind == "admit":
-            await self.service.admit(member, message["participant_id"])
+            await self.service.moderation.admit(member, message["participant_id"])
         elif kind == "deny":
-            await self.service.deny(member, message["participant_id"])
+            await self.service.moderation.deny(member, message["participant_id"])
         elif kind == "hold":
-            await self.service.hold(member, message["participant_id"], message["held"])
+            await self.service.moderation.hold(member, message["participant_id"], message["held"])
         elif kind == "mute_participant":
-            await self.service.mute_participant(member, message["participant_id"],
+            await self.service.moderation.mute_participant(member, message["participant_id"],
                                                 message["kind"])
         elif kind == "remove":
-            await self.service.remove(member, message["participant_id"])
+            await self.service.moderation.remove(member, message["participant_id"])
         elif kind == "hand_off":
             await self.service.hosts.hand_off(member, message["participant_id"])
+        elif kind in BROADCAST_MESSAGES:
+            await self._broadcast(member, message)
         elif kind == "create_invite":
             invite = await self._invite(member, message)
             await self.sink.send({"type": "invite", "ref": ref, **invite})
@@ -190,17 +196,58 @@ class Connection:
         elif kind == "set_subject":
             await self.service.subjects.set_by(member, message.get("patient_ref"),
                                                message.get("label"))
+        elif kind == "agenda_set":
+            await self.service.agenda.set_by(member, message["items"])
+        elif kind == "agenda_go":
+            await self.service.agenda.go(member, message.get("item_id"))
+        elif kind == "document_save":
+            document = await self.documents.save(
+                member, message["kind"], message["text"], message.get("title"),
+                message.get("series_id"), message.get("base_version"))
+            await self.sink.send({"type": "document_saved", "ref": ref,
+                                  "document": document.as_dict()})
+        elif kind == "document_sign":
+            document = await self.documents.sign(member, message["document_id"])
+            await self.sink.send({"type": "document_saved", "ref": ref,
+                                  "document": document.as_dict()})
+        elif kind == "document_list":
+            await self.sink.send({"type": "documents", "ref": ref,
+                                  "documents": await self.documents.listing(member)})
+        elif kind == "show_image":
+            await self.request.app[IMAGES].show(member, message["image_id"],
+                                                message.get("window"))
+        elif kind == "image_view":
+            self.request.app[IMAGES].update(member, message)
         elif kind == "request_consent":
             await self.recording.request_consent(member)
         elif kind == "recording_consent":
             await self.recording.answer_consent(member, message["granted"])
         elif kind == "end_room":
-            await self.service.end_by(member, message.get("reason") or "ended by the host")
+            await self.service.moderation.end_by(member, message.get("reason")
+                                                 or "ended by the host")
         elif kind == "leave":
             self.leave_reason = "left"
             await self.service.leave(member, "left")
             self.member = None
             await self.sink.close(1000, "left")
+
+    async def _broadcast(self, member: Member, message: dict[str, Any]) -> None:
+        """The audience of a broadcast (rooms/broadcast.py)."""
+        kind, audience = message["type"], self.service.audience
+        if kind == "raise_hand":
+            await audience.raise_hand(member, message["raised"])
+        elif kind == "promote":
+            await audience.promote(member, message["participant_id"], message["video"])
+        elif kind == "demote":
+            await audience.demote(member, message["participant_id"])
+        elif kind == "ask":
+            question = await audience.ask(member, message["text"])
+            if "id" in message:
+                await self.sink.send({"type": "asked", "ref": message["id"],
+                                      "question_id": question.id})
+        else:
+            await audience.answer(member, message["question_id"],
+                                  kind == "approve_question")
 
     async def _invite(self, member: Member, message: dict[str, Any]) -> dict[str, Any]:
         """A join link for someone new (specialist, interpreter, relative), signed with the
@@ -221,7 +268,7 @@ class Connection:
                 single_use=True)
         except PolicyError as exc:
             raise RoomError(exc.code, str(exc)) from exc
-        await self.service.invited(member, identity, role)
+        await self.service.moderation.invited(member, identity, role)
         return {"join_url": join_url(self.settings, room.id, token), "role": role,
                 "identity": identity, "expires_at": claims.expires_at}
 
@@ -247,7 +294,8 @@ class Connection:
             member, joined = await self.service.join(
                 self.room_id,
                 JoinRequest(identity=claims.identity, name=claims.name, role=claims.role,
-                            grants=grants, token_id=claims.token_id),
+                            grants=grants, token_id=claims.token_id,
+                            department=claims.department),
                 self.sink)
         except AuthError as exc:
             await self._refuse(exc, ref, CLOSE_TOKEN)
@@ -257,6 +305,7 @@ class Connection:
             return
         self.member = member
         self.claims = claims
+        joined["room"].update(self.request.app[IMAGES].joined_view(member))
         await self.sink.send({"type": "joined", "ref": ref, **joined,
                               "heartbeat_s": self.settings.signaling.heartbeat_s})
         await self.sink.release()
@@ -282,7 +331,8 @@ class Connection:
     async def _error(self, exc: ProtocolError | AuthError | RoomError,
                      ref: str | None = None) -> None:
         ref = ref if ref is not None else getattr(exc, "ref", None)
-        message: dict[str, Any] = {"type": "error", "code": exc.code, "message": exc.message}
+        message: dict[str, Any] = {"type": "error", "code": exc.code, "message": exc.message,
+                                   **getattr(exc, "details", {})}
         if ref is not None:
             message["ref"] = ref
         await self.sink.send(message)
@@ -290,5 +340,5 @@ class Connection:
 
 async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
     connection = Connection(request, request.app[SETTINGS], request.app[ROOMS],
-                            request.app[RECORDING])
+                            request.app[RECORDING], request.app[DOCUMENTS])
     return await connection.run()

@@ -13,6 +13,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import Connection, inspect, text
 from sqlalchemy.exc import IntegrityError, StatementError
 
+import caseimages.db  # noqa: F401  (the MDT case images)
 import recording.db  # noqa: F401  (registers the recording tables on Base.metadata)
 import records.audit
 import records.encounters  # noqa: F401  (and the encounters)
@@ -256,9 +257,10 @@ async def test_migrations_are_idempotent(empty_url: str) -> None:
             version = (await conn.execute(text("SELECT version_num FROM alembic_version"))).all()
             tables = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
         await database.close()
-        assert version == [("0007",)]
+        assert version == [("0010",)]
         assert {"rooms", "participant_sessions", "room_events", "consents", "recordings",
-                "recording_files", "recording_jobs", "audit_log", "audit_head"} <= tables
+                "recording_files", "recording_jobs", "audit_log", "audit_head",
+                "case_images"} <= tables
 
 
 def _schema_diff(conn: Connection) -> list[object]:

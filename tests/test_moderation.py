@@ -11,6 +11,7 @@ import pytest
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
 from sdk.participant import JoinRefused, Participant, RequestFailed
+from signaling.keys import ROOMS
 from tests.harness import LOOPBACK, Server
 
 
@@ -43,22 +44,29 @@ async def test_patient_waits_in_the_lobby_until_admitted(server: Server) -> None
             lambda: patient.id in doctor.participants
             and doctor.participants[patient.id]["state"] == "lobby", timeout=5)
         assert patient.id not in nurse.participants
-        # no media while waiting, and no publishing or chatting
-        with pytest.raises(RequestFailed) as info:
-            await patient.publish(tag=2)
-        assert info.value.code == "not_admitted"
+        # waiting: both connections come up (instant admission), and no media flows either
+        # way — not one RTP packet to the patient, nothing of the patient to anyone; no chat
+        await patient.publish(tag=2)
         with pytest.raises(RequestFailed) as info:
             await patient.request({"type": "chat", "text": "hello?"})
         assert info.value.code == "not_admitted"
-        await asyncio.sleep(1)
-        assert not patient.remote and not got(patient, "subscriber_offer")
+        members = server.app[ROOMS].members[room]
+        held = members[patient.id].subscriber
+        assert held is not None and held.held
+        assert await patient.wait_until(lambda: held._dtls is not None
+                                        and held._dtls.state == "connected", timeout=10)
+        await asyncio.sleep(1.5)
+        assert got(patient, "subscriber_offer") and patient.remote
+        assert all(s.frames == 0 and s.payload_bytes == 0 for s in patient.remote.values())
+        assert sum(slot.down.packets for slot in held.slots) == 0
+        assert not any(s.participant_id == patient.id for s in doctor.remote.values())
+        assert doctor.frames_from(patient.id, "video") == 0
 
         await admit(doctor, patient)
         (admitted,) = [e for e in patient.events if e["type"] == "admitted"]
         assert {p["id"] for p in admitted["participants"]} == {doctor.id, nurse.id}
         assert await nurse.wait_until(lambda: got(nurse, "participant_joined"), timeout=5)
         assert got(doctor, "participant_updated")
-        await patient.publish(tag=2)
         assert await patient.wait_until(
             lambda: patient.frames_from(doctor.id, "video") > 10
             and doctor.frames_from(patient.id, "video") > 10, timeout=15)

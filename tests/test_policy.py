@@ -15,11 +15,19 @@ from rooms.policy import (
     role_policy,
 )
 
-# (publish_audio, publish_video, publish_screen, subscribe, send_data, moderate, record)
-HOST = (True, True, True, True, True, True, True)
-AV_SCREEN = (True, True, True, True, True, False, False)
-AV = (True, True, False, True, True, False, False)
-WATCH = (False, False, False, True, True, False, False)
+# (publish_audio, publish_video, publish_screen, subscribe, send_data, moderate, record, sign,
+#  promote)
+HOST = (True, True, True, True, True, True, True, False, False)
+AV_SCREEN = (True, True, True, True, True, False, False, False, False)
+AV = (True, True, False, True, True, False, False, False, False)
+WATCH = (False, False, False, True, True, False, False, False, False)
+CAMERA = (True, True, False, False, False, False, False, False, False)
+
+
+def with_(grants: tuple[bool, ...], sign: bool = False, promote: bool = False
+          ) -> tuple[bool, ...]:
+    return (*grants[:7], sign, promote)
+
 
 #: the whole table, written out by hand: (kind, role) -> (grants, waits in the lobby)
 EXPECTED: dict[tuple[str, str], tuple[tuple[bool, ...], bool]] = {
@@ -29,27 +37,28 @@ EXPECTED: dict[tuple[str, str], tuple[tuple[bool, ...], bool]] = {
     ("clinic", "interpreter"): (AV, False),
     ("clinic", "patient"): (AV, True),
     ("clinic", "guardian"): (AV, True),
-    ("joint_clinic", "host"): (HOST, False),
-    ("joint_clinic", "doctor"): (HOST, False),
-    ("joint_clinic", "specialist"): (AV_SCREEN, False),
+    ("joint_clinic", "host"): (with_(HOST, sign=True), False),
+    ("joint_clinic", "doctor"): (with_(HOST, sign=True), False),
+    ("joint_clinic", "specialist"): (with_(AV_SCREEN, sign=True), False),
     ("joint_clinic", "nurse"): (AV, False),
     ("joint_clinic", "interpreter"): (AV, False),
     ("joint_clinic", "patient"): (AV, False),
     ("joint_clinic", "guardian"): (AV, False),
-    ("ward_round", "host"): (HOST, False),
-    ("ward_round", "doctor"): (AV_SCREEN, False),
-    ("ward_round", "specialist"): (AV_SCREEN, False),
+    ("ward_round", "host"): (with_(HOST, sign=True), False),
+    ("ward_round", "doctor"): (with_(AV_SCREEN, sign=True), False),
+    ("ward_round", "specialist"): (with_(AV_SCREEN, sign=True), False),
     ("ward_round", "nurse"): (AV, False),
-    ("mdt", "host"): (HOST, False),
-    ("mdt", "moderator"): (HOST, False),
+    ("mdt", "host"): (with_(HOST, sign=True), False),
+    ("mdt", "moderator"): (with_(HOST, sign=True), False),
     ("mdt", "presenter"): (AV_SCREEN, False),
     ("mdt", "specialist"): (AV_SCREEN, False),
     ("mdt", "doctor"): (AV_SCREEN, False),
     ("mdt", "patient"): (AV, True),
     ("mdt", "viewer"): (WATCH, False),
-    ("broadcast", "host"): (HOST, False),
-    ("broadcast", "moderator"): (HOST, False),
+    ("broadcast", "host"): (with_(HOST, promote=True), False),
+    ("broadcast", "moderator"): (with_(HOST, promote=True), False),
     ("broadcast", "presenter"): (AV_SCREEN, False),
+    ("broadcast", "camera"): (CAMERA, False),
     ("broadcast", "viewer"): (WATCH, False),
 }
 
@@ -63,7 +72,8 @@ NOT_ALLOWED = [(k, r) for k in ALL_KINDS for r in ALL_ROLES if (k, r) not in EXP
 
 def flags(grants: Grants) -> tuple[bool, ...]:
     return (grants.publish_audio, grants.publish_video, grants.publish_screen,
-            grants.subscribe, grants.send_data, grants.moderate, grants.record)
+            grants.subscribe, grants.send_data, grants.moderate, grants.record, grants.sign,
+            grants.promote)
 
 
 def test_the_table_covers_exactly_the_expected_kinds() -> None:
@@ -133,6 +143,26 @@ def test_viewers_exist_only_in_the_watching_kinds() -> None:
 ])
 def test_lobby_flag(kind: str, role: str, waits: bool) -> None:
     assert role_policy(kind, role).waits_in_lobby is waits
+
+
+def test_documents_are_signed_only_where_the_kind_writes_them() -> None:
+    for kind, policy in POLICIES.items():
+        signers = {r.value for r, rp in policy.roles.items() if rp.grants.sign}
+        assert bool(signers) == bool(policy.documents), kind
+    assert {k.value: [d.value for d in p.documents] for k, p in POLICIES.items()} == {
+        "clinic": [], "joint_clinic": ["consult_opinion"], "ward_round": ["note"],
+        "mdt": ["minutes", "conclusion"], "broadcast": []}
+    # in an MDT only the chair signs
+    assert {r.value for r, rp in POLICIES[RoomKind.MDT].roles.items() if rp.grants.sign} == {
+        "host", "moderator"}
+
+
+def test_only_broadcast_moderators_promote_and_cameras_only_publish() -> None:
+    promoters = {(k.value, r.value) for k, p in POLICIES.items() for r, rp in p.roles.items()
+                 if rp.grants.promote}
+    assert promoters == {("broadcast", "host"), ("broadcast", "moderator")}
+    camera = grants_for("broadcast", "camera")
+    assert camera.publish_video and not camera.subscribe and not camera.send_data
 
 
 def test_only_moderators_record() -> None:
@@ -215,11 +245,12 @@ def test_policy_error_is_a_value_error_with_a_code() -> None:
     (HOST, AV_SCREEN, False),
     (HOST, HOST, True),
     (AV, WATCH, False),
-    ((False, False, False, False, False, False, False), WATCH, True),
-    ((False, False, False, True, False, False, False),
-     (False, False, False, False, False, False, False), False),
-    ((False, False, False, False, False, True, False), AV_SCREEN, False),
-    ((False, False, False, False, False, False, True), AV_SCREEN, False),
+    ((False,) * 9, WATCH, True),
+    ((False, False, False, True, False, False, False, False, False), (False,) * 9, False),
+    ((False, False, False, False, False, True, False, False, False), AV_SCREEN, False),
+    ((False, False, False, False, False, False, True, False, False), AV_SCREEN, False),
+    (with_(HOST, sign=True), HOST, False),
+    (with_(HOST, promote=True), HOST, False),
 ])
 def test_grants_within(mine: object, other: object, within: bool) -> None:
     def make(value: object) -> Grants:
@@ -227,7 +258,7 @@ def test_grants_within(mine: object, other: object, within: bool) -> None:
             return value
         assert isinstance(value, tuple)
         names = ("publish_audio", "publish_video", "publish_screen", "subscribe", "send_data",
-                 "moderate", "record")
+                 "moderate", "record", "sign", "promote")
         return Grants(**dict(zip(names, value, strict=True)))
 
     assert make(mine).within(make(other)) is within

@@ -29,6 +29,7 @@ from tests.web_support import (
     decodes,
     join,
     me_id,
+    media_bytes,
     open_call,
     open_client,
     overlaps,
@@ -90,11 +91,15 @@ async def test_precheck_lobby_admit_and_media_both_ways(server: Server, browser:
         assert await patient.page.locator("#check-speaker").get_attribute("data-status") == "ok"
         await patient.page.click("#btn-join")
 
-        # the lobby: waiting, no media
+        # the lobby: waiting; both connections up ahead (instant admission), no media either way
         await patient.page.locator("#lobby-wait").wait_for(state="visible")
         lobby_text = await patient.page.locator("#lobby-wait").inner_text()
         assert "the doctor will let you in" in lobby_text
-        assert await patient.js("window.huizhen.pcs.publish") is None
+        await wait_js(patient, "window.huizhen.pcs.publish?.connectionState === 'connected' && "
+                      "window.huizhen.pcs.subscribe?.connectionState === 'connected'")
+        await patient.page.wait_for_timeout(1500)
+        waiting = await media_bytes(patient)
+        assert waiting["sent"] == 0 and waiting["received"] == 0, waiting
 
         # the doctor sees the patient in the lobby list and admits
         item = doctor.page.locator("#lobby-list li[data-participant-id]")

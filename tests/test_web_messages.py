@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from playwright.async_api import Browser
 
+from rooms.models import utcnow
 from tests.harness import Server, sign, wait_for
 from tests.web_support import (
     PHONE,
@@ -196,3 +198,32 @@ async def test_end_for_everyone_and_invite(server: Server, browser: Browser) -> 
             await interpreter.close()
     finally:
         await close_all(doctor, patient)
+
+
+async def test_a_link_opened_too_early_says_when_it_opens(server: Server, browser: Browser
+                                                          ) -> None:
+    """An appointment's link opened hours before: the page says at what local time the
+    consultation opens (the server sends ``opens_at`` with ``too_early``), in both languages."""
+    start = utcnow() + timedelta(hours=3)
+    status, booked = await server.api("POST", "/api/appointments", {
+        "kind": "clinic", "title": "复诊", "patient_ref": "Patient/early",
+        "start": start.isoformat(), "end": (start + timedelta(minutes=20)).isoformat(),
+        "participants": [{"identity": "pat-early", "name": "Early", "role": "patient"}]})
+    assert status == 201, booked
+    opens = datetime.fromisoformat(booked["opens_at"]).astimezone(UTC)  # the page runs in UTC
+    url = booked["links"][0]["join_url"]
+    early = await open_client(browser, "early", PHONE)
+    try:
+        await join(early, url)
+        code, text = await fatal_banner(early)
+        assert code == "too_early", (code, text)
+        assert "opens at" in text and opens.strftime("%H:%M") in text, text
+        assert "your local time" in text
+        await early.page.click("#btn-lang")
+        await wait_js(early, "document.querySelector('#banner-text').textContent"
+                      ".includes('开放')")
+        text = await early.page.locator("#banner-text").inner_text()
+        assert opens.strftime("%H:%M") in text, text
+        await screenshot(early, "message-too-early-phone")
+    finally:
+        await early.close()

@@ -115,6 +115,30 @@ async () => {
 """
 
 
+# What a page's connections carry: their states and the RTP bytes sent and received so far.
+MEDIA_BYTES = """
+async () => {
+  const pcs = window.huizhen.pcs;
+  const out = {publish: pcs.publish ? pcs.publish.connectionState : null,
+               subscribe: pcs.subscribe ? pcs.subscribe.connectionState : null,
+               sent: 0, received: 0};
+  for (const pc of [pcs.publish, pcs.subscribe]) {
+    if (!pc) continue;
+    (await pc.getStats()).forEach(s => {
+      if (s.type === 'outbound-rtp') out.sent += s.bytesSent || 0;
+      if (s.type === 'inbound-rtp') out.received += s.bytesReceived || 0;
+    });
+  }
+  return out;
+}
+"""
+
+
+async def media_bytes(client: Client) -> dict[str, Any]:
+    result: dict[str, Any] = await client.page.evaluate(MEDIA_BYTES)
+    return result
+
+
 @dataclass
 class Client:
     """One browser context + page, with its console kept for failure messages."""

@@ -68,6 +68,9 @@ import {
   watchTopbar,
 } from './call-view.js';
 import { loadCare } from './care.js';
+import { wireBroadcast } from './broadcast.js';
+import { initClinical, setupClinical } from './call-clinical.js';
+import { imagesState, installImages, renderImages, wireImages } from './call-images.js';
 
 // banners about the connection itself, cleared once we are back
 const RECONNECT_NOTICES = new Set(['connection_lost', 'media_connection_failed']);
@@ -143,6 +146,17 @@ window.huizhen = Object.freeze({
    *  set_by} or null */
   get subject() {
     return app.session && app.session.subject ? { ...app.session.subject } : null;
+  },
+  /** the ward round / MDT agenda {items, current} and the room's clinical documents */
+  get agenda() {
+    return app.session && app.session.agenda ? JSON.parse(JSON.stringify(app.session.agenda)) : null;
+  },
+  get documents() {
+    return app.session ? app.session.documents.map((d) => ({ ...d })) : [];
+  },
+  /** MDT case images (call-images.js): {view, shown, list, presenter, hidden} */
+  get images() {
+    return imagesState();
   },
   /** {audio: {track_id, muted, mid}|null, video: …|null} */
   get local() {
@@ -259,6 +273,7 @@ function wireSession(s) {
     renderControls();
   });
   s.on('chat', (m) => app.chatView.add(m));
+  setupClinical(s);
   s.on('invite', (invite) => {
     app.lastInvite = invite;
     app.inviteDialog.show(invite);
@@ -269,6 +284,7 @@ function wireSession(s) {
     if (notice && RECONNECT_NOTICES.has(notice.key)) hideNotice();
   });
   s.on('end', (info) => showEnd(info));
+  wireBroadcast(s); // a teaching broadcast: hands, promotion, Q&A (after the handlers above)
 }
 
 function rerenderAll() {
@@ -280,6 +296,7 @@ function rerenderAll() {
   if (app.inviteDialog) app.inviteDialog.rerender();
   rerenderRecordingDialogs();
   if (app.precheck) app.precheck.render();
+  renderImages();
 }
 
 // ---- start ------------------------------------------------------------------------------------
@@ -294,6 +311,7 @@ function startCall(roomId, token) {
   const session = new Session({ wsUrl: wsUrl(roomId), token, localStream: stream });
   app.session = session;
   wireSession(session);
+  wireImages(session);
   setLocalPreview();
   renderView();
   app.monitor = new CallMonitor({
@@ -319,11 +337,13 @@ function skipCheckOnce() {
 
 async function main() {
   installIcons();
+  initClinical();
   applyTranslations();
   onLangChange(rerenderAll);
   ui.stage.append(localTile.el);
   localTile.el.hidden = true;
   wireControls();
+  installImages();
   watchTopbar();
   setCare(loadCare());
   setAppState('idle');

@@ -5,7 +5,7 @@
 // lobby list.
 
 import { applyCare } from './care.js';
-import { errorText, t } from './i18n.js';
+import { errorText, getLang, t } from './i18n.js';
 import { closeRecordingDialogs, renderRecording } from './call-recording.js';
 import { renderControls, setMoreOpen } from './call-controls.js';
 import { $, app, TERMINAL_STATES, ui } from './call-state.js';
@@ -94,8 +94,22 @@ export function currentNotice() {
   return notice;
 }
 
+/** Values of a notice's vars as shown: a Date as the local day and time. */
+function shownVars(vars) {
+  if (!vars) return vars;
+  const locale = getLang() === 'zh' ? 'zh-CN' : 'en-GB';
+  const out = {};
+  for (const [name, value] of Object.entries(vars)) {
+    out[name] = value instanceof Date
+      ? value.toLocaleString(locale, { weekday: 'short', month: 'short', day: 'numeric',
+        hour: '2-digit', minute: '2-digit' })
+      : value;
+  }
+  return out;
+}
+
 function noticeText(n) {
-  if (n.key) return t(n.key, n.vars);
+  if (n.key) return t(n.key, shownVars(n.vars));
   return errorText(n.code, n.message);
 }
 

@@ -42,6 +42,11 @@ export const ICONS = {
   remove: svg(
     '<circle cx="9" cy="8" r="4"/><path d="M2.5 20a6.5 6.5 0 0 1 13 0"/><path d="M16 11h6"/>',
   ),
+  // a clipboard with lines: case notes and documents
+  notes: svg(
+    '<rect x="5" y="4" width="14" height="17" rx="2"/><path d="M9 4V2.8h6V4"/>' +
+      '<path d="M8.5 10h7"/><path d="M8.5 14h7"/><path d="M8.5 18h4"/>',
+  ),
   chat: svg(
     '<path d="M4 5.5h16a1.5 1.5 0 0 1 1.5 1.5v9a1.5 1.5 0 0 1-1.5 1.5H10l-4.5 3.5V17.5H4A1.5 ' +
       '1.5 0 0 1 2.5 16V7A1.5 1.5 0 0 1 4 5.5z"/>',

@@ -145,7 +145,8 @@ export const mediaMethods = {
       this.localStream.removeTrack(old);
       this.localStream.addTrack(track);
     }
-    if (item.sender) await item.sender.replaceTrack(track);
+    // in the lobby the sender stays empty (attachTracks() once admitted)
+    if (item.sender && !this.publishStandby) await item.sender.replaceTrack(track);
     this.emit('local-updated');
   },
 
@@ -275,6 +276,10 @@ export const mediaMethods = {
   async negotiatePublish(gen, items) {
     const pc = new RTCPeerConnection({ iceServers: this.iceServers });
     this.pcs.publish = pc;
+    // In the lobby the connection is made with senders that have no track: nothing is sent
+    // until the doctor admits us, and then only the tracks are attached (instant admission).
+    const standby = this.admission === 'lobby';
+    this.publishStandby = standby;
     pc.onconnectionstatechange = () => this.onPcState(gen, pc, 'publish');
 
     const streams = this.localStream ? [this.localStream] : [];
@@ -286,13 +291,13 @@ export const mediaMethods = {
       }
       let transceiver;
       try {
-        transceiver = pc.addTransceiver(item.track, init);
+        transceiver = pc.addTransceiver(standby ? item.kind : item.track, init);
       } catch (err) {
         if (!init.sendEncodings) throw err;
         // a browser without simulcast for this codec: one encoding, viewers still get video
         console.warn('[huizhen] simulcast refused, sending one layer:', err && err.message);
         delete init.sendEncodings;
-        transceiver = pc.addTransceiver(item.track, init);
+        transceiver = pc.addTransceiver(standby ? item.kind : item.track, init);
       }
       if (item.kind === 'video') preferVideoCodec(transceiver, this.videoCodec);
       return { item, transceiver };
@@ -327,8 +332,16 @@ export const mediaMethods = {
       e.item.sender = e.transceiver.sender;
       e.item.sentMuted = e.sent.muted;
     }
+    if (standby && this.admission === 'lobby') return; // attachTracks() once admitted
+    await this.attachTracks(items);
+  },
+
+  /** Put our tracks on the negotiated senders (after the lobby: media starts at once). */
+  async attachTracks(items = [this.local.audio, this.local.video]) {
+    this.publishStandby = false;
     // the user may have pressed mute while we were negotiating
     for (const item of items) {
+      if (!item) continue;
       // the camera may also have been flipped meanwhile
       if (item.sender && item.sender.track !== item.track) await item.sender.replaceTrack(item.track);
       this.syncMute(item);

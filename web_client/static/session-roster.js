@@ -166,6 +166,8 @@ export const rosterMethods = {
       this.emit('room-updated', this.room);
     }
     this.setAdmission('active');
+    // connected from the lobby already: only the tracks go on (else publish now)
+    if (this.pcs.publish && this.publishStandby) await this.attachTracks();
     await this.publishAll(gen);
   },
 

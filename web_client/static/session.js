@@ -38,6 +38,8 @@
 //   'subject'               (subject, previous, info)  the patient under discussion changed
 //                           (ward rounds, MDT; subject: {patient_ref, label, segment_id, since,
 //                           set_by} or null; info: {joined?})
+//   'image-view'            ({seq, view})    the shared case image view (call-images.js)
+//   'image-added'           (image)          a case image was uploaded to the room
 //
 // The Session class holds the state, the connection (join, reconnect, leave) and the wiring of
 // the server's messages; its other methods live with what they do and are mixed into its
@@ -55,6 +57,8 @@ import {
   subjectState,
 } from './session-messages.js';
 import { rosterMethods } from './session-roster.js';
+import { AUDIENCE_MESSAGES, broadcastMethods, emptyAudience } from './session-broadcast.js';
+import { clinicalMethods } from './session-clinical.js';
 
 export { CONSENT_ROLES, preferVideoCodec, recordingFromRoom, recordingState, waitForIceGathering };
 
@@ -151,6 +155,12 @@ export class Session {
     this.recordingSeq = 0;
     /** the patient under discussion (ward rounds, MDT): see subjectState(), or null */
     this.subject = null;
+    /** a teaching broadcast's audience, hands and questions (session-broadcast.js) */
+    this.audience = emptyAudience();
+    /** ward round / MDT agenda (see agendaState()), or null */
+    this.agenda = null;
+    /** the room's clinical documents, every version we know (care team) */
+    this.documents = [];
     this.joinedOnce = false;
 
     // our own tracks: {track, kind, source, muted, trackId, sentMuted, mid, sender}
@@ -263,8 +273,11 @@ export class Session {
       const code = err instanceof SignalingError ? err.code : 'internal';
       if (!RETRYABLE_JOIN_ERRORS.has(code)) {
         // the server closes the socket after a join error (4001 token, 4004 room)
+        const opensAt = code === 'too_early' && err.error ? new Date(err.error.opens_at) : null;
+        const opens = opensAt && !Number.isNaN(opensAt.getTime()) ? opensAt : null;
         this.finish(code === 'room_ended' ? 'ended' : 'failed', {
-          key: code === 'room_ended' ? 'ended' : null,
+          key: code === 'room_ended' ? 'ended' : opens ? 'error_too_early_at' : null,
+          vars: opens ? { time: opens } : undefined,
           code,
           message: err.message,
         });
@@ -282,10 +295,14 @@ export class Session {
     this.setState('joined');
     if (wasReconnecting) this.emit('notice-clear');
     this.emit('joined');
+    if (this.room && Array.isArray(this.room.documents) && this.room.documents.length) {
+      this.loadDocuments().catch((err) => console.warn('[huizhen] documents not loaded', err));
+    }
     this.setAdmission(this.me && this.me.state ? this.me.state : 'active');
     // a lobby we can skip: a moderator admits those it has already seen in the call
     for (const p of Object.values(this.lobby)) this.maybeAutoAdmit(p);
-    if (this.admission === 'active') await this.publishAll(gen);
+    // from the lobby too: connected ahead, sending nothing until admitted (instant admission)
+    if (this.admission === 'active' || this.admission === 'lobby') await this.publishAll(gen);
   }
 
   /** Camera and microphone, then the screen share if one was running before a reconnect. */
@@ -329,7 +346,14 @@ export class Session {
     sig.on('consent_request', live((m) => this.onConsentRequest(m)));
     sig.on('recording_consent', live((m) => this.onRecordingConsent(m)));
     sig.on('subject', live((m) => this.onSubject(m)));
+    sig.on('image_view', live((m) => this.emit('image-view', m)));
+    sig.on('image_added', live((m) => this.emit('image-added', m.image)));
+    sig.on('agenda', live((m) => this.onAgenda(m)));
+    sig.on('document', live((m) => this.onDocument(m)));
     sig.on('role_changed', live((m) => this.onRoleChanged(m)));
+    // a teaching broadcast (session-broadcast.js): after onRoleChanged, which set our grants
+    sig.on('role_changed', live((m) => this.onPromotion(m, gen)));
+    for (const type of AUDIENCE_MESSAGES) sig.on(type, live((m) => this.onAudienceMessage(m)));
     sig.on('error', live((m) => this.onServerError(m)));
     sig.on('close', live((ev) => this.onSocketClosed(ev)));
   }
@@ -348,6 +372,8 @@ export class Session {
     this.joinedOnce = true;
     this.setRecording(recordingFromRoom(this.room), { joined: true, first });
     this.setSubject(subjectState(this.room && this.room.subject), { joined: true });
+    this.applyAudienceRoom(this.room);
+    this.setAgenda(this.room && this.room.agenda);
     this.setParticipants(j.participants || []);
 
     // Captured something the grants do not allow (the token hint was wider)? Release it.
@@ -517,4 +543,4 @@ export class Session {
   }
 }
 
-Object.assign(Session.prototype, mediaMethods, rosterMethods, messageMethods);
+Object.assign(Session.prototype, mediaMethods, rosterMethods, messageMethods, clinicalMethods, broadcastMethods);

@@ -22,12 +22,14 @@ export class SignalingError extends Error {
    *                        'timeout', 'disconnected'
    * @param {string} message
    * @param {string|undefined} ref
+   * @param {object|undefined} error  the whole `error` message (its extra facts, e.g. opens_at)
    */
-  constructor(code, message, ref) {
+  constructor(code, message, ref, error) {
     super(message || code);
     this.name = 'SignalingError';
     this.code = code;
     this.ref = ref;
+    this.error = error || null;
   }
 }
 
@@ -141,7 +143,7 @@ export class Signaling {
       this.pending.delete(String(msg.ref));
       clearTimeout(waiter.timer);
       if (msg.type === 'error') {
-        waiter.reject(new SignalingError(msg.code, msg.message, msg.ref));
+        waiter.reject(new SignalingError(msg.code, msg.message, msg.ref, msg));
       } else {
         waiter.resolve(msg);
       }
