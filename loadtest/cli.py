@@ -46,8 +46,10 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p: argparse.ArgumentParser = sub.add_parser(
         "loadtest", help="load-test a running service with many headless participants",
         description="Create a room (or use --room), start publishers (test pattern + tone) "
-                    "and subscribers (no decoding) in worker processes, and report received "
-                    "fps, bitrate, loss, join-to-first-frame and (local server) server CPU.")
+                    "and subscribers (no decoding; light viewers by default) in worker "
+                    "processes, and report received fps, bitrate, loss, join-to-first-frame, "
+                    "signalling bytes per viewer, the load tester's own CPU and loop lag, "
+                    "and (local server) server CPU.")
     p.add_argument("--server", help="service URL (default: from the configuration)")
     p.add_argument("--api-key", help="API key id (default: the configured one)")
     p.add_argument("--api-secret", help="its secret (or HUIZHEN_API_SECRET; write "
@@ -72,7 +74,13 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--video-kbps", type=int, default=1000,
                    help="publishers' video bitrate ceiling, kbit/s (default 1000)")
     p.add_argument("--per-process", type=int, default=8,
-                   help="participants per worker process (default 8)")
+                   help="participants per worker process (default 8; light viewers are "
+                        "cheap: 50 per process is fine)")
+    p.add_argument("--viewer", choices=("light", "full"), default="light",
+                   help="what runs a subscriber: light (default: ICE, DTLS, SRTP, receiver "
+                        "reports and NACKs in one datagram handler and one RTCP timer per "
+                        "worker process, no aiortc peer connection; loadtest/lightviewer.py) "
+                        "or full (the SDK's aiortc peer connection, as `huizhen join`)")
     p.add_argument("--ice-address", action="append",
                    help="local address to gather ICE candidates on (repeatable; default "
                         "127.0.0.1 for a server on 127.0.0.1/localhost, else every interface "

@@ -254,12 +254,15 @@ class LoadTest:
     async def mint_tokens(self) -> None:
         a = self.args
         run = secrets.token_hex(3)
-        workers = self.worker_count()
-        order = [("publish", i) for i in range(a.publishers)]
-        order += [("subscribe", i) for i in range(a.subscribers)]
-        for n, (role, i) in enumerate(order):
+        # publishers in worker processes of their own (their encoders must not compete with
+        # viewers for one event loop), subscribers spread over the others
+        pub_workers, sub_workers = self.worker_split()
+        order = [("publish", i, i % max(pub_workers, 1)) for i in range(a.publishers)]
+        order += [("subscribe", i, pub_workers + i % max(sub_workers, 1))
+                  for i in range(a.subscribers)]
+        for role, i, worker in order:
             pid = f"{'pub' if role == 'publish' else 'sub'}-{i:03d}"
-            self.parts[pid] = PState(pid, role, i, n % workers, f"loadtest-{run}-{pid}",
+            self.parts[pid] = PState(pid, role, i, worker, f"loadtest-{run}-{pid}",
                                      expect_video=a.publishers > 0)
         gate = asyncio.Semaphore(8)
 
@@ -272,9 +275,14 @@ class LoadTest:
 
         await asyncio.gather(*(mint(p) for p in self.parts.values()))
 
+    def worker_split(self) -> tuple[int, int]:
+        """(worker processes for the publishers, for the subscribers), ``--per-process``
+        participants at most in each."""
+        per = self.args.per_process
+        return (math.ceil(self.args.publishers / per), math.ceil(self.args.subscribers / per))
+
     def worker_count(self) -> int:
-        total = self.args.publishers + self.args.subscribers
-        return max(1, math.ceil(total / self.args.per_process))
+        return max(1, sum(self.worker_split()))
 
     async def spawn_workers(self) -> None:
         a = self.args
@@ -283,7 +291,7 @@ class LoadTest:
                  "each…")
         base = [sys.executable, "-m", "loadtest.worker", "--server", self.url,
                 "--room", self.room_id, "--video-kbps", str(a.video_kbps),
-                "--ready-timeout", str(a.ready_timeout)]
+                "--ready-timeout", str(a.ready_timeout), "--viewer", a.viewer]
         for address in self.ice or []:
             base += ["--ice-address", address]
         env = dict(os.environ)
@@ -331,7 +339,7 @@ class LoadTest:
             await asyncio.sleep(a.report)
             now, cpu = time.monotonic(), self.server.seconds()
             c = self.counts()
-            fps = rx = tx = 0.0
+            fps = rx = tx = rig = lag = 0.0
             rated = False
             for w in self.workers:
                 cur, prev = w.totals, last.get(w.index)
@@ -340,6 +348,8 @@ class LoadTest:
                     fps += (cur["rx_frames"] - prev["rx_frames"]) / dt
                     rx += (cur["rx_bytes"] - prev["rx_bytes"]) * 8 / dt / 1e6
                     tx += (cur["tx_bytes"] - prev["tx_bytes"]) * 8 / dt / 1e6
+                    rig += (cur["cpu_s"] - prev["cpu_s"]) / dt
+                    lag = max(lag, float(cur.get("lag_ms_max", 0.0)))
                     rated = True
                 if cur:
                     last[w.index] = cur
@@ -350,7 +360,8 @@ class LoadTest:
             if rated:
                 line += (f"; sent {tx:.2f} Mbit/s; received {fps:.1f} video fps in all"
                          + (f" ({fps / with_video:.1f} per subscriber)" if with_video else "")
-                         + f", {rx:.2f} Mbit/s")
+                         + f", {rx:.2f} Mbit/s; load tester {rig:.2f} cores (its "
+                         f"loops up to {lag:.0f} ms late)")
             if c["failed"]:
                 line += f"; {c['failed']} failed"
             if cpu is not None and last_cpu[1] is not None:
@@ -386,6 +397,8 @@ class LoadTest:
                 await self.join(pubs)
                 await self.wait_until(lambda: all(p.settled for p in pubs),
                                       a.ready_timeout + 10)
+            # what the publishers had received before any viewer came (their signalling)
+            before_subs = await self.snapshot("pre") if subs else {}
             if subs:
                 progress(f"joining {len(subs)} subscriber(s) at {a.join_rate:g}/s…")
                 await self.join(subs)
@@ -409,18 +422,22 @@ class LoadTest:
             reporter.cancel()
         server_cores = (None if cpu0 is None or cpu1 is None
                         else round((cpu1 - cpu0) / (t1 - t0), 4))
-        return self.result(before, after, join_phase, server_cores)
+        return self.result(before, after, join_phase, server_cores, before_subs)
 
     # ---- results ------------------------------------------------------------------------------
     def result(self, before: dict[str, tuple[float, dict[str, Any]]],
                after: dict[str, tuple[float, dict[str, Any]]], join_phase: float,
-               server_cores: float | None) -> dict[str, Any]:
+               server_cores: float | None,
+               before_subs: dict[str, tuple[float, dict[str, Any]]]) -> dict[str, Any]:
         a = self.args
         subs_out: list[dict[str, Any]] = []
         pubs_out: list[dict[str, Any]] = []
         for p in self.parts.values():
             row: dict[str, Any] = {"id": p.id, "identity": p.identity, "joined": p.joined,
                                    "join_s": round_or_none(p.join_s), "error": p.error}
+            if p.id in after:
+                row["signal_bytes"] = int(after[p.id][1].get("signal_bytes", 0))
+                row["media_state"] = after[p.id][1].get("media_state")
             if p.id in before and p.id in after:
                 (ta, ca), (tb, cb) = before[p.id], after[p.id]
                 dt = max(tb - ta, 1e-6)
@@ -458,6 +475,10 @@ class LoadTest:
         expected = sum(int(s["packets_expected"]) for s in measured)
         lost = sum(int(s["packets_lost"]) for s in measured)
         c = self.counts()
+        sub_bytes = [int(s["signal_bytes"]) for s in subs_out if "signal_bytes" in s]
+        pub_bytes = sum(int(p["signal_bytes"]) - int(before_subs.get(p["id"], (0, {}))[1]
+                                                     .get("signal_bytes", 0))
+                        for p in pubs_out if "signal_bytes" in p)
         out: dict[str, Any] = {
             "server": self.url,
             "room": self.room_id,
@@ -480,10 +501,19 @@ class LoadTest:
             "loss_pct": round(100 * lost / expected, 3) if expected else 0.0,
             "join_to_first_frame_s_p50": round_or_none(percentile(ttff, 50)),
             "join_to_first_frame_s_p95": round_or_none(percentile(ttff, 95)),
+            "signal_bytes_per_subscriber_mean": (round(statistics.fmean(sub_bytes))
+                                                 if sub_bytes else None),
+            "signal_bytes_per_subscriber_max": max(sub_bytes) if sub_bytes else None,
+            "signal_bytes_to_publishers_per_join": (round(pub_bytes / len(sub_bytes), 1)
+                                                    if sub_bytes else None),
+            "media_failed": sum(1 for r in subs_out + pubs_out
+                                if r.get("media_state") in ("failed", "closed")),
+            "load_tester": self.load_tester(),
             "per_subscriber": subs_out,
             "per_publisher": pubs_out,
             "errors": self.errors,
             "settings": {"join_rate": a.join_rate, "per_process": a.per_process,
+                         "viewer": a.viewer,
                          "workers": len(self.workers), "video_kbps": a.video_kbps,
                          "publisher_role": self.pub_role, "subscriber_role": self.sub_role,
                          "ice_addresses": self.ice},
@@ -492,6 +522,25 @@ class LoadTest:
             out["server_pid"] = self.server.pid
             out["server_cpu_cores"] = server_cores
         return out
+
+    def load_tester(self) -> dict[str, Any]:
+        """The load tester's own figures over the measurement window: CPU per worker process
+        (all threads, in cores) and how late each one's event loop woke up."""
+        t0, t1 = self.snapshots.get("t0", {}), self.snapshots.get("t1", {})
+        rows = []
+        for index in sorted(set(t0) & set(t1)):
+            a, b = t0[index], t1[index]
+            dt = max(float(b["t"]) - float(a["t"]), 1e-6)
+            wa, wb = a.get("worker", {}), b.get("worker", {})
+            rows.append({"worker": index, "participants": len(b.get("participants", {})),
+                         "cpu_cores": round((wb.get("cpu_s", 0) - wa.get("cpu_s", 0)) / dt, 3),
+                         **{k: wb[k] for k in ("lag_ms_mean", "lag_ms_p95", "lag_ms_max")
+                            if k in wb}})
+        cores = [r["cpu_cores"] for r in rows]
+        return {"cpu_cores": round(sum(cores), 3),
+                "cpu_cores_max_worker": max(cores) if cores else None,
+                "loop_lag_ms_max": max((r.get("lag_ms_max", 0.0) for r in rows), default=None),
+                "workers": rows}
 
     # ---- cleanup ------------------------------------------------------------------------------
     async def cleanup(self) -> None:

@@ -47,10 +47,23 @@ def render(result: dict[str, Any]) -> str:
     p50, p95 = r["join_to_first_frame_s_p50"], r["join_to_first_frame_s_p95"]
     lines.append("join → first video frame: " + (
         f"p50 {p50:.2f} s, p95 {p95:.2f} s" if p50 is not None and p95 is not None else "n/a"))
+    if r.get("signal_bytes_per_subscriber_mean") is not None:
+        lines.append(f"signalling the server sent: {r['signal_bytes_per_subscriber_mean']} bytes "
+                     f"per subscriber (max {r['signal_bytes_per_subscriber_max']}), "
+                     f"{r['signal_bytes_to_publishers_per_join']} bytes to the publishers per "
+                     "subscriber join")
+    if r.get("media_failed"):
+        lines.append(f"media connections failed or closed: {r['media_failed']}")
     if "server_cpu_cores" in r:
         cores = r["server_cpu_cores"]
         lines.append(f"server (pid {r['server_pid']}, this machine): "
                      + (f"{cores:.3f} cores" if cores is not None else "CPU n/a"))
+    rig = r.get("load_tester") or {}
+    if rig.get("workers"):
+        lines.append(f"load tester ({r['settings'].get('viewer')} viewers): "
+                     f"{rig['cpu_cores']:.3f} cores in {len(rig['workers'])} worker process(es) "
+                     f"(busiest {rig['cpu_cores_max_worker']:.3f}); event loops up to "
+                     f"{rig['loop_lag_ms_max'] or 0:.0f} ms late")
     lines += ["", f"  {'subscriber':<10}  {'tracks':>6}  {'fps':>6}  {'kbit/s':>8}  "
                   f"{'loss %':>6}  {'first frame s':>13}  error"]
     for s in r["per_subscriber"]:

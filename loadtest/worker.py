@@ -8,16 +8,20 @@ participants leave and it exits). Worker → orchestrator on stdout: ``ready``, 
 ``totals`` (every second, for the progress lines), ``snapshot`` (every participant's counters)
 and ``stopped``; logs go to stderr.
 
-Each participant is an ``sdk.participant.Participant`` with ``decode=False`` whose receivers
-count RTP per m-line (``RtpCounter``: packets, bytes, frames, loss); aiortc is imported only
-when the worker starts.
+Publishers, and subscribers with ``--viewer full``, are ``sdk.participant.Participant``s with
+``decode=False`` whose receivers count RTP per m-line (``RtpCounter``, loadtest/rtpcount.py:
+packets, bytes, frames, loss); subscribers with ``--viewer light`` (the default) are
+``LightViewer``s (loadtest/lightviewer.py: ICE, DTLS, SRTP, receiver reports and NACKs, no
+``RTCPeerConnection``) counting into the same ``RtpCounter``. aiortc is imported only when the
+worker starts. The worker also measures itself (``totals`` and ``snapshot``): its CPU time
+(all threads) and its event loop's lag (how late a 50 ms sleep wakes up): a starved load
+tester shows there first.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import collections
 import contextlib
 import json
 import os
@@ -26,6 +30,8 @@ import sys
 import time
 from dataclasses import dataclass
 from typing import Any
+
+from loadtest.rtpcount import RtpCounter
 
 LINE_LIMIT = 16 * 1024 * 1024  # the longest JSON line either side reads
 
@@ -36,59 +42,6 @@ def emit(event: str, **fields: Any) -> None:
 
 
 JITTER_BUFFER_ATTR = "_RTCRtpReceiver__jitter_buffer"  # aiortc 1.16, name-mangled
-
-
-class RtpCounter:
-    """What one received m-line got: unique packets, payload bytes, frames (video: marker
-    bit) and the packets expected from the RTP sequence numbers (RFC 3550: highest extended
-    sequence number - first + 1), so loss = expected - received. Retransmissions that fill
-    a gap count as received, like a receiver's ``packetsLost``; duplicates are ignored."""
-
-    SEEN = 2048
-
-    def __init__(self, kind: str) -> None:
-        self.kind = kind
-        self.packets = 0
-        self.bytes = 0
-        self.frames = 0
-        self.first_frame_at: float | None = None
-        self._base: int | None = None
-        self._max = 0
-        self._seen: set[int] = set()
-        self._order: collections.deque[int] = collections.deque()
-
-    @property
-    def expected(self) -> int:
-        return 0 if self._base is None else self._max - self._base + 1
-
-    def _extend(self, seq: int) -> int:
-        ext = (self._max & ~0xFFFF) | seq
-        if ext - self._max > 0x8000:
-            ext -= 0x10000
-        elif self._max - ext > 0x8000:
-            ext += 0x10000
-        return ext
-
-    def add(self, packet: Any) -> None:
-        seq = int(packet.sequence_number)
-        if self._base is None:
-            ext = self._base = self._max = seq + 0x10000  # room below for reordered packets
-        else:
-            ext = self._extend(seq)
-        if ext in self._seen:
-            return
-        self._seen.add(ext)
-        self._order.append(ext)
-        if len(self._order) > self.SEEN:
-            self._seen.discard(self._order.popleft())
-        self._max = max(self._max, ext)
-        self._base = min(self._base, ext)
-        self.packets += 1
-        self.bytes += len(packet.payload)
-        if self.kind == "video" and packet.marker:
-            self.frames += 1
-            if self.first_frame_at is None:
-                self.first_frame_at = time.monotonic()
 
 
 class _Tap:
@@ -183,6 +136,21 @@ class Slot:
                         total_packets += int(stats.packetsSent)
         return total_bytes, total_packets
 
+    def media_state(self) -> str:
+        """The media connection's state: a light viewer's, or the participant's peer
+        connections' (the worst of them)."""
+        p = self.participant
+        state = getattr(p, "media_state", None)
+        if state is not None:
+            return str(state)
+        pcs = [pc for pc in [*getattr(p, "_publish_pcs", []), getattr(p, "_subscribe_pc", None)]
+               if pc is not None]
+        states = [str(pc.connectionState) for pc in pcs]
+        for bad in ("failed", "closed", "new", "connecting"):
+            if bad in states:
+                return bad
+        return "connected" if states else "new"
+
     async def snapshot(self) -> dict[str, Any]:
         video = self.counters("video")
         counters = self.counters()
@@ -199,7 +167,40 @@ class Slot:
             "sent_bytes": sent_bytes,
             "sent_packets": sent_packets,
             "sent_frames": int(getattr(self.video_track, "produced", 0)),
+            "signal_bytes": int(getattr(self.participant, "signal_bytes", 0)),
+            "media_state": self.media_state(),
         }
+
+
+class LoopLag:
+    """How late this process's event loop wakes up from a ``PERIOD_S`` sleep: a busy or
+    descheduled worker answers STUN, DTLS and RTCP that late too."""
+
+    PERIOD_S = 0.05
+
+    def __init__(self) -> None:
+        #: samples since the last ``take`` of each window (progress lines, snapshots)
+        self.windows: dict[str, list[float]] = {"totals": [], "snapshot": []}
+
+    async def run(self) -> None:
+        while True:
+            before = time.monotonic()
+            await asyncio.sleep(self.PERIOD_S)
+            lag = time.monotonic() - before - self.PERIOD_S
+            for samples in self.windows.values():
+                samples.append(lag)
+
+    def take(self, window: str) -> dict[str, float]:
+        """Lag since the window's last call, ms: mean, p95 and max; and this process's CPU
+        seconds so far."""
+        lags = sorted(self.windows[window])
+        self.windows[window] = []
+        out = {"cpu_s": round(time.process_time(), 3)}
+        if lags:
+            out.update({"lag_ms_mean": round(1000 * sum(lags) / len(lags), 2),
+                        "lag_ms_p95": round(1000 * lags[int(0.95 * (len(lags) - 1))], 2),
+                        "lag_ms_max": round(1000 * lags[-1], 2)})
+        return out
 
 
 class WorkerRun:
@@ -210,13 +211,23 @@ class WorkerRun:
         self.slots: dict[str, Slot] = {}
         self.ice: Any = None
         self.participant_class: type[Any] = object
+        self.hub: Any = None  # the light viewers' LightHub
+        self.lag = LoopLag()
 
     async def run_slot(self, slot: Slot) -> None:
         from sdk.participant import JoinRefused, RequestFailed
 
         slot.started_at = time.monotonic()
-        slot.participant = self.participant_class(self.args.server, self.args.room, slot.token,
-                                                  ice=self.ice)
+        if slot.role != "publish" and self.args.viewer == "light":
+            from loadtest.lightviewer import LightHub, LightViewer
+
+            if self.hub is None:
+                self.hub = LightHub(self.ice)
+            slot.participant = LightViewer(self.hub, self.args.server, self.args.room,
+                                           slot.token)
+        else:
+            slot.participant = self.participant_class(self.args.server, self.args.room,
+                                                      slot.token, ice=self.ice)
         try:
             await slot.participant.join(timeout=self.args.ready_timeout)
             emit("joined", id=slot.id, join_s=round(time.monotonic() - slot.started_at, 4))
@@ -264,7 +275,7 @@ class WorkerRun:
                     frames += sum(c.frames for c in counters)
                     rx_bytes += sum(c.bytes for c in counters)
             emit("totals", t=time.monotonic(), rx_frames=frames, rx_bytes=rx_bytes,
-                 tx_bytes=tx_bytes)
+                 tx_bytes=tx_bytes, **self.lag.take("totals"))
 
     async def serve(self, reader: asyncio.StreamReader) -> None:
         while line := await reader.readline():
@@ -285,7 +296,8 @@ class WorkerRun:
                 for slot in list(self.slots.values()):
                     if slot.participant is not None:
                         parts[slot.id] = await slot.snapshot()
-                emit("snapshot", ref=cmd.get("ref"), t=now, participants=parts)
+                emit("snapshot", ref=cmd.get("ref"), t=now, participants=parts,
+                     worker=self.lag.take("snapshot"))
             elif cmd.get("cmd") == "stop":
                 return
 
@@ -303,6 +315,8 @@ class WorkerRun:
                     await slot.task
 
         await asyncio.gather(*(leave(s) for s in self.slots.values()))
+        if self.hub is not None:
+            await self.hub.close()
 
     async def main(self) -> int:
         import aiortc.codecs.h264
@@ -322,11 +336,13 @@ class WorkerRun:
         reader = asyncio.StreamReader(limit=LINE_LIMIT)
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
         totals = asyncio.ensure_future(self.report_totals())
+        lag = asyncio.ensure_future(self.lag.run())
         emit("ready", pid=os.getpid())
         try:
             await self.serve(reader)
         finally:
             totals.cancel()
+            lag.cancel()
             await self.leave_all()
         emit("stopped")
         return 0
@@ -342,6 +358,8 @@ def worker_main(argv: list[str]) -> int:
     parser.add_argument("--video-kbps", type=int, default=1000)
     parser.add_argument("--ready-timeout", type=float, default=30)
     parser.add_argument("--stats-interval", type=float, default=1.0)
+    parser.add_argument("--viewer", choices=("light", "full"), default="light",
+                        help="what runs a subscriber (loadtest/lightviewer.py or the SDK)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

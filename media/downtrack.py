@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections import deque
 from typing import Any
 
 from aiortc.rtp import RtcpSdesPacket, RtcpSenderInfo, RtcpSourceInfo, RtcpSrPacket
@@ -89,6 +90,18 @@ class DownTrack:
         self._sent: list[tuple[int, int, Template | None] | None] = [None] * SENT_HISTORY
         self.remb: tuple[float, float] | None = None  # (bit/s, when): this stream's REMB share
         self.keyframe_requests = 0
+        #: RTCP from the subscriber about this stream: receiver reports and NACK messages
+        #: counted, and the latest report block (fraction lost /256, cumulative lost,
+        #: highest extended sequence number, jitter)
+        self.receiver_reports = 0
+        self.nack_messages = 0
+        self.last_report: tuple[int, int, int, int] | None = None
+        #: audio: sequence numbers it never sent because the SFU never got them (the
+        #: publisher's uplink lost them): (the number after the gap, gap size), until a
+        #: receiver report shows the subscriber got past them (``downlink_fraction_lost``)
+        self._upstream_gaps: deque[tuple[int, int]] = deque(maxlen=1024)
+        self._gaps_reported = 0  # upstream-lost numbers the subscriber's reports covered
+        self._rr_last: tuple[int, int, int] | None = None  # (lost, highest, gaps) at the last
 
     def configure(self, payload_type: int, clock_rate: int, ext_ids: rtp.ExtensionIds,
                   cname: str, rtx: tuple[int, int] | None = None) -> None:
@@ -210,7 +223,10 @@ class DownTrack:
             return True  # older than where this subscriber started
         seq = (template.seq + self._seq_offset) & 0xFFFF
         ts = (template.timestamp + self._ts_offset) & 0xFFFFFFFF
-        if ((seq - self._last_out_seq) & 0xFFFF) < 0x8000:
+        ahead = (seq - self._last_out_seq) & 0xFFFF
+        if ahead < 0x8000:
+            if ahead > 1 and self.kind != "video":  # an upstream gap, passed on as it is
+                self._upstream_gaps.append((seq, ahead - 1))
             self._last_out_seq = seq
             self._last_out_ts = ts
             self._last_out_time = time.monotonic()
@@ -289,6 +305,29 @@ class DownTrack:
                 if ((src_seq - self._first_src_seq) & 0xFFFF < 0x8000
                         and ((self._last_out_seq - out_seq) & 0xFFFF) < 0x8000):
                     self.source.nack_if_missing(src_seq)
+
+    def downlink_fraction_lost(self, packets_lost: int, highest: int) -> int:
+        """What the subscriber's receiver report says its *downlink* lost since its previous
+        report, as RTCP's fraction (× 256): the report's cumulative loss and highest
+        sequence number, less the numbers this DownTrack never sent (upstream gaps passed on
+        as they were: the receiver counts them lost too, but they are the publisher's loss,
+        the same for every subscriber, not this link's). A gap counts once the report's
+        highest sequence number is past it."""
+        top = highest & 0xFFFF
+        gaps = self._upstream_gaps
+        while gaps and ((top - gaps[0][0]) & 0xFFFF) < 0x8000:
+            self._gaps_reported += gaps.popleft()[1]
+        last = self._rr_last
+        self._rr_last = (packets_lost, highest, self._gaps_reported)
+        if last is None:  # since it started: what it sent, and the gaps it passed on
+            expected = self.packets + self._gaps_reported
+            lost = packets_lost - self._gaps_reported
+        else:
+            expected = (highest - last[1]) & 0xFFFFFFFF
+            lost = packets_lost - last[0] - (self._gaps_reported - last[2])
+        if expected <= 0 or expected >= 0x80000000 or lost <= 0:
+            return 0
+        return min(255, (lost << 8) // expected)
 
     def on_keyframe_request(self) -> None:
         self.keyframe_requests += 1

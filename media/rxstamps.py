@@ -7,7 +7,9 @@ socket, and in bursts, which the delay-based estimator reads as a congested upli
 the REMB it sends and the publisher's encoder halves its bitrate for every viewer. Here the
 socket of an ICE candidate is read with ``recvmsg`` and ``SO_TIMESTAMPNS`` instead, so each
 SRTP packet is noted with the time the kernel received it, under its SSRC and sequence number
-(the RTP header is not encrypted); the receiver hook then hands aiortc that time.
+(the RTP header is not encrypted); the receiver hook then hands aiortc that time. Every
+datagram waiting is read per wake-up, into a larger receive buffer: a busy server must not drop
+its publishers' packets, nor their ICE consent answers, at the socket (issue 12).
 
 asyncio hooks used (tests/test_aiortc_hooks.py fails if one stops working): a selector
 loop's ``_remove_reader`` / ``_add_reader`` to replace the datagram transport's reader, and the
@@ -31,6 +33,13 @@ _ANCILLARY = socket.CMSG_SPACE(_TIMESPEC.size)
 _KEY = struct.Struct("!HI")
 NTP_EPOCH_OFFSET_S = 2208988800  # 1900-01-01 → 1970-01-01
 MAX_PENDING = 4096  # stamps of packets nobody asked for (not RTP after all, dropped): forgotten
+#: datagrams read per wake-up at most: a busy event loop gets round to a socket once per
+#: iteration, and one datagram per iteration (asyncio's own reader) let a publisher's socket
+#: overflow on a server fanning out to a hundred viewers (its RTP and ICE consent answers lost)
+READ_BATCH = 64
+#: receive buffer asked for (the kernel caps it at net.core.rmem_max): the default (~208 KB)
+#: holds only ~90 datagrams, as each is charged its whole buffer: under a second of video
+RCVBUF_BYTES = 1 << 20
 
 
 def rtp_key(sequence_number: int, ssrc: int) -> bytes:
@@ -74,6 +83,8 @@ class ArrivalStamps:
             return False
         try:
             enable(sock)
+            if sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) < RCVBUF_BYTES:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF_BYTES)
         except OSError as exc:
             log.info("no receive timestamps on this socket", extra={"error": str(exc)})
             return False
@@ -81,21 +92,22 @@ class ArrivalStamps:
         max_size = transport.max_size
         protocol = transport._protocol
 
-        def read_ready() -> None:  # asyncio's _SelectorDatagramTransport._read_ready, stamped
-            if transport._conn_lost:
-                return
-            try:
-                data, addr, stamp = receive(sock, max_size)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                protocol.error_received(exc)
-                return
-            if stamp is not None and is_srtp(data):
-                if len(pending) >= MAX_PENDING:
-                    pending.clear()
-                pending[data[2:4] + data[8:12]] = stamp
-            protocol.datagram_received(data, addr)
+        def read_ready() -> None:  # asyncio's _SelectorDatagramTransport._read_ready, stamped,
+            for _ in range(READ_BATCH):  # and every datagram waiting (up to READ_BATCH)
+                if transport._conn_lost:
+                    return
+                try:
+                    data, addr, stamp = receive(sock, max_size)
+                except (BlockingIOError, InterruptedError):
+                    return
+                except OSError as exc:
+                    protocol.error_received(exc)
+                    return
+                if stamp is not None and is_srtp(data):
+                    if len(pending) >= MAX_PENDING:
+                        pending.clear()
+                    pending[data[2:4] + data[8:12]] = stamp
+                protocol.datagram_received(data, addr)
 
         fd = sock.fileno()
         loop._remove_reader(fd)

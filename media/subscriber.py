@@ -382,13 +382,22 @@ class SubscriberPeer(SrtpUdpSink):
                         if down.ssrc in ssrcs:  # this stream's share of what it covers
                             down.remb = (bitrate / len(ssrcs), time.monotonic())
             elif isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
+                down.nack_messages += 1
                 down.on_nack(packet.lost)
-            elif isinstance(packet, (RtcpRrPacket, RtcpSrPacket)) and down.kind == "audio":
-                # video loss is read from NACKs (only what was lost on this downlink);
-                # audio has no NACKs, so its receiver reports speak for it
+            elif isinstance(packet, (RtcpRrPacket, RtcpSrPacket)):
                 for report in packet.reports:
-                    if report.ssrc == down.ssrc and down.active:
-                        self.estimate.on_receiver_report(report.fraction_lost)
+                    if report.ssrc != down.ssrc:
+                        continue
+                    down.receiver_reports += 1
+                    down.last_report = (report.fraction_lost, report.packets_lost,
+                                        report.highest_sequence, report.jitter)
+                    # video loss is read from NACKs (only what was lost on this downlink);
+                    # audio has no NACKs, so its receiver reports speak for it, less what
+                    # the publisher's uplink lost (the same gaps for every subscriber: one
+                    # starved or lossy publisher must not pause every viewer's video)
+                    if down.kind == "audio" and down.active:
+                        self.estimate.on_receiver_report(down.downlink_fraction_lost(
+                            report.packets_lost, report.highest_sequence))
 
         sender.send = send
         sender.stop = stop

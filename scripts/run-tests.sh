@@ -5,7 +5,7 @@
 # PostgreSQL or Redis start throwaway servers there. Otherwise pytest runs as it is.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-pytest=(.venv/bin/pytest -q "$@")
+pytest=(.venv/bin/pytest -q --durations=25 "$@")  # the slowest, to keep the suite under 15 min
 if [ "${HUIZHEN_TEST_NO_NETNS:-}" != 1 ]; then
   if [ "$(id -u)" -eq 0 ] && unshare --net true 2>/dev/null; then
     exec unshare --net -- sh -c 'ip link set lo up && exec "$@"' _ "${pytest[@]}"

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import secrets
 import time
@@ -24,23 +23,12 @@ from aiortc.mediastreams import MediaStreamError
 
 from media.ice import IcePolicy
 from media.rxstamps import ArrivalStamps
+from sdk.replies import JoinRefused, Replies, RequestFailed
 from sdk.testmedia import PatternVideoTrack, ToneAudioTrack, frame_tag
 
+__all__ = ["JoinRefused", "Participant", "RemoteTrackStats", "RequestFailed"]
+
 log = logging.getLogger("huizhen.sdk")
-
-
-class JoinRefused(Exception):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
-
-
-class RequestFailed(Exception):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
 
 
 @dataclass
@@ -87,7 +75,6 @@ class Participant:
         self.check_every = check_every
         self.decode = decode
         self.events: list[dict[str, Any]] = []
-        self.signal_bytes = 0  # WebSocket text the server sent (the load tester's figure)
         self.errors: list[dict[str, Any]] = []
         self.joined: dict[str, Any] = {}
         self.participants: dict[str, dict[str, Any]] = {}
@@ -97,15 +84,19 @@ class Participant:
         self._session: aiohttp.ClientSession | None = None
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._reader: asyncio.Task[None] | None = None
-        self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
-        self._ids = itertools.count(1)
+        self._replies = Replies()
         self._publish_pcs: list[RTCPeerConnection] = []
         self._subscribe_pc: RTCPeerConnection | None = None
         self._stamps = ArrivalStamps()  # kernel receive times of what the subscriber gets
         self._drains: dict[str, asyncio.Task[None]] = {}
         self._offers: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._negotiator: asyncio.Task[None] | None = None
-        self.closed = asyncio.Event()
+        self.closed = self._replies.closed
+
+    @property
+    def signal_bytes(self) -> int:
+        """WebSocket text the server sent (the load tester's figure)."""
+        return self._replies.signal_bytes
 
     @property
     def id(self) -> str:
@@ -132,17 +123,7 @@ class Participant:
         return reply
 
     async def request(self, message: dict[str, Any], timeout: float = 10) -> dict[str, Any]:
-        msg_id = str(next(self._ids))
-        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._pending[msg_id] = future
-        await self.send({**message, "id": msg_id})
-        try:
-            reply = await asyncio.wait_for(future, timeout)
-        finally:
-            self._pending.pop(msg_id, None)
-        if reply["type"] == "error":
-            raise RequestFailed(reply["code"], reply["message"])
-        return reply
+        return await self._replies.request(self.send, message, timeout)
 
     async def send(self, message: dict[str, Any]) -> None:
         assert self._ws is not None
@@ -154,24 +135,7 @@ class Participant:
 
     async def _read(self) -> None:
         assert self._ws is not None
-        try:
-            async for msg in self._ws:
-                if msg.type != aiohttp.WSMsgType.TEXT:
-                    continue
-                self.signal_bytes += len(msg.data.encode())
-                message = msg.json()
-                ref = message.get("ref")
-                if ref is not None and ref in self._pending:
-                    if not self._pending[ref].done():
-                        self._pending[ref].set_result(message)
-                    continue
-                await self._on_message(message)
-        finally:
-            for future in self._pending.values():
-                if not future.done():
-                    future.set_result({"type": "error", "code": "closed",
-                                       "message": "the connection closed"})
-            self.closed.set()
+        await self._replies.read(self._ws, self._on_message)
 
     async def _on_message(self, message: dict[str, Any]) -> None:
         kind = message.get("type")

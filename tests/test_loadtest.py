@@ -23,9 +23,11 @@ KEYS = {
     "aggregate_fps", "mean_subscriber_fps", "min_subscriber_fps", "mean_subscriber_kbps",
     "loss_pct", "join_to_first_frame_s_p50", "join_to_first_frame_s_p95",
     "per_subscriber", "per_publisher", "errors", "server_pid", "server_cpu_cores",
+    "signal_bytes_per_subscriber_mean", "signal_bytes_per_subscriber_max",
+    "signal_bytes_to_publishers_per_join", "media_failed", "load_tester",
 }
 SUBSCRIBER_KEYS = {"id", "video_tracks", "fps", "bitrate_kbps", "loss_pct", "packets_lost",
-                   "join_to_first_frame_s"}
+                   "join_to_first_frame_s", "signal_bytes", "media_state"}
 
 
 def loadtest(server: ServerProcess, *args: str) -> subprocess.CompletedProcess[str]:
@@ -53,7 +55,7 @@ async def test_loadtest_one_publisher_three_subscribers(tmp_path: Path) -> None:
         done = await asyncio.to_thread(
             loadtest, server, "--publishers", "1", "--subscribers", "3", "--duration", "4",
             "--warmup", "1", "--join-rate", "10", "--per-process", "2", "--report", "2",
-            "--json")
+            "--viewer", "full", "--json")
         assert done.returncode == 0, done.stderr[-4000:]
         result = json.loads(done.stdout)
         assert KEYS <= set(result), sorted(KEYS - set(result))
@@ -75,10 +77,43 @@ async def test_loadtest_one_publisher_three_subscribers(tmp_path: Path) -> None:
         assert server.proc is not None and result["server_pid"] == server.proc.pid
         assert result["server_cpu_cores"] is not None
         assert "joining" in done.stderr  # progress goes to stderr, stdout is the JSON
+        assert result["settings"]["viewer"] == "full" and result["media_failed"] == 0
+        # the publisher in a worker of its own, the subscribers in two more
+        workers = result["load_tester"]["workers"]
+        assert [w["participants"] for w in workers] == [1, 2, 1], workers
+        assert all(w["cpu_cores"] > 0 and "lag_ms_max" in w for w in workers), workers
 
         # everything was cleaned up: the room it created has ended, no worker is left
         status, room = await server.api("GET", f"/api/rooms/{result['room']}")
         assert status == 200 and room["status"] == "ended", room
         assert worker_pids() - workers_before == set()
+    finally:
+        server.stop()
+
+
+@pytest.mark.timeout(180)
+async def test_loadtest_twenty_light_viewers(tmp_path: Path) -> None:
+    """The default viewer kind: 1 publisher and 20 light viewers in one worker process."""
+    server = await ServerProcess(tmp_path).start()
+    try:
+        done = await asyncio.to_thread(
+            loadtest, server, "--publishers", "1", "--subscribers", "20", "--duration", "4",
+            "--warmup", "1", "--join-rate", "20", "--per-process", "20", "--report", "2",
+            "--video-kbps", "500", "--json")
+        assert done.returncode == 0, done.stderr[-4000:]
+        result = json.loads(done.stdout)
+        assert KEYS <= set(result), sorted(KEYS - set(result))
+        assert result["settings"]["viewer"] == "light"
+        assert result["subscribers_with_video"] == 20 and result["failed"] == 0
+        assert result["media_failed"] == 0 and result["errors"] == []
+        for sub in result["per_subscriber"]:
+            assert SUBSCRIBER_KEYS <= set(sub), sub
+            assert sub["fps"] > 0 and sub["video_tracks"] == 1, sub
+            assert sub["media_state"] == "connected", sub
+            # joined, the room's description and the offer: a few kB, no roster of viewers
+            assert 1000 < sub["signal_bytes"] < 20000, sub
+        assert [w["participants"] for w in result["load_tester"]["workers"]] == [1, 20]
+        assert result["join_to_first_frame_s_p95"] is not None
+        assert "load tester" in done.stderr  # its own CPU in the progress lines
     finally:
         server.stop()
