@@ -1,7 +1,7 @@
 """Issue 12, test 4: a teaching broadcast with 1 presenter and 100 viewers.
 
-The viewers are the load tester's light viewers (``huizhen loadtest``, 4 worker processes;
-they do ICE, DTLS, SRTP, receiver reports and NACKs), plus 2 Chromium viewers, a full SDK
+The viewers are the load tester's light viewers (``huizhen loadtest``'s default, 4 worker
+processes; they do ICE, DTLS, SRTP, receiver reports and NACKs), plus 2 Chromium viewers, a full SDK
 viewer who raises a hand, and an SDK moderator. Shown: every viewer receives video (the
 Chromium ones decode it); nobody — viewers, the presenter, the moderator — is told of viewers
 coming and going (the signalling each light viewer got stays a few KB, the presenter gets a
@@ -24,6 +24,7 @@ from playwright.async_api import Browser
 
 from sdk.participant import Participant
 from tests.harness import LOOPBACK, figures, running_server
+from tests.test_loadtest import KEYS, SUBSCRIBER_KEYS
 from tests.web_support import PHONE, decodes, join, open_client, wait_js
 
 pytestmark = pytest.mark.browser
@@ -129,8 +130,17 @@ async def test_one_presenter_a_hundred_viewers(tmp_path: Path, browser: Browser)
                 first_frame_p95=result["join_to_first_frame_s_p95"],
                 signal_bytes_per_viewer=result["signal_bytes_per_subscriber_max"],
                 bytes_to_presenter_per_join=result["signal_bytes_to_publishers_per_join"])
+        assert KEYS <= set(result), sorted(KEYS - set(result))
+        assert result["settings"]["viewer"] == "light"  # the load tester's default
         assert result["failed"] == 0 and result["subscribers_with_video"] == LIGHT_VIEWERS
-        assert all(s["fps"] and s["fps"] > 5 for s in result["per_subscriber"]), result
+        assert result["media_failed"] == 0 and result["errors"] == []
+        assert [w["participants"] for w in result["load_tester"]["workers"]] == [1, 25, 25,
+                                                                                  25, 25]
+        assert "load tester" in err.decode()  # its own CPU in the progress lines
+        for sub in result["per_subscriber"]:
+            assert SUBSCRIBER_KEYS <= set(sub), sub
+            assert sub["fps"] > 5 and sub["video_tracks"] >= 1, sub
+            assert sub["media_state"] == "connected", sub
         # no roster traffic about viewers: the first viewer would otherwise hear of the 99
         # after it (≥ 99 participant_joined, ~25 KB) and the last of none; what each got is
         # the same few KB (joined, the offers, the promoted trainee coming and going)
