@@ -38,7 +38,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from records.signing import KeyStore, SigningError, Verified, content_sha256, sign, verify
 from rooms.db import Base, Database
 from rooms.members import ACTIVE, Member, RoomError
-from rooms.models import EventRecord, new_id, utcnow
+from rooms.models import EventRecord, RoomRecord, new_id, utcnow
 from rooms.policy import CARE_TEAM, kind_policy
 from rooms.service import RoomService
 
@@ -195,7 +195,8 @@ class Documents:
         self.db = DocumentDb(db)
         self.keys = keys
 
-    async def _writable(self, member: Member, kind: str) -> None:
+    async def _writable(self, member: Member, kind: str) -> RoomRecord:
+        """The member's room, if they may write a ``kind`` document in it now."""
         if not member.grants.sign:
             raise RoomError("not_permitted", f"your role ({member.info.role}) may not write "
                             "or sign documents here")
@@ -206,15 +207,15 @@ class Documents:
                             f"{', '.join(kinds) or 'no documents'}, not {kind!r}")
         if member.info.state != ACTIVE or room.status != "open":
             raise RoomError("not_admitted", "documents are written in an open consultation")
+        return room
 
     async def save(self, member: Member, kind: str, text: str, title: str | None,
                    series_id: str | None, base_version: int | None) -> Document:
         """A new document (no ``series_id``) or a new version of one, which must be based on
         its latest version (``base_version``: two writers cannot overwrite each other)."""
-        await self._writable(member, kind)
+        room = await self._writable(member, kind)
         if not text.strip() or len(text) > MAX_TEXT:
             raise RoomError("bad_document", f"the text must be 1-{MAX_TEXT} characters")
-        room = await self._rooms.get_room(member.room_id)
         replaces = None
         if series_id is None:
             series_id, version = new_id("doc"), 1

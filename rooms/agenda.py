@@ -24,8 +24,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from rooms.db import Base
 from rooms.members import LOBBY, Member, RoomError
 from rooms.models import new_id
-from rooms.policy import kind_policy
-from rooms.subjects import MAX_LABEL, clean_ref
+from rooms.subjects import MAX_LABEL, clean_ref, several_patients_only
 
 if TYPE_CHECKING:
     from rooms.service import RoomService
@@ -105,12 +104,16 @@ class Agenda:
                     for r in rows]
 
     async def current(self, room_id: str) -> AgendaItem | None:
-        """The item under discussion: the patient under discussion's (the one a moderator
-        went to, when the agenda has that patient more than once)."""
+        """The item under discussion (see :meth:`_current`)."""
+        return self._current(room_id, await self.items(room_id))
+
+    def _current(self, room_id: str, items: list[AgendaItem]) -> AgendaItem | None:
+        """Of ``items``, the patient under discussion's (the one a moderator went to, when
+        the agenda has that patient more than once)."""
         subject = self._rooms.subjects.current(room_id)
         if subject is None:
             return None
-        matching = [i for i in await self.items(room_id) if i.patient_ref == subject.patient_ref]
+        matching = [i for i in items if i.patient_ref == subject.patient_ref]
         chosen = self._chosen.get(room_id)
         return next((i for i in matching if i.id == chosen), matching[0] if matching else None)
 
@@ -118,7 +121,7 @@ class Agenda:
         items = await self.items(room_id)
         if not items:
             return None
-        current = await self.current(room_id)
+        current = self._current(room_id, items)
         return {"items": [i.as_dict() for i in items],
                 "current": current.id if current is not None else None}
 
@@ -127,9 +130,7 @@ class Agenda:
         room = await self._rooms.get_room(room_id)
         if room.status != "open":
             raise RoomError("room_ended", "this consultation has ended")
-        if not kind_policy(room.kind).several_patients:
-            raise RoomError("one_patient", f"a {room.kind} room is about its own patient; an "
-                            "agenda is for ward rounds and MDT meetings")
+        several_patients_only(room.kind, "an agenda")
         async with self._sessions.begin() as session:
             await session.execute(delete(AgendaRow).where(AgendaRow.room_id == room_id))
             session.add_all(AgendaRow(id=i.id, room_id=room_id, position=n,
@@ -151,7 +152,7 @@ class Agenda:
         if not items:
             raise RoomError("no_agenda", "this consultation has no agenda; set one first")
         if item_id is None:
-            current = await self.current(member.room_id)
+            current = self._current(member.room_id, items)
             at = items.index(current) + 1 if current is not None else 0
             if at >= len(items):
                 raise RoomError("agenda_done", "this was the last item of the agenda")

@@ -41,6 +41,14 @@ class Subject:
                 "set_by": self.set_by}
 
 
+def several_patients_only(kind: str, what: str) -> None:
+    """Refuse ``what`` (a patient under discussion, an agenda) in a kind of room that is about
+    its own patient (``several_patients`` in the policy table)."""
+    if not kind_policy(kind).several_patients:
+        raise RoomError("one_patient", f"a {kind} room is about its own patient; {what} is "
+                        "for ward rounds and MDT meetings")
+
+
 def clean_ref(patient_ref: object) -> str:
     if not isinstance(patient_ref, str) or not patient_ref.strip() \
             or len(patient_ref.strip()) > MAX_REF:
@@ -77,9 +85,7 @@ class Subjects:
         room = await self._rooms.get_room(room_id)
         if room.status != "open":
             raise RoomError("room_ended", "this consultation has ended")
-        if not kind_policy(room.kind).several_patients:
-            raise RoomError("one_patient", f"a {room.kind} room is about its own patient; "
-                            "a patient under discussion is for ward rounds and MDT meetings")
+        several_patients_only(room.kind, "a patient under discussion")
         ref = None if patient_ref is None else clean_ref(patient_ref)
         text = (label or "").strip()[:MAX_LABEL] or (ref or "")
         current = self._current.get(room_id)

@@ -24,6 +24,7 @@ from rooms.members import RoomError
 from rooms.models import utcnow
 from rooms.policy import PolicyError, kind_policy
 from rooms.service import RoomService
+from rooms.subjects import several_patients_only
 from signaling.auth import (
     AuthError,
     mint_participant_token,
@@ -135,9 +136,8 @@ async def create_room(request: web.Request) -> web.Response:
     if auto_record is not None and not isinstance(auto_record, bool):
         raise BadRequest("auto_record must be true, false or absent (the room kind decides)")
     agenda = parse_items(data["agenda"]) if "agenda" in data else None
-    if agenda and not kind_policy(kind).several_patients:
-        raise RoomError("one_patient", f"a {kind} room is about its own patient; an agenda "
-                        "is for ward rounds and MDT meetings")
+    if agenda:
+        several_patients_only(kind, "an agenda")
     service = rooms_of(request)
     room = await service.create_room(
         kind=kind, title=text_field(data, "title") or "",
