@@ -220,6 +220,11 @@ class LightViewer:
         """WebSocket text the server sent this viewer."""
         return self._replies.signal_bytes
 
+    @property
+    def signal_messages(self) -> dict[str, int]:
+        """How many messages of each type the server sent."""
+        return dict(self._replies.signal_messages)
+
     async def _send(self, message: dict[str, Any]) -> None:
         assert self._ws is not None
         await self._ws.send_str(json.dumps(message))

@@ -437,6 +437,7 @@ class LoadTest:
                                    "join_s": round_or_none(p.join_s), "error": p.error}
             if p.id in after:
                 row["signal_bytes"] = int(after[p.id][1].get("signal_bytes", 0))
+                row["signal_messages"] = after[p.id][1].get("signal_messages", {})
                 row["media_state"] = after[p.id][1].get("media_state")
             if p.id in before and p.id in after:
                 (ta, ca), (tb, cb) = before[p.id], after[p.id]

@@ -168,6 +168,7 @@ class Slot:
             "sent_packets": sent_packets,
             "sent_frames": int(getattr(self.video_track, "produced", 0)),
             "signal_bytes": int(getattr(self.participant, "signal_bytes", 0)),
+            "signal_messages": dict(getattr(self.participant, "signal_messages", {})),
             "media_state": self.media_state(),
         }
 

@@ -99,6 +99,11 @@ class Participant:
         return self._replies.signal_bytes
 
     @property
+    def signal_messages(self) -> dict[str, int]:
+        """How many messages of each type the server sent."""
+        return dict(self._replies.signal_messages)
+
+    @property
     def id(self) -> str:
         return str(self.joined.get("me", {}).get("id", ""))
 

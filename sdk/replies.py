@@ -6,6 +6,7 @@ counted; when the socket closes, requests still waiting get a ``closed`` error."
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 import json
 from collections.abc import Awaitable, Callable
@@ -33,6 +34,7 @@ class Replies:
         self.pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._ids = itertools.count(1)
         self.signal_bytes = 0  # WebSocket text the server sent (the load tester's figure)
+        self.signal_messages: collections.Counter[str] = collections.Counter()  # by type
         self.closed = asyncio.Event()
 
     async def request(self, send: Callable[[dict[str, Any]], Awaitable[None]],
@@ -59,6 +61,7 @@ class Replies:
                     continue
                 self.signal_bytes += len(msg.data.encode())
                 message = json.loads(msg.data)
+                self.signal_messages[str(message.get("type"))] += 1
                 ref = message.get("ref")
                 if ref is not None and ref in self.pending:
                     if not self.pending[ref].done():

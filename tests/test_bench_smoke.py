@@ -30,7 +30,7 @@ KEYS = {
 RECORDING = REPO / "bench" / "recording.py"
 COMMANDS = {
     "fanout": [sys.executable, str(FANOUT), "--subscribers", "1,2", "--baseline-subscribers",
-               "1", "--window", "3", "--warmup", "2", "--settle", "2", "--recover", "10",
+               "1", "--window", "2", "--warmup", "1", "--settle", "1", "--recover", "10",
                "--json"],
     # 1 room, 1 s windows, short sessions: ~30 s
     "recording": [sys.executable, str(RECORDING), "--quick", "--json"],

@@ -142,10 +142,14 @@ async def test_one_presenter_a_hundred_viewers(tmp_path: Path, browser: Browser)
             assert sub["fps"] > 5 and sub["video_tracks"] >= 1, sub
             assert sub["media_state"] == "connected", sub
         # no roster traffic about viewers: the first viewer would otherwise hear of the 99
-        # after it (≥ 99 participant_joined, ~25 KB) and the last of none; what each got is
-        # the same few KB (joined, the offers, the promoted trainee coming and going)
-        got = [int(s["signal_bytes"]) for s in result["per_subscriber"]]
-        assert max(got) - min(got) < 5_000 and max(got) < 20_000, got
+        # after it (≥ 99 participant_joined, ~25 KB) and the last of none; each hears only of
+        # the promoted trainee coming and going (once each), and gets a few KB in all (joined,
+        # the offers: how many depends on when the promotion met its negotiation)
+        for sub in result["per_subscriber"]:
+            types = sub["signal_messages"]
+            assert types.get("participant_joined", 0) <= 1, sub
+            assert types.get("participant_left", 0) <= 1, sub
+            assert sub["signal_bytes"] < 20_000, sub
         assert result["signal_bytes_to_publishers_per_join"] < 100, result
         assert not viewer_roster_events(moderator, {trainee.id})
 

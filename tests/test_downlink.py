@@ -78,20 +78,27 @@ async def test_150_kbit_subscriber_keeps_audio_loses_video_and_nobody_else_suffe
         weak_audio = weak.received_from(publisher.id, "audio")
         weak_video = weak.received_from(publisher.id, "video")
         assert weak_audio is not None and weak_video is not None
-        weak_audio.max_gap_s = 0.0
+        others_audio = [v.received_from(publisher.id, "audio") for v in others]
+        for stats in (weak_audio, *others_audio):
+            assert stats is not None
+            stats.max_gap_s = 0.0
         weak_video_before = weak_video.frames
         constrained = await _window(others, publisher.id)
         audio_gap = max(weak_audio.max_gap_s, time.monotonic() - (weak_audio.last_frame_at or 0))
+        # a stall of this process's event loop (server, publisher and viewers share it)
+        # shows as the same gap on the unconstrained viewers: not the weak link's doing
+        shared_gap = max(a.max_gap_s for a in others_audio if a is not None)
         weak_video_fps = (weak_video.frames - weak_video_before) / WINDOW_S
 
         figures("150 kbit/s subscriber", weak_audio_gap_s=audio_gap,
+                others_audio_gap_s=shared_gap,
                 weak_video_fps=weak_video_fps,
                 others_fps_before=[round(f, 1) for f, _ in unconstrained],
                 others_fps_during=[round(f, 1) for f, _ in constrained],
                 others_kbps_before=[round(k) for _, k in unconstrained],
                 others_kbps_during=[round(k) for _, k in constrained])
         # the weak subscriber: audio without gaps over 500 ms, video (mostly) paused
-        assert audio_gap <= 0.5, (audio_gap, limit)
+        assert audio_gap <= 0.5 + max(0.0, shared_gap - 0.1), (audio_gap, shared_gap, limit)
         assert weak_video_fps < 5, weak_video_fps
         assert limit.sent_bytes > 0
         # the others: fps and bitrate within 10 % of the unconstrained run

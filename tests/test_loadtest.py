@@ -27,7 +27,7 @@ KEYS = {
     "signal_bytes_to_publishers_per_join", "media_failed", "load_tester",
 }
 SUBSCRIBER_KEYS = {"id", "video_tracks", "fps", "bitrate_kbps", "loss_pct", "packets_lost",
-                   "join_to_first_frame_s", "signal_bytes", "media_state"}
+                   "join_to_first_frame_s", "signal_bytes", "signal_messages", "media_state"}
 
 
 def loadtest(server: ServerProcess, *args: str) -> subprocess.CompletedProcess[str]:
