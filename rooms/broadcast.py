@@ -15,7 +15,10 @@ nothing here names a room kind.
   the viewer gets its new grants (``role_changed``, as a hand-off does) and is in everyone's
   roster as a speaker (``participant_joined``) until demoted: then its tracks are unpublished,
   its publish connections closed, and everyone gets ``participant_left`` (``demoted``). A
-  promotion lasts while the viewer stays connected (a reconnect comes back quiet).
+  promotion belongs to the viewer's identity until demoted or the room ends: a trainee whose
+  phone drops off the network and comes back (a reload, another device, a restart of this
+  node: promotions are replayed from the event log) is a speaker again at once
+  (``joined.room.promoted``), not a quiet viewer whose hand must be raised again.
 * **Questions**: a viewer asks (text, ``MAX_QUESTION`` characters); only members with
   ``promote`` see pending questions; approved ones go to everyone, viewers included.
   Questions live on this node for the room's life; each step is in the room's event log.
@@ -34,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 from media.background import spawn
 from rooms.members import Member, RoomError
 from rooms.models import new_id, utcnow
-from rooms.policy import Grants, KindPolicy
+from rooms.policy import Grants, KindPolicy, Role
 
 if TYPE_CHECKING:
     from rooms.service import RoomService
@@ -77,6 +80,7 @@ class _Audience:
     members: set[str] = field(default_factory=set)  # participant ids of quiet-role members
     hands: dict[str, datetime] = field(default_factory=dict)  # participant id → raised at
     promoted: dict[str, Grants] = field(default_factory=dict)  # participant id → own grants
+    speakers: dict[str, bool] = field(default_factory=dict)  # promoted identity → with camera
     questions: dict[str, Question] = field(default_factory=dict)
     sent: int | None = None  # the count last sent
     sent_at: float = -1e9
@@ -106,18 +110,40 @@ class Broadcast:
         return len(audience.members) if audience else 0
 
     # ---- membership (hooks from RoomService) -----------------------------------------------
-    def joined(self, member: Member, policy: KindPolicy) -> dict[str, Any]:
-        """A member joined; returns what goes into its ``joined.room`` (nothing in rooms
-        without an audience)."""
+    def returning_speaker(self, room_id: str, identity: str, grants: Grants) -> Grants | None:
+        """The grants of a promoted viewer who joins again (still a speaker until demoted),
+        or None for one who is not promoted."""
+        audience = self._state.get(room_id)
+        video = audience.speakers.get(identity) if audience else None
+        if video is None:
+            return None
+        return replace(grants, publish_audio=True, publish_video=video)
+
+    def restore(self, room_id: str, promoted: bool, identity: str, video: bool) -> None:
+        """After a start of this node: a promotion (or demotion) from the room's event log."""
+        speakers = self._audience(room_id).speakers
+        if promoted:
+            speakers[identity] = video
+        else:
+            speakers.pop(identity, None)
+
+    def joined(self, member: Member, policy: KindPolicy, own: Grants) -> dict[str, Any]:
+        """A member joined (``own``: its role's grants, before a promotion it came back
+        with); returns what goes into its ``joined.room`` (nothing in rooms without an
+        audience)."""
         if not has_audience(policy):
             return {}
         audience = self._audience(member.room_id)
-        if member.quiet and not member.left:  # (a join replaced at once is gone already)
+        in_audience = policy.roles[Role(member.info.role)].quiet
+        if in_audience and not member.left:  # (a join replaced at once is gone already)
             audience.members.add(member.id)
+            if not member.quiet:  # a returning speaker
+                audience.promoted[member.id] = own
             self._count_changed(member.room_id)
         shown = [q.as_dict() for q in audience.questions.values()
                  if q.status == APPROVED or (q.status == PENDING and member.grants.promote)]
-        state: dict[str, Any] = {"questions": shown, "in_audience": member.quiet}
+        state: dict[str, Any] = {"questions": shown, "in_audience": in_audience,
+                                 "promoted": member.id in audience.promoted}
         if not member.quiet:
             state["audience"] = {"viewers": len(audience.members)}
         if member.grants.promote:
@@ -236,6 +262,7 @@ class Broadcast:
             target, audience = self._viewer(moderator, participant_id)
             own = audience.promoted.get(target.id, target.grants)
             audience.promoted[target.id] = own
+            audience.speakers[target.info.identity] = video
             was_quiet = target.quiet
             target.quiet = False
             target.grants = replace(own, publish_audio=True, publish_video=video)
@@ -267,6 +294,7 @@ class Broadcast:
             await rooms.unpublish(target, track_id)
         async with rooms._lock(room_id):
             own = audience.promoted.pop(target.id, None)
+            audience.speakers.pop(target.info.identity, None)
             if own is None or target.left:
                 return
             for peer in target.publishers:

@@ -179,6 +179,10 @@ class RoomService:
                  and not request.grants.moderate
                  and not await self.store.identity_marked(room_id, "admitted",
                                                           request.identity))
+        own, quiet = request.grants, role_policy(room.kind, request.role).quiet
+        speaking = self.audience.returning_speaker(room_id, request.identity, own)
+        if quiet and speaking is not None:  # promoted before: a speaker again at once
+            request, quiet = replace(request, grants=speaking), False
         async with self._lock(room_id):
             for other in list(self.members.get(room_id, {}).values()):
                 if other.info.identity == request.identity:
@@ -192,8 +196,7 @@ class RoomService:
                                    name=request.name, role=request.role,
                                    grants=request.grants.as_dict(), joined_at=utcnow(),
                                    state=LOBBY if waits else ACTIVE)
-            member = Member(info=info, sink=sink, grants=request.grants,
-                            quiet=role_policy(room.kind, request.role).quiet)
+            member = Member(info=info, sink=sink, grants=request.grants, quiet=quiet)
             await self.store.add_participant(info)
             self.members.setdefault(room_id, {})[info.id] = member
             await self.db.session_started(SessionRecord(
@@ -217,7 +220,7 @@ class RoomService:
                                      else await self.agenda.state(room_id),
                                      "documents": [k.value for k in policy.documents]
                                      if info.role in CARE_TEAM else []}
-        room_info.update(self.audience.joined(member, policy))
+        room_info.update(self.audience.joined(member, policy, own))
         for observer in self._observers:
             room_info.update(await observer.joined_state(room_id))
         joined = {
@@ -399,8 +402,8 @@ class RoomService:
 
     # ---- helpers -------------------------------------------------------------------------------
     async def _restore_marks(self, room_id: str) -> None:
-        """After a start, bring back who was admitted or removed, and the patient under
-        discussion (from the event log)."""
+        """After a start, bring back who was admitted, removed or promoted to speak, the
+        host hand-offs and the patient under discussion (from the event log)."""
         if room_id in self._marks_restored:
             return
         self._marks_restored.add(room_id)
@@ -416,6 +419,10 @@ class RoomService:
                     self.subjects.restore(event)
                 elif event.type == "host_handed_off":
                     self.hosts.restore(event)
+                elif event.type in ("viewer_promoted", "viewer_demoted") and isinstance(
+                        identity, str):
+                    self.audience.restore(room_id, event.type == "viewer_promoted", identity,
+                                          bool(event.data.get("video")))
             if not events:
                 return
             after = events[-1].id or after

@@ -23,7 +23,7 @@ from rooms.models import SessionRecord
 from sdk.participant import Participant, RequestFailed
 from sdk.testmedia import PatternVideoTrack
 from signaling.keys import AUDIT
-from tests.harness import LOOPBACK, Server, running_server
+from tests.harness import LOOPBACK, Server, ServerProcess, running_server
 from tests.recording_support import call, consent, finish, records_token
 
 ROSTER = ("participant_joined", "participant_left", "participant_updated")
@@ -288,6 +288,59 @@ async def attendance(server: Server, room: str) -> tuple[dict[str, Any], list[di
         assert resp.status == 200 and resp.content_type == "text/csv"
         text = await resp.text()
     return body, list(csv.DictReader(io.StringIO(text)))
+
+
+async def test_a_promoted_viewer_who_reconnects_or_outlives_a_restart_still_speaks(
+        tmp_path: Path) -> None:
+    """A trainee on a phone drops off the network while promoted: it comes back a speaker
+    (``joined.room.promoted``, its grants, in everyone's roster, heard again), the same after
+    the server restarts (promotions come back from the event log); once demoted, a reconnect
+    is quiet again."""
+    first = await ServerProcess(tmp_path).start()
+    try:
+        room = await first.create_room("broadcast")
+        moderator = await first.participant(room, "dr-mod", "moderator")
+        trainee = await first.participant(room, "trainee-1", "viewer")
+        assert trainee.joined["room"]["promoted"] is False
+        await moderator.send({"type": "promote", "participant_id": trainee.id, "video": False})
+        assert await trainee.wait_until(lambda: bool(of_type(trainee, "role_changed")), 5)
+        await trainee.close()  # the phone's network drops: no leave
+        mark = len(moderator.events)
+        again = await first.participant(room, "trainee-1", "viewer")
+        assert again.joined["room"]["promoted"] is True
+        assert again.joined["room"]["in_audience"] is True
+        assert again.joined["me"]["grants"]["publish_audio"]
+        assert not again.joined["me"]["grants"]["publish_video"]
+        assert await moderator.wait_until(lambda: any(
+            about(e) == again.id for e in of_type(moderator, "participant_joined", mark)), 5)
+        await again.publish(video=False, tag=7)
+        assert await moderator.wait_until(
+            lambda: moderator.frames_from(again.id, "audio") >= 25, 15), moderator.summary()
+        await again.close()
+        await moderator.leave()
+    finally:
+        first.stop()
+    second = await ServerProcess(tmp_path, port=first.port, secret=first.secret).start()
+    try:
+        back = await second.participant(room, "trainee-1", "viewer")
+        assert back.joined["room"]["promoted"] is True
+        assert back.joined["me"]["grants"]["publish_audio"]
+        moderator = await second.participant(room, "dr-mod", "moderator")
+        assert back.id in {p["id"] for p in moderator.joined["participants"]}
+        await moderator.send({"type": "demote", "participant_id": back.id})
+        assert await back.wait_until(lambda: any(
+            e.get("promoted") is False for e in of_type(back, "role_changed")), 5)
+        await back.close()
+        quiet = await second.participant(room, "trainee-1", "viewer")
+        assert quiet.joined["room"]["promoted"] is False
+        assert not quiet.joined["me"]["grants"]["publish_audio"]
+        with pytest.raises(RequestFailed) as refused:
+            await quiet.publish(video=False)
+        assert refused.value.code == "not_permitted"
+        await quiet.leave()
+        await moderator.leave()
+    finally:
+        second.stop()
 
 
 async def test_attendance_json_and_csv(tmp_path: Path) -> None:

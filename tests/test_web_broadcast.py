@@ -16,7 +16,7 @@ from sdk.participant import Participant
 from sdk.testmedia import PatternVideoTrack
 from tests.harness import LOOPBACK, Server, running_server
 from tests.recording_support import consent, finish, records_token
-from tests.web_support import join, open_client, screenshot, wait_js
+from tests.web_support import CUT_SOCKETS, join, open_client, screenshot, wait_js
 
 pytestmark = pytest.mark.browser
 
@@ -86,6 +86,29 @@ async def test_raise_hand_promote_demote_and_a_question(server: Server, browser:
         assert await trainee.page.evaluate(OUTBOUND_AUDIO) > 0
         assert await trainee.page.locator("#btn-hand").is_hidden()
         await screenshot(trainee, "broadcast-trainee-speaking-en")
+
+        # the phone's network drops while it speaks: back by itself, still a speaker, heard
+        assert await trainee.page.evaluate(CUT_SOCKETS) == 1
+        await wait_js(trainee, f"window.huizhen.state === 'joined' && window.huizhen.me.id !== "
+                               f"'{trainee_id}' && window.huizhen.audience.promoted && "
+                               "window.huizhen.pcs.publish?.connectionState === 'connected'",
+                      timeout=15)
+        trainee_id = await trainee.js("window.huizhen.me.id")
+        assert await presenter.wait_until(
+            lambda: presenter.frames_from(trainee_id, "audio") >= 25, 15), presenter.summary()
+        assert await trainee.page.locator("#btn-hand").is_hidden()
+        # … and after a reload (nothing kept on the page): the microphone is taken again
+        url = trainee.page.url
+        await trainee.page.goto("about:blank")
+        await join(trainee, url)
+        await wait_js(trainee, f"window.huizhen.state === 'joined' && window.huizhen.me.id !== "
+                               f"'{trainee_id}' && window.huizhen.audience.promoted && "
+                               "!!window.huizhen.local.audio?.track_id && "
+                               "window.huizhen.pcs.publish?.connectionState === 'connected'",
+                      timeout=15)
+        trainee_id = await trainee.js("window.huizhen.me.id")
+        assert await presenter.wait_until(
+            lambda: presenter.frames_from(trainee_id, "audio") >= 25, 15), presenter.summary()
         speaker = moderator.page.locator(f'#qa-speakers li[data-participant-id="{trainee_id}"]')
         await speaker.wait_for(state="visible")
         await screenshot(moderator, "broadcast-moderator-speaking-zh")

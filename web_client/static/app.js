@@ -154,6 +154,11 @@ window.huizhen = Object.freeze({
   get documents() {
     return app.session ? app.session.documents.map((d) => ({ ...d })) : [];
   },
+  /** a broadcast's audience as this page sees it {enabled, member, viewers, hands, handRaised,
+   *  promoted, questions} (session-broadcast.js) */
+  get audience() {
+    return app.session ? JSON.parse(JSON.stringify(app.session.audience)) : null;
+  },
   /** MDT case images (call-images.js): {view, shown, list, presenter, hidden} */
   get images() {
     return imagesState();

@@ -33,12 +33,13 @@ export function emptyAudience() {
 }
 
 export const broadcastMethods = {
-  /** From `joined.room` (every join and reconnect: a reconnect comes back unpromoted). */
+  /** From `joined.room` (every join and reconnect: a promoted viewer comes back promoted). */
   applyAudienceRoom(room) {
     const a = emptyAudience();
     if (room && Array.isArray(room.questions)) {
       a.enabled = true;
       a.member = !!room.in_audience;
+      a.promoted = !!room.promoted;
       a.viewers = room.audience && Number.isFinite(room.audience.viewers)
         ? room.audience.viewers : null;
       a.hands = Array.isArray(room.hands) ? room.hands : [];

@@ -301,6 +301,11 @@ export class Session {
     this.setAdmission(this.me && this.me.state ? this.me.state : 'active');
     // a lobby we can skip: a moderator admits those it has already seen in the call
     for (const p of Object.values(this.lobby)) this.maybeAutoAdmit(p);
+    // a promoted viewer back after a reconnect: still a speaker (its microphone again)
+    if (this.audience.promoted && !this.local.audio && !this.local.video) {
+      await this.onPromotion({ promoted: true }, gen);
+      return;
+    }
     // from the lobby too: connected ahead, sending nothing until admitted (instant admission)
     if (this.admission === 'active' || this.admission === 'lobby') await this.publishAll(gen);
   }
