@@ -1,6 +1,10 @@
 """The ``case_images`` table (migration 0010): what each stored case image is, whose case it
 belongs to and where its bytes are. The bytes themselves are in the recordings' storage
-(recording/storage.py), under ``case-images/<room id>/<image id>.<ext>``."""
+(recording/storage.py), under ``case-images/<room id>/<image id>.<ext>``.
+
+After ``records.retention.documents_days`` from its upload an image is purged
+(records/retention.py): its bytes are deleted from the storage and its label cleared; the row
+stays as a tombstone (id, room, patient, kind, size, SHA-256, times, ``purged_at`` and why)."""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Float, ForeignKey, Index, Integer, String, Text, select
+from sqlalchemy import Float, ForeignKey, Index, Integer, String, Text, select, update
 from sqlalchemy.orm import Mapped, mapped_column
 
 from rooms.db import Base, Database
@@ -42,6 +46,9 @@ class CaseImageRow(Base):
     window_width: Mapped[float | None] = mapped_column(Float)
     uploaded_by: Mapped[str] = mapped_column(String(255))
     uploaded_at: Mapped[datetime]
+    #: retention (migration 0011): when the bytes were deleted, and the rule
+    purged_at: Mapped[datetime | None]
+    purge_reason: Mapped[str | None] = mapped_column(String(255))
 
     def to_record(self) -> CaseImage:
         return CaseImage(
@@ -51,7 +58,8 @@ class CaseImageRow(Base):
             storage_key=self.storage_key, key_id=self.key_id,
             window=(self.window_center, self.window_width)
             if self.window_center is not None and self.window_width is not None else None,
-            uploaded_by=self.uploaded_by, uploaded_at=self.uploaded_at)
+            uploaded_by=self.uploaded_by, uploaded_at=self.uploaded_at,
+            purged_at=self.purged_at, purge_reason=self.purge_reason)
 
 
 @dataclass(frozen=True)
@@ -71,6 +79,15 @@ class CaseImage:
     window: tuple[float, float] | None
     uploaded_by: str
     uploaded_at: datetime
+    purged_at: datetime | None = None
+    purge_reason: str | None = None
+
+    def gone(self) -> str:
+        """What a reader of a purged image is told."""
+        when = self.purged_at.isoformat() if self.purged_at else "?"
+        return (f"image {self.id} was deleted on {when} under the retention rules "
+                f"({self.purge_reason or 'retention'}); its record (id, patient, size, "
+                "SHA-256, times) remains")
 
     @property
     def content_type(self) -> str:
@@ -86,7 +103,9 @@ class CaseImage:
                 {"center": self.window[0], "width": self.window[1]},
                 "patient_ref": self.patient_ref, "segment_id": self.segment_id,
                 "uploaded_by": self.uploaded_by,
-                "uploaded_at": self.uploaded_at.isoformat()}
+                "uploaded_at": self.uploaded_at.isoformat(),
+                "status": "active" if self.purged_at is None else "purged",
+                "purged_at": self.purged_at.isoformat() if self.purged_at else None}
 
 
 class ImageDb:
@@ -115,3 +134,20 @@ class ImageDb:
                 select(CaseImageRow).where(CaseImageRow.room_id == room_id)
                 .order_by(CaseImageRow.uploaded_at, CaseImageRow.id))).scalars()
             return [row.to_record() for row in rows]
+
+    # ---- retention (records/retention.py) ----------------------------------------------------
+    async def live(self) -> list[CaseImage]:
+        """Every image not purged, oldest first."""
+        async with self._sessions() as session:
+            rows = (await session.execute(
+                select(CaseImageRow).where(CaseImageRow.purged_at.is_(None))
+                .order_by(CaseImageRow.uploaded_at, CaseImageRow.id))).scalars()
+            return [row.to_record() for row in rows]
+
+    async def mark_purged(self, image_id: str, at: datetime, reason: str) -> None:
+        """Its bytes are deleted: the label goes too (it may name the patient), the row
+        stays."""
+        async with self._sessions.begin() as session:
+            await session.execute(update(CaseImageRow).where(
+                CaseImageRow.id == image_id, CaseImageRow.purged_at.is_(None)).values(
+                label=None, purged_at=at, purge_reason=reason))

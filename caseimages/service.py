@@ -15,6 +15,9 @@ gets ``image_view``. However fast the presenter moves, the room gets at most one
 carries a ``seq`` so a client can drop one that arrives late. Someone who joins late gets the
 current view in ``joined.room.image_view``; someone admitted from the lobby or back from hold
 gets it at once. A new patient under discussion hides the image (it was the previous case's).
+
+**Retention**: an image purged under ``records.retention.documents_days`` (records/retention.py)
+is listed with ``status: purged`` but neither served (``purged``, HTTP 410) nor shown.
 """
 
 from __future__ import annotations
@@ -200,6 +203,8 @@ class CaseImages:
     async def served(self, image: CaseImage, window: tuple[float, float] | None) -> bytes:
         """What GET returns: PNG/JPEG as uploaded; DICOM rendered with ``window`` (or the
         file's own) as PNG at full size."""
+        if image.purged_at is not None:  # before the render cache: it may hold it still
+            raise RoomError("purged", image.gone())
         if image.kind != "dicom":
             if window is not None:
                 raise ImageRejected(400, "bad_window", "window/level applies to DICOM "
@@ -248,6 +253,8 @@ class CaseImages:
             room.view = None
         else:
             image = await self.get(member.room_id, image_id)
+            if image.purged_at is not None:
+                raise RoomError("purged", image.gone())
             room.view = View(image=image, by=member.id, window=image.window if window is None
                              else self._window(image, window))
         await self._rooms.db.log_event(EventRecord(

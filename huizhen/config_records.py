@@ -130,7 +130,9 @@ class RetentionConfig(BaseModel):
     """How long each artifact class is kept (days), from its end; then ``huizhen retention
     purge`` deletes it, unless its encounter is on legal hold."""
 
+    #: audio/video recordings, from the end of the recording
     recordings_days: int = Field(3 * 365, ge=0)
+    #: clinical documents (from their newest version) and MDT case images (from the upload)
     documents_days: int = Field(15 * 365, ge=0)
 
 

@@ -1,4 +1,5 @@
-"""``huizhen audit …``: check the audit log's chain, read it; ``huizhen retention purge``;
+"""``huizhen audit …``: check the audit log's chain, read it; ``huizhen retention purge`` (every
+artifact class: records/retention.py);
 ``huizhen document verify|export``: check a signed clinical document (records/signing.py).
 
 Like ``huizhen recording``, these work on the service's database directly (run them where the
@@ -62,19 +63,39 @@ async def cmd_list(args: argparse.Namespace) -> None:
               + (f"  reason: {e.reason}" if e.reason else ""))
 
 
+_CLASS_NAMES = {"recording": "recordings", "document": "documents",
+                "case_image": "case images"}
+
+
+def _due_line(d: Any, state: str) -> str:
+    """One due item for people; a recording's line is as it always was."""
+    if d.cls == "recording":
+        return (f"  {d.recording_id}  ended {d.ended_at:%Y-%m-%d}  {d.age_days:7.1f} days  "
+                f"{d.files} files {d.size} bytes  {state}")
+    if d.cls == "document":
+        return (f"  {d.series_id}  {d.kind}  last {d.last_at:%Y-%m-%d}  {d.age_days:7.1f} days"
+                f"  {len(d.versions)} version(s), {d.signed} signed, {d.size} bytes  {state}")
+    return (f"  {d.image_id}  {d.kind}  uploaded {d.uploaded_at:%Y-%m-%d}  "
+            f"{d.age_days:7.1f} days  {d.size} bytes  {state}")
+
+
 async def cmd_purge(args: argparse.Namespace) -> None:
+    from caseimages.db import ImageDb
     from recording.db import RecordingDb
     from recording.storage import open_storage
+    from records.documents import DocumentDb
     from records.encounters import EncounterDb
-    from records.retention import Retention
+    from records.retention import CLASSES, Retention
 
     settings = load_settings(Path(args.config) if args.config else None)
     db, log = await _open(args)
     storage = open_storage(settings)
+    periods = settings.records.retention
     try:
         retention = Retention(EncounterDb(db), RecordingDb(db), storage,
-                              settings.recordings_folder, log,
-                              settings.records.retention.recordings_days)
+                              settings.recordings_folder, log, periods.recordings_days,
+                              documents=DocumentDb(db), images=ImageDb(db),
+                              documents_days=periods.documents_days)
         due = await retention.due()
         deleted = [] if args.dry_run else await retention.purge("cli:retention")
     finally:
@@ -82,19 +103,25 @@ async def cmd_purge(args: argparse.Namespace) -> None:
         await db.close()
     if args.json:
         print(json.dumps({"dry_run": args.dry_run, "due": [d.as_dict() for d in due],
-                          "deleted": [d.recording_id for d in deleted]},
+                          "deleted": [d.id for d in deleted]},
                          indent=2, ensure_ascii=False))
         return
-    days = settings.records.retention.recordings_days
-    print(f"recordings past {days} days: {len(due)} "
-          f"({sum(1 for d in due if d.held)} kept by a legal hold)")
-    for d in due:
-        state = ("held: " + (d.hold_reason or "") if d.held else
-                 "would be deleted" if args.dry_run else "deleted")
-        print(f"  {d.recording_id}  ended {d.ended_at:%Y-%m-%d}  {d.age_days:7.1f} days  "
-              f"{d.files} files {d.size} bytes  {state}")
+    gone = {(d.cls, d.id) for d in deleted}
+    for cls in CLASSES:
+        mine = [d for d in due if d.cls == cls]
+        if cls != "recording" and not mine:
+            continue  # the recordings' summary line is always there, as it always was
+        print(f"{_CLASS_NAMES[cls]} past {retention.days(cls)} days: {len(mine)} "
+              f"({sum(1 for d in mine if d.held)} kept by a legal hold)")
+        for d in mine:
+            state = ("held: " + (d.hold_reason or "") if d.held else
+                     "would be deleted" if args.dry_run else
+                     "deleted" if (cls, d.id) in gone else "kept: changed meanwhile")
+            print(_due_line(d, state))
     if not args.dry_run:
-        print(f"deleted {len(deleted)} recording(s); each deletion is in the audit log")
+        counts = {cls: sum(1 for d in deleted if d.cls == cls) for cls in CLASSES}
+        print(f"deleted {counts['recording']} recording(s), {counts['document']} document(s),"
+              f" {counts['case_image']} case image(s); each deletion is in the audit log")
 
 
 async def _stored_document(args: argparse.Namespace, document_id: str) -> tuple[bytes, str]:
@@ -109,6 +136,8 @@ async def _stored_document(args: argparse.Namespace, document_id: str) -> tuple[
         await db.close()
     if document is None:
         raise CliError(f"no document {document_id!r} in the database")
+    if document.purged_at is not None:
+        raise CliError(document.gone())
     if document.signature is None:
         raise CliError(f"document {document_id} (version {document.version}) is not signed")
     return document.content, document.signature
@@ -180,8 +209,9 @@ def add_parser(sub: Any) -> None:
 
     retention = sub.add_parser("retention", help="delete what is past its retention period")
     rsub = retention.add_subparsers(dest="retention_cmd", required=True)
-    purge = rsub.add_parser("purge", help="delete recordings past records.retention (not "
-                            "those on legal hold), from every storage; each one audited")
+    purge = rsub.add_parser("purge", help="delete recordings, documents and case images past "
+                            "records.retention (not those on legal hold), from every storage;"
+                            " each one audited")
     purge.add_argument("--dry-run", action="store_true", help="list, delete nothing")
     purge.add_argument("--json", action="store_true")
     purge.set_defaults(func=cmd_purge, is_async=True)

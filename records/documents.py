@@ -12,6 +12,11 @@ signed in turn). What is stored and signed is the exact bytes of a canonical JSO
 version it replaces — a signature cannot be moved to another patient. Signatures are detached
 JWS with the author's certificate chain (records/signing.py); ``huizhen document verify``
 checks an exported copy. A signed document is the room event ``document_signed`` (a webhook).
+
+After ``records.retention.documents_days`` a document (every version, and their signatures) is
+purged (records/retention.py): its rows stay as tombstones (ids, room, patient, author, times,
+SHA-256, ``purged_at`` and why), its bytes and signatures are gone; a purged series takes no
+new version and no signature.
 """
 
 from __future__ import annotations
@@ -70,6 +75,9 @@ class DocumentRow(Base):
     signed_at: Mapped[datetime | None]
     signature: Mapped[str | None] = mapped_column(Text)
     signer_cert_sha256: Mapped[str | None] = mapped_column(String(64))
+    #: retention (migration 0011): when the text and signature were deleted, and the rule
+    purged_at: Mapped[datetime | None]
+    purge_reason: Mapped[str | None] = mapped_column(String(255))
 
 
 @dataclass(frozen=True)
@@ -90,11 +98,23 @@ class Document:
     signed_at: datetime | None
     signature: str | None
     signer_cert_sha256: str | None
+    purged_at: datetime | None = None
+    purge_reason: str | None = None
 
     @property
     def body(self) -> dict[str, Any]:
+        """The canonical JSON (empty once purged: only the tombstone's columns are left)."""
+        if self.purged_at is not None:
+            return {}
         parsed: dict[str, Any] = json.loads(self.content)
         return parsed
+
+    def gone(self) -> str:
+        """What a reader of a purged version is told."""
+        when = self.purged_at.isoformat() if self.purged_at else "?"
+        return (f"document {self.id} (version {self.version} of {self.series_id}) was deleted "
+                f"on {when} under the retention rules ({self.purge_reason or 'retention'}); "
+                "its record (ids, patient, author, times, SHA-256) remains")
 
     @property
     def text(self) -> str:
@@ -108,9 +128,11 @@ class Document:
                 "patient_ref": self.patient_ref, "case_id": self.agenda_item_id,
                 "kind": self.kind, "title": body.get("title"), "text": body.get("text"),
                 "author": body.get("author"), "created_at": self.created_at.isoformat(),
-                "sha256": self.sha256, "signed": self.signature is not None,
+                "sha256": self.sha256, "signed": self.signed_at is not None,
                 "signed_at": self.signed_at.isoformat() if self.signed_at else None,
-                "replaces": body.get("replaces")}
+                "replaces": body.get("replaces"),
+                "status": "active" if self.purged_at is None else "purged",
+                "purged_at": self.purged_at.isoformat() if self.purged_at else None}
 
 
 def _document(row: DocumentRow) -> Document:
@@ -120,7 +142,8 @@ def _document(row: DocumentRow) -> Document:
                     kind=row.kind, author_identity=row.author_identity,
                     author_role=row.author_role, created_at=row.created_at,
                     content=row.content, sha256=row.sha256, signed_at=row.signed_at,
-                    signature=row.signature, signer_cert_sha256=row.signer_cert_sha256)
+                    signature=row.signature, signer_cert_sha256=row.signer_cert_sha256,
+                    purged_at=row.purged_at, purge_reason=row.purge_reason)
 
 
 def render(fields: dict[str, Any]) -> bytes:
@@ -153,7 +176,7 @@ class DocumentDb:
         """Sign an unsigned version (False if it was signed meanwhile)."""
         async with self._sessions.begin() as session:
             row = await session.get(DocumentRow, document_id, with_for_update=True)
-            if row is None or row.signature is not None:
+            if row is None or row.signature is not None or row.purged_at is not None:
                 return False
             row.signature, row.signed_at, row.signer_cert_sha256 = signature, at, cert_sha256
         return True
@@ -177,6 +200,58 @@ class DocumentDb:
 
     async def series(self, series_id: str) -> list[Document]:
         return await self.where(DocumentRow.series_id == series_id)
+
+    # ---- retention (records/retention.py) ----------------------------------------------------
+    async def live_versions(self) -> list[VersionInfo]:
+        """Every version not purged, without its bytes, oldest first."""
+        async with self._sessions() as session:
+            rows = await session.execute(select(
+                DocumentRow.id, DocumentRow.series_id, DocumentRow.version, DocumentRow.room_id,
+                DocumentRow.segment_id, DocumentRow.patient_ref, DocumentRow.kind,
+                DocumentRow.created_at, DocumentRow.signed_at,
+                func.length(DocumentRow.content)).where(DocumentRow.purged_at.is_(None))
+                .order_by(DocumentRow.created_at, DocumentRow.version))
+            return [VersionInfo(id=r[0], series_id=r[1], version=r[2], room_id=r[3],
+                                encounter_id=r[4] or r[3], patient_ref=r[5], kind=r[6],
+                                created_at=r[7], signed_at=r[8], size=int(r[9] or 0))
+                    for r in rows]
+
+    async def mark_purged(self, series_id: str, cutoff: datetime, at: datetime,
+                          reason: str) -> int:
+        """Delete the text and signatures of every version of a series whose last version
+        (its signing too) is no later than ``cutoff``; the rows stay as tombstones. The number
+        of versions purged (0 if a version came or was signed after ``cutoff`` meanwhile)."""
+        async with self._sessions.begin() as session:
+            rows = list(await session.scalars(select(DocumentRow).where(
+                DocumentRow.series_id == series_id).with_for_update()))
+            if any(max(r.created_at, r.signed_at or r.created_at) > cutoff for r in rows):
+                return 0
+            live = [r for r in rows if r.purged_at is None]
+            for row in live:
+                row.content, row.signature = b"", None
+                row.purged_at, row.purge_reason = at, reason
+            return len(live)
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """A version's metadata without its bytes (what retention needs)."""
+
+    id: str
+    series_id: str
+    version: int
+    room_id: str
+    encounter_id: str
+    patient_ref: str | None
+    kind: str
+    created_at: datetime
+    signed_at: datetime | None
+    size: int
+
+    @property
+    def last_at(self) -> datetime:
+        """Its last change: signed, else saved."""
+        return max(self.created_at, self.signed_at or self.created_at)
 
 
 def latest_only(documents: list[Document]) -> list[Document]:
@@ -229,6 +304,8 @@ class Documents:
             if not versions or versions[0].room_id != room.id or versions[0].kind != kind:
                 raise RoomError("unknown_document", f"no {kind} {series_id!r} in this room")
             last = versions[-1]
+            if last.purged_at is not None:
+                raise RoomError("document_purged", last.gone())
             if base_version != last.version:
                 raise RoomError("document_conflict", f"version {last.version} was saved "
                                 f"meanwhile (by {last.body['author']['name']}): reload it and "
@@ -260,6 +337,8 @@ class Documents:
         document = await self.db.get(document_id)
         if document is None or document.room_id != member.room_id:
             raise RoomError("unknown_document", f"no document {document_id!r} in this room")
+        if document.purged_at is not None:
+            raise RoomError("document_purged", document.gone())
         await self._writable(member, document.kind)
         if document.author_identity != member.info.identity:
             raise RoomError("not_permitted", "only its author signs a document")
@@ -310,6 +389,8 @@ class Documents:
 
     def check(self, document: Document) -> Verified:
         """Verify a stored signed version against the configured trust anchors."""
+        if document.purged_at is not None:
+            raise SigningError("purged", document.gone())
         if document.signature is None:
             raise SigningError("not_signed", "this version is not signed")
         return verify(document.content, document.signature, self.keys.anchors)

@@ -5,6 +5,11 @@ A search names a patient (``patient=Patient/<id>`` or ``subject=``) or an encoun
 encounters and segments, the recordings and chat of those, their consents, the audit rows
 about them — and never another patient's segment of the same ward round. Every read and
 search, and every media link it hands out, is a row in the audit log.
+
+A clinical document purged under the retention rules (records/retention.py) is a deleted
+resource in FHIR's sense: searches leave it out and a read answers ``410 Gone`` (issue type
+``deleted``). Its ``status`` is not changed to ``entered-in-error``: it was not an error, and R4's
+DocumentReference has no status for "deleted after its retention period".
 """
 
 from __future__ import annotations
@@ -94,6 +99,10 @@ class FhirRecord:
             raise FhirError(404, "not-supported", f"/fhir/ serves no {resource_type!r}: see "
                             "/fhir/metadata for what it serves")
         found = await self._read(resource_type, resource_id, caller)
+        if found is None and resource_type == "DocumentReference":
+            document = await self.documents.get(fhir.our_id(resource_id))
+            if document is not None and document.purged_at is not None:
+                raise FhirError(410, "deleted", document.gone())
         if found is None:
             raise FhirError(404, "not-found", f"no {resource_type}/{resource_id}")
         subject = _subject(found)
@@ -166,7 +175,8 @@ class FhirRecord:
                                self._link(r.id, r.status, caller))
                     for e in encounters for r in e.recordings]
         if resource_type == "DocumentReference":
-            documents = await self.documents.of_encounters([e.id for e in encounters])
+            documents = [d for d in await self.documents.of_encounters(
+                [e.id for e in encounters]) if d.purged_at is None]  # deleted: left out
             latest = {d.series_id: d.version for d in latest_only(documents)}
             return [fhir.document_reference(d, ids.get(d.patient_ref or ""),
                                             latest[d.series_id] == d.version)

@@ -5,6 +5,9 @@
 * ``GET /api/documents/{id}`` — one version, its exact signed bytes (base64) and signature;
 * ``GET /api/documents/{id}/verify`` — signature, certificate chain and validity time checked
   against the configured trust anchors.
+
+A version purged under the retention rules (records/retention.py) is listed with
+``status: purged`` (no text); reading or verifying it answers ``410 purged`` saying when and why.
 """
 
 from __future__ import annotations
@@ -56,8 +59,18 @@ async def _document(request: web.Request) -> Document:
     return document
 
 
+def _gone(document: Document) -> web.Response:
+    """A purged version: 410, when and why (its tombstone is in the room's listing)."""
+    return web.json_response({"error": {
+        "code": "purged", "message": document.gone(),
+        "purged_at": document.purged_at.isoformat() if document.purged_at else None,
+        "reason": document.purge_reason}}, status=410)
+
+
 async def get_document(request: web.Request) -> web.Response:
     document = await _document(request)
+    if document.purged_at is not None:
+        return _gone(document)
     latest = await _documents(request).db.latest_version(document.series_id)
     return web.json_response({**document.as_dict(latest),
                               "content_base64": base64.b64encode(document.content).decode(),
@@ -66,6 +79,8 @@ async def get_document(request: web.Request) -> web.Response:
 
 async def verify_document(request: web.Request) -> web.Response:
     document = await _document(request)
+    if document.purged_at is not None:
+        return _gone(document)
     try:
         checked = _documents(request).check(document)
     except SigningError as exc:

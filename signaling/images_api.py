@@ -40,7 +40,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 READ_CHUNK = 64 * 1024
 _STATUS = {"room_not_found": 404, "image_not_found": 404, "room_ended": 409,
            "not_permitted": 403, "not_admitted": 403, "not_in_room": 403,
-           "token_wrong_room": 403}
+           "token_wrong_room": 403, "purged": 410}
 
 
 class _Who:

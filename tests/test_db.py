@@ -257,7 +257,7 @@ async def test_migrations_are_idempotent(empty_url: str) -> None:
             version = (await conn.execute(text("SELECT version_num FROM alembic_version"))).all()
             tables = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
         await database.close()
-        assert version == [("0010",)]
+        assert version == [("0011",)]
         assert {"rooms", "participant_sessions", "room_events", "consents", "recordings",
                 "recording_files", "recording_jobs", "audit_log", "audit_head",
                 "case_images"} <= tables
