@@ -34,16 +34,15 @@ from pathlib import Path
 from typing import Any
 
 import _paths  # noqa: F401  (first: the project's packages before bench/'s scripts)
-from fanout import (
-    API_KEY,
+from fanout_procs import (
     BenchError,
-    HuizhenTarget,
     Processes,
     host_busy_seconds,
     progress,
     wait_ready,
     worker_env,
 )
+from fanout_targets import API_KEY, HuizhenTarget
 
 TARGET_VIEWERS_PER_CORE = 400
 

@@ -1,6 +1,7 @@
 """The ``huizhen`` command: run the service, create rooms and links, join as a headless participant.
 
-Commands that talk to a running service (``room create``, ``token create``, ``demo``) use the
+Commands that talk to a running service (``room create``, ``token create``, ``demo``,
+``drain``: an admin key, docs/api.md "Admin API") use the
 REST API with a short-lived API token signed by the configured key (in dev mode, the key in
 ``<data_dir>/dev-credentials.json``), or ``--api-key`` / ``--api-secret`` /
 ``HUIZHEN_API_KEY`` / ``HUIZHEN_API_SECRET`` for a remote service (huizhen/remote.py).
@@ -66,6 +67,31 @@ async def cmd_demo(args: argparse.Namespace) -> None:
     print(f"Clinic room {room['id']} created.\n")
     print(f"Doctor link (open on this computer):\n  {doctor['join_url']}\n")
     print(f"Patient link (open in another browser or on a phone):\n  {patient['join_url']}")
+
+
+async def cmd_drain(args: argparse.Namespace) -> None:
+    """Drain a running node (POST /api/admin/drain, an admin key), then wait until it has
+    exited: new rooms and joins go elsewhere, its clients reconnect, its recordings finish."""
+    api = Api(args)
+    state = (await api.call("POST", "/api/admin/drain"))["drain"]
+    print(f"draining {api.url} (waits up to {state['timeout_s']:g} s for its rooms to empty)",
+          file=sys.stderr)
+    if args.no_wait:
+        _print(state, args.json)
+        return
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + state["timeout_s"] + args.grace
+    last: dict[str, Any] = state
+    while loop.time() < deadline:
+        await asyncio.sleep(0.5)
+        try:
+            last = (await api.call("GET", "/api/admin/node"))["drain"] or last
+        except CliError:  # the node has gone: drained and exited
+            print("drained: the node has exited", file=sys.stderr)
+            _print(last, args.json)
+            return
+    raise CliError(f"the node at {api.url} still answers {args.grace:g} s after its drain "
+                   f"limit (phase: {last.get('phase')}); stop it with SIGTERM twice")
 
 
 # ---- join ------------------------------------------------------------------------------------
@@ -199,6 +225,15 @@ def build_parser() -> argparse.ArgumentParser:
     tcreate.add_argument("--ttl", type=int, default=3600, help="seconds (default 3600)")
     remote(tcreate)
     tcreate.set_defaults(func=cmd_token_create, is_async=True)
+
+    drain = sub.add_parser("drain", help="drain a running node (admin key), wait until it "
+                           "exits: clients reconnect elsewhere or to its successor")
+    drain.add_argument("--no-wait", action="store_true",
+                       help="start the drain and return; do not wait for the node to exit")
+    drain.add_argument("--grace", type=float, default=15.0,
+                       help="seconds to wait past the node's drain limit (default 15)")
+    remote(drain)
+    drain.set_defaults(func=cmd_drain, is_async=True)
 
     demo = sub.add_parser("demo", help="create a clinic room and print doctor/patient links")
     remote(demo)

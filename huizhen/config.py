@@ -74,6 +74,11 @@ class ServerConfig(BaseModel):
     port: int = Field(8080, ge=0, le=65535)
     public_url: str = ""
     tls: TlsConfig = TlsConfig()
+    #: a drain (SIGTERM, ``huizhen drain``) waits this long for this node's rooms to empty and
+    #: its recordings to finish before the process exits anyway (signaling/drain.py)
+    drain_timeout_s: float = Field(30.0, ge=0, le=3600)
+    #: how soon clients told to reconnect by a drain try again (the ``reconnect`` hint)
+    drain_retry_ms: int = Field(500, ge=100, le=10000)
 
     @field_validator("public_url")
     @classmethod
@@ -122,11 +127,39 @@ class TurnServer(BaseModel):
         return value
 
 
+class TurnConfig(BaseModel):
+    """coturn with ``use-auth-secret``: per-participant credentials (docs/turn.md)."""
+
+    #: coturn's ``static-auth-secret``; in the environment (HUIZHEN_ICE__TURN__SECRET)
+    secret: SecretStr = SecretStr("")
+    #: turn:host:3478?transport=udp, turn:host:3478?transport=tcp, turns:host:443?transport=tcp
+    urls: list[str] = []
+    #: a credential lives as long as the participant's token, never longer than this
+    max_credential_ttl_s: int = Field(12 * 3600, ge=60)
+
+    @field_validator("urls")
+    @classmethod
+    def _schemes(cls, value: list[str]) -> list[str]:
+        for item in value:
+            if not item.startswith(("turn:", "turns:")):
+                raise ValueError(f"{item!r}: a TURN server URL starts with turn: or turns:")
+        return value
+
+    @model_validator(mode="after")
+    def _both(self) -> TurnConfig:
+        if bool(self.urls) != bool(self.secret.get_secret_value()):
+            raise ValueError("set both ice.turn.urls and ice.turn.secret (coturn's "
+                             "static-auth-secret, HUIZHEN_ICE__TURN__SECRET), or neither")
+        return self
+
+
 class IceConfig(BaseModel):
     gather_addresses: list[str] = ["127.0.0.1"]
     announce_addresses: dict[str, str] = {}
     stun_servers: list[str] = []
+    #: static TURN credentials, the same for every client: dev mode only (use ``turn``)
     turn_servers: list[TurnServer] = []
+    turn: TurnConfig = TurnConfig()
     ignore_mdns_candidates: bool = True
 
     @field_validator("gather_addresses")
@@ -158,6 +191,8 @@ class IceConfig(BaseModel):
 class ApiKey(BaseModel):
     key: str = Field(min_length=1)
     secret: str
+    #: may call the admin API (/api/admin/…: node load, drain, kick, end any room)
+    admin: bool = False
 
 
 class AuthConfig(BaseModel):
@@ -182,6 +217,8 @@ class SignalingConfig(BaseModel):
 class MediaConfig(BaseModel):
     video_codec: Literal["VP8", "H264"] = "VP8"
     pli_throttle_ms: int = Field(500, ge=50, le=5000)
+    #: every media connection on this one UDP port (0: a port per connection)
+    udp_port: int = Field(0, ge=0, le=65535)
 
 
 class ImagesConfig(BaseModel):
@@ -199,6 +236,16 @@ class ImagesConfig(BaseModel):
 class LoggingConfig(BaseModel):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["json", "text"] = "json"
+
+
+class MetricsConfig(BaseModel):
+    """Prometheus metrics at ``/metrics`` (docs/operations.md)."""
+
+    enabled: bool = True
+    #: the bearer token a scrape must send (``Authorization: Bearer <token>``), from the
+    #: environment: HUIZHEN_METRICS__TOKEN. Empty: ``/metrics`` is open, which only dev mode
+    #: accepts (outside it the service refuses to start)
+    token: SecretStr = SecretStr("")
 
 
 class WebhookEndpoint(BaseModel):
@@ -241,6 +288,7 @@ class Settings(BaseSettings):
     media: MediaConfig = MediaConfig()
     images: ImagesConfig = ImagesConfig()
     logging: LoggingConfig = LoggingConfig()
+    metrics: MetricsConfig = MetricsConfig()
     webhooks: WebhooksConfig = WebhooksConfig()
 
     @classmethod
@@ -285,6 +333,9 @@ class Settings(BaseSettings):
                 return str(value)
             return value
         return {k: reveal(v) for k, v in self.model_dump().items()}
+
+    def is_admin(self, key: str) -> bool:
+        return any(item.key == key and item.admin for item in self.auth.api_keys)
 
     def secret_for(self, key: str) -> str | None:
         for item in self.auth.api_keys:
@@ -377,6 +428,7 @@ def check_secure(settings: Settings) -> None:
             raise ConfigError(
                 f"auth.api_keys[{item.key}].secret is shorter than {MIN_SECRET_LENGTH} characters"
             )
+    _check_turn(settings.ice)
     if settings.server.tls.self_signed:
         raise ConfigError(
             "server.tls.self_signed is for LAN testing in dev mode; production needs "
@@ -395,7 +447,32 @@ def check_secure(settings: Settings) -> None:
             f"{keys_env(AuditConfig.OPTION)}='{{\"a1\": \"<base64 of 32 random bytes>\"}}' and "
             "HUIZHEN_RECORDS__AUDIT__ACTIVE_KEY=a1 (keep every key that sealed rows you keep)"
         )
+    metrics = settings.metrics
+    if metrics.enabled and len(metrics.token.get_secret_value()) < MIN_SECRET_LENGTH:
+        raise ConfigError(
+            "metrics.enabled (Prometheus at /metrics) needs a bearer token of at least "
+            f"{MIN_SECRET_LENGTH} characters outside dev mode: set HUIZHEN_METRICS__TOKEN "
+            "(e.g. a secret from: huizhen key generate) and give Prometheus the same "
+            "(docs/operations.md), or set metrics.enabled: false"
+        )
 
+
+
+def _check_turn(ice: IceConfig) -> None:
+    """Outside dev mode TURN credentials are per participant and signed with a real secret."""
+    if ice.turn_servers:
+        raise ConfigError(
+            "ice.turn_servers hands every client the same static TURN password; outside dev "
+            "mode use short-lived credentials instead: run coturn with use-auth-secret and set "
+            "HUIZHEN_ICE__TURN__SECRET (its static-auth-secret) and ice.turn.urls (docs/turn.md)"
+        )
+    secret = ice.turn.secret.get_secret_value()
+    if ice.turn.urls and len(secret) < MIN_SECRET_LENGTH:
+        raise ConfigError(
+            f"ice.turn.secret is shorter than {MIN_SECRET_LENGTH} characters; set "
+            "HUIZHEN_ICE__TURN__SECRET to a random one (e.g. from: huizhen key generate) and "
+            "the same value as static-auth-secret in coturn's turnserver.conf"
+        )
 
 
 def _check_recording_storage(storage: StorageConfig) -> None:
@@ -464,6 +541,6 @@ def ensure_dev_credentials(settings: Settings) -> ApiKey | None:
         path = settings.data_dir / DEV_CREDENTIALS_FILE
         path.write_text(json.dumps({"key": DEV_API_KEY, "secret": secret}), encoding="utf-8")
         path.chmod(0o600)
-    key = ApiKey(key=DEV_API_KEY, secret=secret)
+    key = ApiKey(key=DEV_API_KEY, secret=secret, admin=True)  # dev mode: `huizhen drain` works
     settings.auth.api_keys.append(key)
     return key if created else None

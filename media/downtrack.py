@@ -102,6 +102,17 @@ class DownTrack:
         self._upstream_gaps: deque[tuple[int, int]] = deque(maxlen=1024)
         self._gaps_reported = 0  # upstream-lost numbers the subscriber's reports covered
         self._rr_last: tuple[int, int, int] | None = None  # (lost, highest, gaps) at the last
+        #: for monitoring (media/stats.py), counted where the work is done, never per packet:
+        #: packets the subscriber's reports say its downlink lost (audio; video's are the
+        #: answered NACKs), layer switches, pauses, when it first sent, and the round trip
+        #: from its receiver reports (their LSR echoes one of our sender reports: ``_sr_sent``)
+        self.downlink_lost = 0
+        self.layer_switches = 0
+        self.pauses = 0
+        self.first_sent_at: float | None = None
+        self.rtt_s: float | None = None
+        self.rtt_at = 0.0
+        self._sr_sent: dict[int, float] = {}  # NTP middle 32 bits → time.monotonic()
 
     def configure(self, payload_type: int, clock_rate: int, ext_ids: rtp.ExtensionIds,
                   cname: str, rtx: tuple[int, int] | None = None) -> None:
@@ -135,6 +146,7 @@ class DownTrack:
         the current layer keeps flowing (no freeze while waiting)."""
         if layer is self.target:
             return
+        self.layer_switches += 1
         self._cancel_switch()
         if self.source is None or not self.started or self.paused:
             self.attach(layer)
@@ -161,6 +173,8 @@ class DownTrack:
 
     def pause(self) -> None:
         self._cancel_switch()
+        if not self.paused:
+            self.pauses += 1
         self.paused = True
 
     def resume(self) -> None:
@@ -252,6 +266,8 @@ class DownTrack:
         """Continue this m-line's sequence and timestamp from where it stopped."""
         self.waiting_keyframe = False
         self.started = True
+        if self.first_sent_at is None:
+            self.first_sent_at = time.monotonic()
         self._first_src_seq = template.seq
         self._seq_offset = (self._last_out_seq + 1 - template.seq) & 0xFFFF
         self._run_start = (self._last_out_seq + 1) & 0xFFFF
@@ -327,6 +343,7 @@ class DownTrack:
             lost = packets_lost - last[0] - (self._gaps_reported - last[2])
         if expected <= 0 or expected >= 0x80000000 or lost <= 0:
             return 0
+        self.downlink_lost += lost
         return min(255, (lost << 8) // expected)
 
     def on_keyframe_request(self) -> None:
@@ -334,9 +351,24 @@ class DownTrack:
         if self.source is not None and not self.paused:
             self.source.request_keyframe()
 
+    def round_trip(self, lsr: int, dlsr: int) -> None:
+        """A receiver report's LSR (the middle 32 bits of the NTP time of the last sender
+        report it got) and DLSR (how long it held it, 1/65536 s): if that report was ours,
+        the round trip to the subscriber. (The NTP time we send is the publisher's, so it is
+        looked up, never compared with our clock.)"""
+        sent = self._sr_sent.get(lsr) if lsr else None
+        if sent is not None:
+            now = time.monotonic()
+            rtt = now - sent - dlsr / 65536
+            if rtt >= 0:
+                self.rtt_s, self.rtt_at = rtt, now
+
     def send_sender_report(self, ntp: int, src_rtp_ts: int) -> None:
         if not self.started or not self.active:
             return
+        if len(self._sr_sent) >= 8:
+            del self._sr_sent[next(iter(self._sr_sent))]
+        self._sr_sent[(ntp >> 16) & 0xFFFFFFFF] = time.monotonic()
         packets: list[Any] = [
             RtcpSrPacket(
                 ssrc=self.ssrc,

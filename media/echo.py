@@ -46,7 +46,9 @@ class EchoService:
         try:
             await pc.setRemoteDescription(RTCSessionDescription(
                 self.policy.clean_remote_sdp(offer_sdp), "offer"))
-            await pc.setLocalDescription(await pc.createAnswer())
+            answer = await pc.createAnswer()
+            self.policy.prepare(pc)
+            await pc.setLocalDescription(answer)
         except Exception as exc:
             await self._close(pc)
             raise SdpError(f"offer refused: {exc}") from exc

@@ -8,7 +8,8 @@
 * Remote mDNS (``*.local``) candidates would be resolved by multicast; they are dropped when
   ``ice.ignore_mdns_candidates`` is on.
 * STUN/TURN servers come from configuration only; none by default (aiortc's own default
-  would contact a public STUN server).
+  would contact a public STUN server). TURN credentials for clients are made per participant
+  (``media/turn.py``, the TURN REST scheme); static ``turn_servers`` are for dev mode only.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ from typing import Any
 
 import aioice.ice
 from aiortc import RTCBundlePolicy, RTCConfiguration, RTCIceServer
+
+from media.turn import TurnRest
+from media.udpmux import UdpMux
 
 log = logging.getLogger("huizhen.media.ice")
 
@@ -38,8 +42,18 @@ class IcePolicy:
     gather_addresses: list[str] | None = None  # None = aioice's default (all but loopback)
     announce_addresses: dict[str, str] = field(default_factory=dict)
     stun_servers: list[str] = field(default_factory=list)
-    turn_servers: list[TurnServerSpec] = field(default_factory=list)
+    turn_servers: list[TurnServerSpec] = field(default_factory=list)  # static: dev mode only
     ignore_mdns_candidates: bool = True
+    #: coturn with ``use-auth-secret``: each client gets its own short-lived credentials
+    turn: TurnRest | None = None
+    #: ``media.udp_port``: every connection of the SFU on one shared socket (media/udpmux.py)
+    udp_mux: UdpMux | None = None
+
+    def prepare(self, pc: Any) -> None:
+        """Before ``setLocalDescription`` of one of the SFU's own connections: on the shared
+        UDP port when there is one."""
+        if self.udp_mux is not None:
+            self.udp_mux.adopt(pc)
 
     def install(self) -> None:
         """Make aioice gather on our addresses (process-wide: aioice has no per-connection knob)."""
@@ -62,9 +76,14 @@ class IcePolicy:
         ]
         return RTCConfiguration(iceServers=servers, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
 
-    def client_ice_servers(self) -> list[dict[str, Any]]:
-        """The servers handed to browsers in ``joined.ice_servers``."""
+    def client_ice_servers(self, user: str = "", expires_at: int | None = None
+                           ) -> list[dict[str, Any]]:
+        """The servers handed to browsers (``joined.ice_servers``, ``GET /precheck``). With
+        ``user`` and ``expires_at`` (a participant and its token's expiry), the REST-scheme
+        TURN servers come with credentials of their own for that user, valid until then."""
         out: list[dict[str, Any]] = [{"urls": [url]} for url in self.stun_servers]
+        if self.turn is not None and self.turn.urls and user and expires_at is not None:
+            out.append(self.turn.credentials(user, expires_at))
         for t in self.turn_servers:
             entry: dict[str, Any] = {"urls": [t.url]}
             if t.username:

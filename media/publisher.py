@@ -62,6 +62,10 @@ class PublisherPeer:
         self.tracks: dict[str, MediaTrack] = {}
         self.closed = False
         self._stamps = ArrivalStamps()
+        #: for monitoring (media/stats.py): NACKs sent to the publisher (aiortc's generator's
+        #: and the layers' own), and the receivers whose statistics give the uplink's loss
+        self.nacks_sent = 0
+        self._receivers: list[tuple[str, RTCRtpReceiver]] = []
 
     async def answer(self, offer_sdp: str, tracks: list[PublishedTrack]) -> str:
         """Apply the client's offer and return our answer; SdpError if it is unusable."""
@@ -108,6 +112,7 @@ class PublisherPeer:
                 transceiver._headerExtensions = [*transceiver._headerExtensions, ext]
             self._hook_receiver(transceiver.receiver, track, codecs, rids)
         answer = await self.pc.createAnswer()
+        self._policy.prepare(self.pc)
         await self.pc.setLocalDescription(answer)  # gathers: the ICE sockets exist from here
         self._stamps.attach_connection(self.pc)
         return accept_in_answer(self._policy.rewrite_local_sdp(self.pc.localDescription.sdp),
@@ -151,6 +156,14 @@ class PublisherPeer:
         if layers:
             receiver._RTCRtpReceiver__nack_generator = None  # type: ignore[attr-defined]
         receiver._RTCRtpReceiver__jitter_buffer = _NullJitterBuffer()  # type: ignore[attr-defined]
+        self._receivers.append((track.kind, receiver))
+        send_rtcp_nack = receiver._send_rtcp_nack
+
+        async def counted_nack(media_ssrc: int, lost: list[int]) -> None:
+            self.nacks_sent += 1
+            await send_rtcp_nack(media_ssrc, lost)
+
+        receiver._send_rtcp_nack = counted_nack  # type: ignore[method-assign]
         handle_rtp = receiver._handle_rtp_packet
         handle_rtcp = receiver._handle_rtcp_packet
         main_pt = main.payloadType
@@ -194,6 +207,20 @@ class PublisherPeer:
         receiver._handle_rtp_packet = on_rtp  # type: ignore[method-assign]
         self._stamps.stamp_receiver(receiver)  # in front: arrival_time_ms is the kernel's
         receiver._handle_rtcp_packet = on_rtcp  # type: ignore[method-assign]
+
+    def uplink_counts(self) -> dict[str, tuple[int, int]]:
+        """Per media kind: (packets expected, packets lost) on the way from the publisher, as
+        aiortc's receivers count them for their receiver reports (RFC 3550: sequence numbers
+        missing on arrival, before any retransmission), since the connection started."""
+        out: dict[str, tuple[int, int]] = {}
+        for kind, receiver in self._receivers:
+            streams = receiver._RTCRtpReceiver__remote_streams  # type: ignore[attr-defined]
+            expected, lost = out.get(kind, (0, 0))
+            for stream in streams.values():
+                expected += stream.packets_expected
+                lost += max(0, stream.packets_lost)
+            out[kind] = (expected, lost)
+        return out
 
     async def close(self) -> None:
         if self.closed:

@@ -75,7 +75,12 @@ class ArrivalStamps:
 
     def attach(self, transport: Any) -> bool:
         """Read ``transport`` (an asyncio selector datagram transport) with receive timestamps
-        from now on; False (and nothing changed) if it is not one this can read."""
+        from now on; False (and nothing changed) if it is not one this can read. A transport
+        on the shared media port (media/udpmux.py) is read by its port, which hands the
+        stamps here (``note``)."""
+        if getattr(transport, "muxed", False):
+            transport._huizhen_stamps = self
+            return True
         loop: Any = getattr(transport, "_loop", None)
         sock: Any = getattr(transport, "_sock", None)
         if (sock is None or not hasattr(loop, "_add_reader")
@@ -115,6 +120,13 @@ class ArrivalStamps:
         transport._huizhen_stamps = self
         return True
 
+    def note(self, data: bytes, stamp: float) -> None:
+        """The receive time of an SRTP datagram read elsewhere (the shared media port)."""
+        pending = self._pending
+        if len(pending) >= MAX_PENDING:
+            pending.clear()
+        pending[data[2:4] + data[8:12]] = stamp
+
     def attach_connection(self, pc: Any) -> None:
         """Stamp what every ICE socket of this peer connection (``RTCPeerConnection``)
         receives; call it after ``setLocalDescription`` (the sockets exist from then on)
@@ -126,7 +138,7 @@ class ArrivalStamps:
                 continue
             seen.add(id(connection))
             for protocol in connection._protocols:
-                if type(protocol) is StunProtocol and protocol.transport is not None:
+                if isinstance(protocol, StunProtocol) and protocol.transport is not None:
                     self.attach(protocol.transport)
 
     def stamp_receiver(self, receiver: Any) -> None:

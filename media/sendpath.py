@@ -182,7 +182,7 @@ class SrtpUdpSink(PacketSink):
             # a host/srflx pair: write to its UDP socket directly (no asyncio buffering: a
             # real-time packet that does not fit the socket buffer is dropped, not queued)
             self._sock = (transport.get_extra_info("socket")._sock
-                          if type(pair.protocol) is StunProtocol and transport is not None
+                          if isinstance(pair.protocol, StunProtocol) and transport is not None
                           else None)
             self._addr = pair.remote_addr
         if self._sock is not None:

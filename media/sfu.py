@@ -6,7 +6,9 @@ It knows nothing of rooms or roles: tracks and peers are identified by opaque id
 from __future__ import annotations
 
 import logging
+from collections import Counter
 
+from media import stats
 from media.ice import IcePolicy
 from media.impairment import Impairment
 from media.publisher import PublishedTrack, PublisherPeer
@@ -30,6 +32,27 @@ class Sfu:
         self.subscribers: set[SubscriberPeer] = set()
         #: tests only: simulated loss on uplinks and limits on downlinks (media/impairment.py)
         self.impairment: Impairment | None = None
+        #: the counts of the tracks and connections that have closed (media/stats.py)
+        self.retired: Counter[stats.Key] = Counter()
+
+    def counters(self) -> Counter[stats.Key]:
+        """Everything the media engine counted since the start (media/stats.py)."""
+        totals = Counter(self.retired)
+        for track in self.tracks.values():
+            for layer in track.layers:
+                stats.add_source(totals, layer)
+        for pub in self.publishers:
+            stats.add_publisher(totals, pub)
+        for sub in self.subscribers:
+            stats.add_subscriber(totals, sub)
+        return totals
+
+    def _retire_track(self, track_id: str) -> MediaTrack | None:
+        track = self.tracks.pop(track_id, None)
+        if track is not None:
+            for layer in track.layers:
+                stats.add_source(self.retired, layer)
+        return track
 
     async def publish(self, offer_sdp: str, tracks: list[PublishedTrack]
                       ) -> tuple[PublisherPeer, str]:
@@ -47,15 +70,17 @@ class Sfu:
 
     async def close_publisher(self, peer: PublisherPeer) -> list[str]:
         """Close a publish connection; returns the ids of the tracks that went with it."""
-        self.publishers.discard(peer)
+        if peer in self.publishers:
+            self.publishers.discard(peer)
+            stats.add_publisher(self.retired, peer)
         gone = list(peer.tracks)
         for track_id in gone:
-            self.tracks.pop(track_id, None)
+            self._retire_track(track_id)
         await peer.close()
         return gone
 
     def close_track(self, track_id: str) -> None:
-        track = self.tracks.pop(track_id, None)
+        track = self._retire_track(track_id)
         if track is not None:
             track.close()
 
@@ -68,7 +93,9 @@ class Sfu:
         return peer
 
     async def close_subscriber(self, peer: SubscriberPeer) -> None:
-        self.subscribers.discard(peer)
+        if peer in self.subscribers:
+            self.subscribers.discard(peer)
+            stats.add_subscriber(self.retired, peer)
         await peer.close()
 
     async def close(self) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -77,6 +78,7 @@ OfferSender = Callable[[str, list[dict[str, Any]], int], Awaitable[None]]
 PauseNotifier = Callable[[str, dict[str, Any], bool], Coroutine[Any, Any, None]]
 
 ADAPT_INTERVAL_S = 0.25
+RTT_FRESH_S = 10.0  # a round trip measured longer ago than this is no longer reported
 
 
 @dataclass
@@ -113,6 +115,10 @@ class SubscriberPeer(SrtpUdpSink):
         self.closed = False
         #: negotiated and connected, but nothing is sent (a participant in the lobby)
         self.held = False
+        #: since when media may flow (created, or released from the hold): join-to-first-frame
+        self.media_since: float | None = time.monotonic()
+        #: its tasks log with the ids of the participant it was made for (huizhen/logs.py)
+        self._context = contextvars.copy_context()
 
     # ---- what to receive -----------------------------------------------------------------
     def subscribe(self, track: MediaTrack, meta: dict[str, Any]) -> None:
@@ -142,7 +148,7 @@ class SubscriberPeer(SrtpUdpSink):
             slot.down.resume()
         slot.down.attach(track.layers[0])  # the lowest layer; adaptation moves it up
         if self._adapting is None:
-            self._adapting = spawn(self._adapt_loop())
+            self._adapting = spawn(self._adapt_loop(), self._context)
         self.request_negotiation()
 
     def unsubscribe(self, track_id: str) -> None:
@@ -179,7 +185,7 @@ class SubscriberPeer(SrtpUdpSink):
     def request_negotiation(self) -> None:
         self._dirty = True
         if self._negotiation is None or self._negotiation.done():
-            self._negotiation = spawn(self._negotiate())
+            self._negotiation = spawn(self._negotiate(), self._context)
 
     async def _negotiate(self) -> None:
         while self._dirty and not self.closed:
@@ -187,6 +193,7 @@ class SubscriberPeer(SrtpUdpSink):
             if not self.slots:
                 return
             offer = await self.pc.createOffer()
+            self._policy.prepare(self.pc)
             await self.pc.setLocalDescription(offer)
             self._seq += 1
             self._answered.clear()
@@ -220,11 +227,14 @@ class SubscriberPeer(SrtpUdpSink):
         """Hold: the m-lines are negotiated and the connection comes up, but no packet is sent
         (a participant waiting in the lobby). Release: media starts at once, each video track
         at a keyframe — no negotiation left to do (instant admission)."""
-        self.held = held
         if held:
+            self.media_since = None
             for slot in self.slots:
                 slot.down.active = False
-        else:
+        elif self.held or self.media_since is None:
+            self.media_since = time.monotonic()
+        self.held = held
+        if not held:
             self._activate_ready()
 
     def _activate_ready(self) -> None:
@@ -344,7 +354,41 @@ class SubscriberPeer(SrtpUdpSink):
 
     def _notify_paused(self, slot: SubscriptionSlot, paused: bool) -> None:
         if self._on_video_paused is not None and slot.track_id is not None:
-            spawn(self._on_video_paused(slot.track_id, dict(slot.meta or {}), paused))
+            spawn(self._on_video_paused(slot.track_id, dict(slot.meta or {}), paused),
+                  self._context)
+
+    # ---- what monitoring reads (rooms/quality.py, observability/) ---------------------------
+    def round_trip_s(self, now: float) -> float | None:
+        """The most recent round trip one of its streams measured (RTCP), if fresh."""
+        latest = max((s.down for s in self.slots if s.down.rtt_s is not None),
+                     key=lambda d: d.rtt_at, default=None)
+        if latest is None or now - latest.rtt_at > RTT_FRESH_S:
+            return None
+        return latest.rtt_s
+
+    def video_layers(self) -> list[dict[str, Any]]:
+        """Each video track it receives: the simulcast layer it gets now (0 = the lowest of
+        ``layers``; None while paused)."""
+        out = []
+        for slot in self.slots:
+            if slot.track is None or not slot.track.is_video:
+                continue
+            down = slot.down
+            layers = slot.track.layers
+            layer = (layers.index(down.source) if down.source in layers and not down.paused
+                     else None)
+            out.append({"track_id": slot.track_id,
+                        "participant_id": (slot.meta or {}).get("participant_id"),
+                        "layer": layer, "layers": len(layers), "paused": down.paused})
+        return out
+
+    def first_video_delay(self) -> float | None:
+        """Seconds from when media could flow to the first video packet sent (None: not yet)."""
+        if self.media_since is None:
+            return None
+        firsts = [s.down.first_sent_at for s in self.slots if s.down.kind == "video"
+                  and s.down.first_sent_at is not None]
+        return min(firsts) - self.media_since if firsts else None
 
     # ---- aiortc sender replacement ---------------------------------------------------------
     def _hook_sender(self, slot: SubscriptionSlot) -> None:
@@ -391,6 +435,7 @@ class SubscriberPeer(SrtpUdpSink):
                     down.receiver_reports += 1
                     down.last_report = (report.fraction_lost, report.packets_lost,
                                         report.highest_sequence, report.jitter)
+                    down.round_trip(report.lsr, report.dlsr)
                     # video loss is read from NACKs (only what was lost on this downlink);
                     # audio has no NACKs, so its receiver reports speak for it, less what
                     # the publisher's uplink lost (the same gaps for every subscriber: one

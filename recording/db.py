@@ -12,7 +12,18 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Boolean, Float, ForeignKey, Index, Integer, String, Text, select, update
+from sqlalchemy import (
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    func,
+    select,
+    update,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from rooms.db import Base, Database
@@ -308,6 +319,13 @@ class RecordingDb:
             stmt = stmt.where(JobRow.recording_id == recording_id)
         async with self._sessions() as session:
             return [_job(row) for row in await session.scalars(stmt)]
+
+    async def job_counts(self) -> dict[tuple[str, str], int]:
+        """How many jobs there are of each (kind, status): for monitoring."""
+        stmt = select(JobRow.kind, JobRow.status, func.count()).group_by(JobRow.kind,
+                                                                          JobRow.status)
+        async with self._sessions() as session:
+            return {(kind, status): n for kind, status, n in await session.execute(stmt)}
 
     async def claim_job(self, worker: str, stale_after: timedelta,
                         job_id: int | None = None) -> Job | None:

@@ -64,6 +64,7 @@ class RecordingService:
         self._wanted: set[str] = set()  # rooms to record (started and not stopped by anyone)
         self._tick_task: asyncio.Task[None] | None = None
         self._locks: dict[str, asyncio.Lock] = {}
+        self._resume_checked: set[str] = set()  # rooms looked at for a drain's recording
         rooms.add_observer(self)
 
     # ---- life cycle --------------------------------------------------------------------
@@ -296,6 +297,10 @@ class RecordingService:
             given_by=member.info.identity, asked_by=asked_by)
 
     async def _maybe_auto_start(self, room_id: str) -> None:
+        if room_id not in self._resume_checked:
+            self._resume_checked.add(room_id)
+            if room_id not in self.active and self.rooms.members_of(room_id):
+                await self._resume_after_drain(room_id)
         if room_id in self.active or not await self._auto_record(room_id):
             return
         if not self.rooms.members_of(room_id):
@@ -306,6 +311,30 @@ class RecordingService:
         if consent is not None and consent.granted:
             with contextlib.suppress(RoomError):
                 await self.start(room_id, Actor("auto", "system"))
+
+    async def _resume_after_drain(self, room_id: str) -> None:
+        """A recording that a drain stopped (``server_drain``: a restart of the node) goes on
+        in a new part when the first participant is back on this node, under the same consent
+        or override reason; the part before was finished like any stopped recording."""
+        last_stop: dict[str, Any] | None = None
+        after = 0
+        while True:  # the room's events, read once per room and process
+            events = await self.rooms.db.events_for_room(room_id, after_id=after)
+            if not events:
+                break
+            after = events[-1].id or after
+            for event in events:
+                if event.type == "recording_started":
+                    last_stop = None
+                elif event.type == "recording_stopped":
+                    last_stop = event.data
+        if last_stop is None or last_stop.get("reason") != "server_drain":
+            return
+        before = await self.db.get_recording(str(last_stop.get("recording_id")))
+        log.info("recording resumed after a drain", extra={"room": room_id})
+        with contextlib.suppress(RoomError):  # consent withdrawn meanwhile, room ended
+            await self.start(room_id, Actor("drain", "system"),
+                             before.override_reason if before is not None else None)
 
     async def _auto_record(self, room_id: str) -> bool:
         room = await self.rooms.get_room(room_id)

@@ -81,6 +81,7 @@ class Member:
     left: bool = False
     #: in nobody's roster (the audience of a broadcast, until promoted: rooms/broadcast.py)
     quiet: bool = False
+    room_kind: str = ""
 
     @property
     def id(self) -> str:

@@ -58,13 +58,30 @@ class Moderation:
             target = rooms._target(moderator, participant_id)
             if reason == "denied" and target.info.state != LOBBY:
                 raise RoomError("bad_message", f"{target.info.name} is not waiting in the lobby")
-            if reason == "removed":
-                await rooms.store.mark_identity(target.room_id, "removed", target.info.identity)
-                await rooms._event(target.room_id, "participant_removed", target.id,
-                                   {"identity": target.info.identity,
-                                    "by": moderator.info.identity})
-            await rooms._send(target, {"type": reason})
-            await rooms._leave_locked(target, reason)
+            await self._dismiss_locked(target, reason, moderator.info.identity)
+
+    async def kick(self, room_id: str, participant_id: str, by: str) -> Member:
+        """An operator (the admin API, ``by`` its API key) removes a participant, as a
+        moderator's removal: told ``removed``, closed with 4003, and its identity may not come
+        back into this room."""
+        rooms = self._rooms
+        async with rooms._lock(room_id):
+            target = rooms.members.get(room_id, {}).get(participant_id)
+            if target is None:
+                raise RoomError("participant_not_found", f"no participant {participant_id!r} "
+                                f"in room {room_id!r} on this node (GET /api/admin/rooms "
+                                "lists them)")
+            await self._dismiss_locked(target, "removed", by)
+        return target
+
+    async def _dismiss_locked(self, target: Member, reason: str, by: str) -> None:
+        rooms = self._rooms
+        if reason == "removed":
+            await rooms.store.mark_identity(target.room_id, "removed", target.info.identity)
+            await rooms._event(target.room_id, "participant_removed", target.id,
+                               {"identity": target.info.identity, "by": by})
+        await rooms._send(target, {"type": reason})
+        await rooms._leave_locked(target, reason)
         spawn(target.sink.close(CLOSE_REMOVED, reason))
 
     async def hold(self, moderator: Member, participant_id: str, held: bool) -> None:

@@ -15,6 +15,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from huizhen.logs import bind, context_of
 from media.background import spawn
 from media.sfu import PublishedTrack, SdpError, Sfu
 from media.source import MediaTrack
@@ -45,6 +46,7 @@ from rooms.models import (
 )
 from rooms.moderation import Moderation
 from rooms.policy import CARE_TEAM, grants_for, kind_policy, role_policy
+from rooms.quality import ConnectionQuality
 from rooms.speakers import ActiveSpeakers
 from rooms.store import RoomStateStore
 from rooms.subjects import Subjects
@@ -65,12 +67,15 @@ class RoomService:
         self._locks: dict[str, asyncio.Lock] = {}
         self._marks_restored: set[str] = set()
         self.speakers = ActiveSpeakers(self)
+        self.quality = ConnectionQuality(self)
         self._observers: list[RoomObserver] = []
         self.subjects = Subjects(self)
         self.hosts = Hosts(self, unattended_end_s)
         self.audience = Broadcast(self)
         self.agenda = Agenda(self)
         self.moderation = Moderation(self)
+        #: a draining node takes no new rooms or joins (signaling/drain.py)
+        self.draining = False
 
     def add_observer(self, observer: RoomObserver) -> None:
         self._observers.append(observer)
@@ -92,19 +97,34 @@ class RoomService:
         if closed:
             log.info("closed sessions left open by the previous run", extra={"count": closed})
         self.speakers.start()
+        self.quality.start()
 
     async def stop(self) -> None:
         """Record everyone as gone (before their sockets close), then close the sockets."""
         self.speakers.stop()
+        self.quality.stop()
+        await self.send_away("server_shutdown")
+        await self.hosts.stop()
+        await self.sfu.close()
+
+    def _refuse_if_draining(self) -> None:
+        if self.draining:
+            raise RoomError("draining", "this server is restarting and takes no new rooms or "
+                            "participants; try again in a few seconds (or on another node)")
+
+    async def send_away(self, reason: str, hint: dict[str, Any] | None = None) -> int:
+        """Record everyone on this node as gone (``reason``), send each ``hint`` first if
+        given, then close their sockets with 1012 (reconnect). Returns how many there were."""
         closing = []
         for room_id in list(self.members):
             for member in list(self.members.get(room_id, {}).values()):
-                await self.leave(member, "server_shutdown")
+                if hint is not None:
+                    await member.sink.send(hint)
+                await self.leave(member, reason)
                 closing.append(spawn(member.sink.close(1012, "server restarting")))
         if closing:  # concurrently, and a dead client's close handshake is not waited out
             await asyncio.wait(closing, timeout=2)
-        await self.hosts.stop()
-        await self.sfu.close()
+        return len(closing)
 
     def _lock(self, room_id: str) -> asyncio.Lock:
         return self._locks.setdefault(room_id, asyncio.Lock())
@@ -116,6 +136,7 @@ class RoomService:
                           created_by: str | None = None,
                           auto_record: bool | None = None) -> RoomRecord:
         kind_policy(kind)  # PolicyError for an unknown kind
+        self._refuse_if_draining()
         room = RoomRecord(id=new_id("r"), kind=kind, title=title, created_at=utcnow(),
                           patient_ref=patient_ref, scheduled_start=scheduled_start,
                           scheduled_end=scheduled_end, created_by=created_by,
@@ -133,7 +154,9 @@ class RoomService:
     async def room_state(self, room_id: str) -> dict[str, Any]:
         room = await self.get_room(room_id)
         participants = await self.store.participants(room_id)
-        return {**room.as_dict(), "participants": [p.as_dict() for p in participants]}
+        return {**room.as_dict(), "participants": [
+            {**p.as_dict(), "quality": self.quality.current(room_id, p.id)}
+            for p in participants]}
 
     async def end_room(self, room_id: str, reason: str = "ended", by: str | None = None
                        ) -> RoomRecord:
@@ -164,6 +187,7 @@ class RoomService:
     # ---- participants ---------------------------------------------------------------------
     async def join(self, room_id: str, request: JoinRequest, sink: MessageSink
                    ) -> tuple[Member, dict[str, Any]]:
+        self._refuse_if_draining()
         room = await self.get_room(room_id)
         if room.status != "open":
             raise RoomError("room_ended", "this consultation has ended")
@@ -196,7 +220,9 @@ class RoomService:
                                    name=request.name, role=request.role,
                                    grants=request.grants.as_dict(), joined_at=utcnow(),
                                    state=LOBBY if waits else ACTIVE)
-            member = Member(info=info, sink=sink, grants=request.grants, quiet=quiet)
+            member = Member(info=info, sink=sink, grants=request.grants, quiet=quiet,
+                            room_kind=room.kind)
+            bind(room=room_id, participant=info.id)  # the ids the caller's logs carry from here
             await self.store.add_participant(info)
             self.members.setdefault(room_id, {})[info.id] = member
             await self.db.session_started(SessionRecord(
@@ -470,8 +496,10 @@ class RoomService:
         lobby gets its subscribe connection negotiated and connected, held: no media flows
         until it is admitted (instant admission)."""
         if member.grants.subscribe and member.subscriber is None:
-            member.subscriber = self.sfu.subscriber(self._offer_sender(member), member.id,
-                                                    self._pause_notifier(member))
+            # its tasks log with its own ids, whoever's message made it (huizhen/logs.py)
+            member.subscriber = context_of(member.room_id, member.id).run(
+                self.sfu.subscriber, self._offer_sender(member), member.id,
+                self._pause_notifier(member))
             member.subscriber.set_held(member.info.state == LOBBY)
         for other in self._others(member):
             for track in other.info.tracks.values():

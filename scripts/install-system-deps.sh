@@ -5,7 +5,8 @@
 #   install-system-deps.sh test   + chromium (browser tests; the font also makes Chinese
 #                                 readable in screenshots), iproute2 (the tests' private
 #                                 network namespace), postgresql (persistence tests),
-#                                 redis-server (cluster state tests)
+#                                 redis-server (cluster state tests), coturn + nftables +
+#                                 libnss3-tools (TURN tests: relay, firewall, test CA)
 set -euo pipefail
 what=${1:-run}
 
@@ -16,6 +17,9 @@ if [ "$what" = test ]; then
   command -v chromium >/dev/null 2>&1 || need+=(chromium)
   command -v ip >/dev/null 2>&1 || need+=(iproute2)
   command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+  command -v turnserver >/dev/null 2>&1 || need+=(coturn)       # TURN relay tests
+  command -v nft >/dev/null 2>&1 || need+=(nftables)            # their UDP-blocking firewall
+  command -v certutil >/dev/null 2>&1 || need+=(libnss3-tools)  # a test CA Chromium trusts
   if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
     need+=(postgresql)
   fi

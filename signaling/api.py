@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
@@ -25,13 +26,28 @@ from rooms.models import utcnow
 from rooms.policy import PolicyError, kind_policy
 from rooms.service import RoomService
 from rooms.subjects import several_patients_only
+from signaling.api_models import (
+    ATTENDANCE,
+    CREATE_ROOM,
+    END_ROOM,
+    EVENT,
+    ROOM,
+    ROOM_STATE,
+    ROOM_WITH_AGENDA,
+    SESSION,
+    TOKEN,
+    TOKEN_IN,
+    listing,
+)
 from signaling.auth import (
     AuthError,
+    ParticipantClaims,
     mint_participant_token,
     verify_api_token,
     verify_participant_token,
 )
-from signaling.keys import API_KEY, ECHO, ROOMS, SETTINGS
+from signaling.keys import API_KEY, ECHO, ROOMS, SETTINGS, SFU
+from signaling.openapi import OPENAPI_PATH, BadRequest, Param, Reply, errors, operation, reply
 
 log = logging.getLogger("huizhen.api")
 
@@ -40,7 +56,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _STATUS = {"room_not_found": 404, "room_ended": 409, "recording_not_found": 404,
            "consent_required": 409, "recording_active": 409, "not_recording": 409,
            "encounter_not_found": 404, "one_patient": 409, "delivery_not_found": 404,
-           "unknown_document": 404, "document_conflict": 409}
+           "unknown_document": 404, "document_conflict": 409, "draining": 503,
+           "admin_required": 403, "participant_not_found": 404}
 
 
 def error_response(status: int, code: str, message: str) -> web.Response:
@@ -52,7 +69,8 @@ async def api_errors(request: web.Request, handler: Handler) -> web.StreamRespon
     if not request.path.startswith("/api/"):
         return await handler(request)
     try:
-        authenticate(request)
+        if request.path != OPENAPI_PATH:  # the description is public; everything else is not
+            authenticate(request)
         return await handler(request)
     except AuthError as exc:
         return error_response(401, exc.code, exc.message)
@@ -64,8 +82,11 @@ async def api_errors(request: web.Request, handler: Handler) -> web.StreamRespon
         return error_response(400, "bad_request", str(exc))
     except web.HTTPException as exc:
         if exc.status >= 400:
-            return error_response(exc.status, "not_found" if exc.status == 404 else "http",
-                                  exc.reason)
+            answer = error_response(exc.status, "not_found" if exc.status == 404 else "http",
+                                    exc.reason)
+            if "Allow" in exc.headers:  # 405 names what the path takes (RFC 9110)
+                answer.headers["Allow"] = exc.headers["Allow"]
+            return answer
         raise
 
 
@@ -80,14 +101,10 @@ def authenticate(request: web.Request) -> None:
                                         settings.auth.audience)
 
 
-class BadRequest(ValueError):
-    pass
-
-
 async def json_body(request: web.Request) -> dict[str, Any]:
-    try:
-        data = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    try:  # JSON is UTF-8 (RFC 8259): a Content-Type charset the codecs do not know is no 500
+        data = json.loads(await request.read())
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise BadRequest(f"the body must be a JSON object: {exc}") from exc
     if not isinstance(data, dict):
         raise BadRequest("the body must be a JSON object")
@@ -107,6 +124,10 @@ def text_field(data: dict[str, Any], name: str, required: bool = True, max_len: 
     return value.strip()
 
 
+#: the years a date in a request may name
+FIRST_YEAR, LAST_YEAR = 1970, 2999
+
+
 def when(data: dict[str, Any], name: str) -> datetime | None:
     value = data.get(name)
     if value is None:
@@ -117,6 +138,9 @@ def when(data: dict[str, Any], name: str) -> datetime | None:
         raise BadRequest(f"field {name!r} must be an ISO 8601 date-time") from exc
     if parsed.tzinfo is None:
         raise BadRequest(f"field {name!r} needs a time zone, e.g. 2026-11-23T09:00:00+08:00")
+    if not FIRST_YEAR <= parsed.year <= LAST_YEAR:  # beyond, date arithmetic overflows
+        raise BadRequest(f"field {name!r} must be a date between the years {FIRST_YEAR} and "
+                         f"{LAST_YEAR}")
     return parsed
 
 
@@ -125,6 +149,11 @@ def rooms_of(request: web.Request) -> RoomService:
     return service
 
 
+@operation("Create a room", tag="rooms", body=CREATE_ROOM,
+           example={"kind": "mdt", "title": "Tumour board", "agenda": [
+               {"patient_ref": "Patient/123", "label": "Bed 12", "question": "resect?"}]},
+           responses={201: reply("The room, with its agenda", ROOM_WITH_AGENDA),
+                      **errors(409)})
 async def create_room(request: web.Request) -> web.Response:
     data = await json_body(request)
     kind = text_field(data, "kind") or ""
@@ -150,6 +179,9 @@ async def create_room(request: web.Request) -> web.Response:
                              status=201)
 
 
+@operation("List rooms", tag="rooms",
+           params=(Param("status", "query", {"enum": ["open", "ended"]}, "only these"),),
+           responses={200: reply("The rooms, newest first", listing("rooms", ROOM))})
 async def list_rooms(request: web.Request) -> web.Response:
     status = request.query.get("status")
     if status not in (None, "open", "ended"):
@@ -158,10 +190,14 @@ async def list_rooms(request: web.Request) -> web.Response:
     return web.json_response({"rooms": [r.as_dict() for r in rooms]})
 
 
+@operation("A room and who is in it now", tag="rooms",
+           responses={200: reply("The room and its participants", ROOM_STATE)})
 async def get_room(request: web.Request) -> web.Response:
     return web.json_response(await rooms_of(request).room_state(request.match_info["room_id"]))
 
 
+@operation("Every participant's stay in a room (join to leave)", tag="rooms",
+           responses={200: reply("The sessions", listing("sessions", SESSION))})
 async def room_sessions(request: web.Request) -> web.Response:
     service = rooms_of(request)
     room = await service.get_room(request.match_info["room_id"])
@@ -169,6 +205,11 @@ async def room_sessions(request: web.Request) -> web.Response:
     return web.json_response({"sessions": [s.as_dict() for s in sessions]})
 
 
+@operation("Who attended, when and how long", tag="rooms",
+           params=(Param("format", "query", {"enum": ["json", "csv"]},
+                         "json (default) or csv (a spreadsheet)"),),
+           responses={200: Reply("The attendance list", {
+               "application/json": ATTENDANCE, "text/csv": {"type": "string"}})})
 async def room_attendance(request: web.Request) -> web.Response:
     """Who attended, when and how long (rooms/attendance.py): JSON, or ``?format=csv``."""
     service = rooms_of(request)
@@ -188,6 +229,11 @@ async def room_attendance(request: web.Request) -> web.Response:
                               "attendees": [a.as_dict() for a in people]})
 
 
+@operation("A room's event log", tag="rooms",
+           params=(Param("after", "query", {"type": "integer", "minimum": 0,
+                                             "maximum": 2**31 - 1},  # the id column's range
+                         "only events after this id (paging)"),),
+           responses={200: reply("The events, oldest first", listing("events", EVENT))})
 async def room_events(request: web.Request) -> web.Response:
     service = rooms_of(request)
     room = await service.get_room(request.match_info["room_id"])
@@ -199,6 +245,9 @@ async def room_events(request: web.Request) -> web.Response:
     return web.json_response({"events": [e.as_dict() for e in events]})
 
 
+@operation("A participant token and join link", tag="rooms", body=TOKEN_IN,
+           example={"identity": "dr-li", "name": "Dr Li", "role": "host", "ttl_s": 3600},
+           responses={201: reply("The token, its link and grants", TOKEN), **errors(409)})
 async def create_token(request: web.Request) -> web.Response:
     settings: Settings = request.app[SETTINGS]
     service = rooms_of(request)
@@ -238,21 +287,42 @@ def join_url(settings: Settings, room_id: str, token: str) -> str:
     return f"{settings.base_url}/join/{room_id}#t={token}"
 
 
+@operation("End a room", tag="rooms", body=END_ROOM, body_required=False,
+           example={"reason": "consultation finished"},
+           description="Everyone in it is told and disconnected; the recording is finished.",
+           responses={200: reply("The ended room", ROOM), **errors(409)})
 async def end_room(request: web.Request) -> web.Response:
-    data = await json_body(request) if request.can_read_body else {}
+    data = await json_body(request) if request.body_exists else {}
     reason = text_field(data, "reason", required=False) or "ended"
     room = await rooms_of(request).end_room(request.match_info["room_id"], reason,
                                              by=request[API_KEY])
     return web.json_response(room.as_dict())
 
 
-async def precheck(request: web.Request) -> web.Response:
-    """The pre-call check's WebRTC loop: authorised by the participant's own token."""
+def _check_claims(request: web.Request) -> ParticipantClaims:
+    """The pre-call check is authorised by the participant's own token."""
     settings = request.app[SETTINGS]
     header = request.headers.get("Authorization", "")
+    return verify_participant_token(header.removeprefix("Bearer ").strip(),
+                                    settings.secret_for, settings.auth.audience)
+
+
+async def precheck_servers(request: web.Request) -> web.Response:
+    """The ICE servers for the pre-call check's loop: TURN credentials of its own (user
+    ``check-<token id>``), expiring with the token, so the check tests the relay too."""
     try:
-        claims = verify_participant_token(header.removeprefix("Bearer ").strip(),
-                                          settings.secret_for, settings.auth.audience)
+        claims = _check_claims(request)
+    except AuthError as exc:
+        return error_response(401, exc.code, exc.message)
+    user = "check-" + (claims.token_id.replace(":", "-") or secrets.token_hex(6))
+    servers = request.app[SFU].policy.client_ice_servers(user, claims.expires_at)
+    return web.json_response({"ice_servers": servers})
+
+
+async def precheck(request: web.Request) -> web.Response:
+    """The pre-call check's WebRTC loop: authorised by the participant's own token."""
+    try:
+        claims = _check_claims(request)
     except AuthError as exc:
         return error_response(401, exc.code, exc.message)
     try:
@@ -279,6 +349,10 @@ async def healthz(request: web.Request) -> web.Response:
 async def readyz(request: web.Request) -> web.Response:
     service = rooms_of(request)
     db_ok = await service.db.ping()
+    if service.draining:  # a load balancer sends nobody new here (signaling/drain.py)
+        return web.json_response({"status": "draining", "checks": {"database": db_ok,
+                                                                   "draining": True}},
+                                 status=503)
     body = {"status": "ready" if db_ok else "not_ready", "checks": {"database": db_ok}}
     return web.json_response(body, status=200 if db_ok else 503)
 
@@ -286,6 +360,7 @@ async def readyz(request: web.Request) -> web.Response:
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/precheck", precheck_servers)
     app.router.add_post("/precheck", precheck)
     app.router.add_post("/api/rooms", create_room)
     app.router.add_get("/api/rooms", list_rooms)

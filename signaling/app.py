@@ -15,6 +15,10 @@ from huizhen.config import Settings, audit_keys
 from media.echo import EchoService
 from media.ice import IcePolicy, TurnServerSpec
 from media.sfu import Sfu
+from media.turn import TurnRest
+from media.udpmux import UdpMux
+from observability import http as observability
+from observability.metrics import Metrics
 from recording.crypto import KeyRing
 from recording.db import RecordingDb
 from recording.service import RecordingService
@@ -30,24 +34,29 @@ from rooms.db import Database
 from rooms.service import RoomService
 from rooms.store import MemoryRoomStateStore
 from signaling import (
+    admin_api,
     api,
     appointments_api,
     documents_api,
     fhir_api,
     images_api,
+    openapi,
     recording_api,
     records_api,
     records_view,
     webhooks_api,
 )
+from signaling.drain import Drain
 from signaling.keys import (
     ACCESS,
     AUDIT,
     DOCUMENTS,
+    DRAIN,
     ECHO,
     FHIR,
     IMAGES,
     KEYRING,
+    NODE,
     RECORDING,
     RECORDS,
     ROOMS,
@@ -56,6 +65,7 @@ from signaling.keys import (
     STORAGE,
     WEBHOOKS,
 )
+from signaling.node import NodeLoad
 from signaling.tls import ssl_context
 from signaling.ws import websocket_handler
 from webhooks.dispatcher import Dispatcher
@@ -71,6 +81,8 @@ def ice_policy(settings: Settings) -> IcePolicy:
         stun_servers=list(ice.stun_servers),
         turn_servers=[TurnServerSpec(t.url, t.username, t.credential) for t in ice.turn_servers],
         ignore_mdns_candidates=ice.ignore_mdns_candidates,
+        turn=TurnRest(ice.turn.secret.get_secret_value(), list(ice.turn.urls),
+                      ice.turn.max_credential_ttl_s) if ice.turn.urls else None,
     )
 
 
@@ -79,8 +91,8 @@ def static_folder() -> Path:
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(middlewares=[api.api_errors, records_view.records_errors,
-                                       fhir_api.fhir_errors],
+    app = web.Application(middlewares=[observability.request_ids, api.api_errors,
+                                       records_view.records_errors, fhir_api.fhir_errors],
                           client_max_size=1024 * 1024)
     app[SETTINGS] = settings
     api.add_routes(app)
@@ -92,7 +104,11 @@ def create_app(settings: Settings) -> web.Application:
     appointments_api.add_routes(app)
     documents_api.add_routes(app)
     images_api.add_routes(app)
+    admin_api.add_routes(app)
+    openapi.add_routes(app)  # /api/openapi.json: every declared /api/ route, found at request time
     app.router.add_get("/ws/{room_id}", websocket_handler)
+    observability.add_routes(app, Metrics(), settings.metrics.token.get_secret_value(),
+                             settings.metrics.enabled)
     static = static_folder()
 
     async def index(request: web.Request) -> web.FileResponse:
@@ -109,6 +125,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/records", records_page)
     app.router.add_static("/static", static)
     app.cleanup_ctx.append(_services)
+    app.cleanup_ctx.append(_monitoring)
     app.on_shutdown.append(_stop_rooms)
     return app
 
@@ -126,6 +143,9 @@ async def _services(app: web.Application):  # type: ignore[no-untyped-def]
     settings: Settings = app[SETTINGS]
     policy = ice_policy(settings)
     policy.install()
+    if settings.media.udp_port:  # one UDP port for all media (media/udpmux.py)
+        policy.udp_mux = UdpMux(list(settings.ice.gather_addresses), settings.media.udp_port)
+        policy.udp_mux.start()
     storage = open_storage(settings)
     try:
         await storage.check()  # here, so that a bad folder or bucket fails the start
@@ -165,23 +185,39 @@ async def _services(app: web.Application):  # type: ignore[no-untyped-def]
     service.add_observer(app[IMAGES])
     app[ECHO] = EchoService(policy)
     app[WEBHOOKS] = webhooks
+    app[DRAIN] = Drain(service, recordings, settings.server.drain_timeout_s,
+                       settings.server.drain_retry_ms)
+    app[NODE] = NodeLoad(service)
     await webhooks.start()
     log.info("service ready", extra={"url": settings.base_url, "mode": settings.mode,
                                      "database": db.engine.url.render_as_string(
                                          hide_password=True)})
     yield
+    await app[DRAIN].close()
     await recordings.stop_service()  # no-op after on_shutdown; covers a failed start
     await webhooks.stop()
     await service.stop()
     for worker in workers:
         await worker.stop()
     await app[ECHO].close()
+    if policy.udp_mux is not None:
+        policy.udp_mux.close()
     await storage.close()
     await db.close()
 
 
+async def _monitoring(app: web.Application):  # type: ignore[no-untyped-def]
+    """The rooms and media of the running service in /metrics (observability/)."""
+    metrics = app[SETTINGS].metrics
+    if metrics.enabled and not metrics.token.get_secret_value():
+        log.warning("metrics.token is not set: /metrics is open (dev mode only)")
+    async with app[observability.METRICS].watching(app[SFU], app[ROOMS], app[RECORDING]):
+        yield
+
+
 async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
-    """Run until SIGINT/SIGTERM."""
+    """Run until drained (SIGTERM, or ``POST /api/admin/drain``: signaling/drain.py), or
+    SIGINT / a second SIGTERM (stop at once: recordings still finished, clients told 1012)."""
     app = create_app(settings)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=5)
     await runner.setup()
@@ -191,13 +227,25 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     log.info("listening", extra={"host": settings.server.host, "port": settings.server.port,
                                  "url": settings.base_url})
     stop = asyncio.Event()
+    drain = app[DRAIN]
+
+    def on_sigterm() -> None:
+        if drain.started:
+            stop.set()  # a second SIGTERM: at once
+        else:
+            drain.begin(by="SIGTERM")
+
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGTERM, on_sigterm)
     if ready is not None:
         ready.set()
+    stopping = asyncio.ensure_future(stop.wait())
+    drained = asyncio.ensure_future(drain.done.wait())
     try:
-        await stop.wait()
+        await asyncio.wait([stopping, drained], return_when=asyncio.FIRST_COMPLETED)
     finally:
+        stopping.cancel()
+        drained.cancel()
         log.info("shutting down")
         await runner.cleanup()

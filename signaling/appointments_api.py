@@ -14,8 +14,10 @@ from rooms.members import RoomError
 from rooms.models import RoomRecord, utcnow
 from rooms.policy import PolicyError, Role, grants_for, kind_policy
 from signaling.api import BadRequest, join_url, json_body, rooms_of, text_field, when
+from signaling.api_models import APPOINTMENT, BOOK_IN, BOOKED, WHEN, listing
 from signaling.auth import mint_participant_token
 from signaling.keys import API_KEY, SETTINGS
+from signaling.openapi import Param, operation, reply
 
 MAX_INVITEES = 50
 #: links stay valid this long after the booked end (a visit that runs late)
@@ -51,6 +53,18 @@ def _invitees(data: dict[str, Any], kind: str) -> list[tuple[Invitee, str]]:
     return out
 
 
+def _example() -> dict[str, Any]:
+    """A booking for tomorrow (the links must not outlive auth.max_token_ttl_s)."""
+    start = utcnow().replace(minute=0, second=0, microsecond=0) + timedelta(days=1)
+    return {"kind": "clinic", "title": "Cardiology follow-up", "patient_ref": "Patient/123",
+            "start": start.isoformat(), "end": (start + timedelta(minutes=20)).isoformat(),
+            "participants": [{"identity": "dr-li", "name": "Dr Li", "role": "doctor"},
+                             {"identity": "pt-123", "name": "Wang Fang", "role": "patient"}]}
+
+
+@operation("Book an appointment", tag="appointments", body=BOOK_IN, example=_example,
+           description="A room for a time, who is invited, and a join link for each.",
+           responses={201: reply("The appointment and its links", BOOKED)})
 async def book(request: web.Request) -> web.Response:
     """``{"kind", "title", "patient_ref", "start", "end", "participants": [{"identity",
     "name", "role"}], "auto_record"?}`` → the appointment and a join link per participant."""
@@ -96,6 +110,10 @@ async def book(request: web.Request) -> web.Response:
                               "opens_at": opens.isoformat(), "links": links}, status=201)
 
 
+@operation("Appointments in a time window", tag="appointments",
+           params=(Param("from", "query", WHEN, "default: now"),
+                   Param("to", "query", WHEN, "default: 7 days after from")),
+           responses={200: reply("The appointments", listing("appointments", APPOINTMENT))})
 async def list_appointments(request: web.Request) -> web.Response:
     """``?from=…&to=…`` (ISO 8601 with a time zone; default: the next 7 days)."""
     query = dict(request.query)
@@ -107,6 +125,8 @@ async def list_appointments(request: web.Request) -> web.Response:
     return web.json_response({"appointments": [await _as_dict(request, r) for r in found]})
 
 
+@operation("An appointment and who is invited", tag="appointments",
+           responses={200: reply("The appointment", APPOINTMENT)})
 async def get_appointment(request: web.Request) -> web.Response:
     room = await rooms_of(request).get_room(request.match_info["room_id"])
     if room.scheduled_start is None:

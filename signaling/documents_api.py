@@ -20,9 +20,20 @@ from records.documents import Document, Documents, latest_only
 from records.signing import SigningError
 from rooms.agenda import parse_items
 from signaling.api import json_body, rooms_of
+from signaling.api_models import (
+    AGENDA_PUT,
+    AGENDA_STATE,
+    DOCUMENT,
+    DOCUMENT_FULL,
+    VERIFIED,
+    listing,
+)
 from signaling.keys import API_KEY, DOCUMENTS
+from signaling.openapi import errors, operation, reply
 
 
+@operation("A room's agenda", tag="documents",
+           responses={200: reply("The agenda (null: none)", AGENDA_STATE)})
 async def get_agenda(request: web.Request) -> web.Response:
     room_id = request.match_info["room_id"]
     service = rooms_of(request)
@@ -30,6 +41,10 @@ async def get_agenda(request: web.Request) -> web.Response:
     return web.json_response({"agenda": await service.agenda.state(room_id)})
 
 
+@operation("Replace a room's agenda", tag="documents", body=AGENDA_PUT,
+           example={"items": [{"patient_ref": "Patient/123", "label": "Bed 12"},
+                              {"patient_ref": "Patient/456", "label": "Bed 14"}]},
+           responses={200: reply("The agenda", AGENDA_STATE), **errors(409)})
 async def put_agenda(request: web.Request) -> web.Response:
     room_id = request.match_info["room_id"]
     data = await json_body(request)
@@ -43,6 +58,8 @@ def _documents(request: web.Request) -> Documents:
     return documents
 
 
+@operation("Every version of every document of a room", tag="documents",
+           responses={200: reply("The documents", listing("documents", DOCUMENT))})
 async def room_documents(request: web.Request) -> web.Response:
     room_id = request.match_info["room_id"]
     await rooms_of(request).get_room(room_id)
@@ -67,6 +84,8 @@ def _gone(document: Document) -> web.Response:
         "reason": document.purge_reason}}, status=410)
 
 
+@operation("One document version, its signed bytes and signature", tag="documents",
+           responses={200: reply("The version", DOCUMENT_FULL), **errors(410)})
 async def get_document(request: web.Request) -> web.Response:
     document = await _document(request)
     if document.purged_at is not None:
@@ -77,6 +96,8 @@ async def get_document(request: web.Request) -> web.Response:
                               "signature": document.signature})
 
 
+@operation("Verify a document's signature", tag="documents",
+           responses={200: reply("The verdict", VERIFIED), **errors(410)})
 async def verify_document(request: web.Request) -> web.Response:
     document = await _document(request)
     if document.purged_at is not None:

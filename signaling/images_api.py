@@ -15,6 +15,7 @@ and every read is in the audit log (records/audit.py), refusals of participants 
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Awaitable, Callable
@@ -31,8 +32,10 @@ from recording.storage import StorageError
 from records.audit import AuditEvent
 from rooms.members import Member, RoomError
 from signaling.api import error_response
+from signaling.api_models import IMAGE, listing
 from signaling.auth import AuthError, check_role_for_room, verify_participant_token
 from signaling.keys import API_KEY, AUDIT, IMAGES, ROOMS, SETTINGS
+from signaling.openapi import Param, Reply, errors, operation, reply
 
 log = logging.getLogger("huizhen.images")
 
@@ -56,6 +59,7 @@ def _images(request: web.Request) -> CaseImages:
 
 
 def _errors(handler: Handler) -> Handler:
+    @functools.wraps(handler)
     async def wrapped(request: web.Request) -> web.StreamResponse:
         try:
             return await handler(request)
@@ -128,6 +132,11 @@ async def _body(request: web.Request, limit: int, limit_mb: int) -> bytes:
     return b"".join(chunks)
 
 
+@operation("Upload a case image (PNG, JPEG or DICOM)", tag="images",
+           raw_body=("image/png", "image/jpeg", "application/dicom"),
+           params=(Param("X-Label", "header", {"type": "string", "maxLength": 2000},
+                         "what it shows, percent-encoded UTF-8"),),
+           responses={201: reply("The image", IMAGE), **errors(403, 409, 413, 415)})
 @_errors
 async def upload(request: web.Request) -> web.Response:
     images = _images(request)
@@ -135,7 +144,7 @@ async def upload(request: web.Request) -> web.Response:
     data = await _body(request, images.max_upload_bytes, images.config.max_upload_mb)
     # the label may name the patient: a header (percent-encoded UTF-8), never the URL, which
     # proxies log
-    label = unquote(request.headers.get("X-Label", "")) or None
+    label = unquote(request.headers.get("X-Label", "")).replace("\x00", "") or None
     try:
         image = await images.upload(request.match_info["room_id"], data,
                                     request.headers.get("Content-Type", ""),
@@ -149,6 +158,8 @@ async def upload(request: web.Request) -> web.Response:
     return web.json_response(image.as_dict(), status=201)
 
 
+@operation("A room's case images", tag="images",
+           responses={200: reply("The images", listing("images", IMAGE)), **errors(403)})
 @_errors
 async def list_images(request: web.Request) -> web.Response:
     who = await _who(request)
@@ -173,6 +184,14 @@ def _window(request: web.Request) -> tuple[float, float] | None:
     return window
 
 
+@operation("A case image (DICOM rendered as PNG)", tag="images", name="get_image",
+           params=(Param("wc", "query", {"type": "number"}, "DICOM window centre (with ww)"),
+                   Param("ww", "query", {"type": "number"}, "DICOM window width (with wc)")),
+           responses={200: Reply("The image", {"image/png": {"type": "string",
+                                                              "format": "binary"},
+                                               "image/jpeg": {"type": "string",
+                                                              "format": "binary"}}),
+                      **errors(403, 410)})
 @_errors
 async def serve(request: web.Request) -> web.Response:
     images = _images(request)

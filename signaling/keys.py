@@ -17,6 +17,8 @@ from records.documents import Documents
 from records.encounters import RecordsService
 from records.fhir_search import FhirRecord
 from rooms.service import RoomService
+from signaling.drain import Drain
+from signaling.node import NodeLoad
 from webhooks.dispatcher import Dispatcher
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -33,4 +35,6 @@ KEYRING = web.AppKey("keyring", KeyRing)  # set only when recordings are encrypt
 WEBHOOKS = web.AppKey("webhooks", Dispatcher)
 DOCUMENTS = web.AppKey("documents", Documents)
 IMAGES = web.AppKey("images", CaseImages)
+DRAIN = web.AppKey("drain", Drain)
+NODE = web.AppKey("node", NodeLoad)
 API_KEY = web.RequestKey("api_key", str)

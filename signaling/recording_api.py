@@ -12,7 +12,17 @@ from aiohttp import web
 from recording.service import CONSENT_GIVERS, CONSENT_METHODS, Actor, RecordingService
 from rooms.members import RoomError
 from signaling.api import BadRequest, json_body, rooms_of, text_field
+from signaling.api_models import (
+    COMPOSITE_QUEUED,
+    CONSENT,
+    CONSENT_IN,
+    CONTROL_IN,
+    RECORDING_INFO,
+    RECORDING_STATE,
+    listing,
+)
 from signaling.keys import API_KEY, RECORDING
+from signaling.openapi import ID, Param, errors, operation, reply
 from signaling.records_api import audit
 
 ACTIONS = ("start", "stop", "pause", "resume")
@@ -27,6 +37,9 @@ def _actor(request: web.Request) -> Actor:
     return Actor(f"api:{request[API_KEY]}", "api")
 
 
+@operation("Enter a recording consent (or refusal)", tag="recording", body=CONSENT_IN,
+           example={"granted": True, "method": "written", "obtained_by": "nurse-wu"},
+           responses={201: reply("The consent as recorded", CONSENT), **errors(409)})
 async def add_consent(request: web.Request) -> web.Response:
     """A recording consent (or refusal) obtained outside the client: on paper, by phone, in the
     hospital's patient portal."""
@@ -53,6 +66,8 @@ async def add_consent(request: web.Request) -> web.Response:
     return web.json_response(consent.as_dict(), status=201)
 
 
+@operation("A room's recording consents", tag="recording",
+           responses={200: reply("The consents", listing("consents", CONSENT))})
 async def list_consents(request: web.Request) -> web.Response:
     room = await rooms_of(request).get_room(request.match_info["room_id"])
     consents = await _recording(request).db.consents(room.id)
@@ -60,12 +75,22 @@ async def list_consents(request: web.Request) -> web.Response:
     return web.json_response({"consents": [c.as_dict() for c in consents]})
 
 
+@operation("Start, stop, pause or resume a room's recording", tag="recording",
+           params=(Param("room_id", "path", ID, required=True),
+                   Param("action", "path", {"enum": list(ACTIONS)}, required=True)),
+           body=CONTROL_IN, body_required=False,
+           description="start needs the patient's consent, or an `override_reason` that is "
+                       "logged; pause and resume answer the recording state.",
+           responses={201: reply("start: the recording", RECORDING_INFO),
+                      200: reply("stop: the recording; pause, resume: the recording state",
+                                 {"anyOf": [RECORDING_INFO, RECORDING_STATE]}),
+                      **errors(409)})
 async def control(request: web.Request) -> web.Response:
     room = await rooms_of(request).get_room(request.match_info["room_id"])
     action = request.match_info["action"]
     if action not in ACTIONS:
         raise web.HTTPNotFound()
-    data: dict[str, Any] = await json_body(request) if request.can_read_body else {}
+    data: dict[str, Any] = await json_body(request) if request.body_exists else {}
     recording = _recording(request)
     actor = _actor(request)
     if action == "start":
@@ -86,6 +111,8 @@ async def control(request: web.Request) -> web.Response:
     return web.json_response(recording.state(room.id))
 
 
+@operation("A room's recordings", tag="recording",
+           responses={200: reply("The recordings", listing("recordings", RECORDING_INFO))})
 async def room_recordings(request: web.Request) -> web.Response:
     room = await rooms_of(request).get_room(request.match_info["room_id"])
     found = await _recording(request).db.recordings(room_id=room.id)
@@ -102,12 +129,17 @@ async def _get(request: web.Request) -> Any:
     return found
 
 
+@operation("A recording, its files and jobs", tag="recording",
+           responses={200: reply("The recording", RECORDING_INFO)})
 async def get_recording(request: web.Request) -> web.Response:
     found = await _get(request)
     await audit(request, "recording.read", "recording", found.id, found.patient_ref)
     return web.json_response(found.as_dict())
 
 
+@operation("Make a recording's composite again", tag="recording",
+           responses={202: reply("The composite job is queued", COMPOSITE_QUEUED),
+                      **errors(409)})
 async def composite_again(request: web.Request) -> web.Response:
     """Queue the composite again (say, after a layout change, or a failed run)."""
     found = await _get(request)

@@ -15,8 +15,18 @@ from records.audit import AuditEvent
 from records.encounters import EncounterDb
 from rooms.members import RoomError
 from signaling.api import BadRequest, json_body, rooms_of, text_field
+from signaling.api_models import (
+    ENCOUNTER,
+    HOLD_IN,
+    RECORDS_TOKEN,
+    RECORDS_TOKEN_IN,
+    SUBJECT,
+    SUBJECT_IN,
+    listing,
+)
 from signaling.auth import AuthError, mint_records_token
 from signaling.keys import API_KEY, AUDIT, RECORDS, SETTINGS
+from signaling.openapi import Param, errors, operation, reply
 
 
 async def audit(request: web.Request, action: str, entity_type: str, entity_id: str | None,
@@ -34,6 +44,10 @@ def _encounters(request: web.Request) -> EncounterDb:
     return request.app[RECORDS].encounters
 
 
+@operation("Set the patient under discussion", tag="records", body=SUBJECT_IN,
+           example={"patient_ref": "Patient/123", "label": "Bed 12"},
+           responses={200: reply("The patient now discussed (null: nobody)", SUBJECT),
+                      **errors(409)})
 async def set_subject(request: web.Request) -> web.Response:
     """The patient the room discusses now (ward rounds, MDT); ``null`` for nobody."""
     rooms = rooms_of(request)
@@ -51,6 +65,13 @@ async def set_subject(request: web.Request) -> web.Response:
     return web.json_response({"subject": subject.as_dict() if subject else None})
 
 
+@operation("A patient's or a room's encounters", tag="records",
+           description="Give exactly one of `patient` and `room`.",
+           params=(Param("patient", "query", {"type": "string", "maxLength": 255},
+                         "a patient reference"),
+                   Param("room", "query", {"type": "string", "maxLength": 128}, "a room id")),
+           responses={200: reply("The encounters", listing("encounters", ENCOUNTER)),
+                      **errors(404)})
 async def list_encounters(request: web.Request) -> web.Response:
     patient_ref = request.query.get("patient", "").strip()
     room_id = request.query.get("room", "").strip()
@@ -66,6 +87,8 @@ async def list_encounters(request: web.Request) -> web.Response:
     return web.json_response({"encounters": [e.as_dict() for e in found]})
 
 
+@operation("An encounter: who took part, its recordings", tag="records",
+           responses={200: reply("The encounter", ENCOUNTER)})
 async def get_encounter(request: web.Request) -> web.Response:
     encounter_id = request.match_info["encounter_id"]
     found = await _encounters(request).get(encounter_id)
@@ -76,6 +99,9 @@ async def get_encounter(request: web.Request) -> web.Response:
     return web.json_response(found.as_dict())
 
 
+@operation("Put an encounter on legal hold, or lift it", tag="records", body=HOLD_IN,
+           example={"hold": True, "reason": "complaint under review"},
+           responses={200: reply("The encounter", ENCOUNTER)})
 async def hold(request: web.Request) -> web.Response:
     """``{"hold": true, "reason": "…"}``: keep the encounter's recordings past their retention
     (a hold on a session covers its segments); ``{"hold": false}`` lifts it."""
@@ -95,6 +121,9 @@ async def hold(request: web.Request) -> web.Response:
     return web.json_response(found.as_dict())
 
 
+@operation("A token for the Records page", tag="records", body=RECORDS_TOKEN_IN,
+           example={"identity": "dr-li", "role": "doctor", "ttl_s": 3600},
+           responses={201: reply("The token and its link", RECORDS_TOKEN)})
 async def records_token(request: web.Request) -> web.Response:
     """A token for the Records page: a clinician's, an admin's, or a patient's (or guardian's)
     for their own record, e.g. for a link in the hospital's patient portal."""

@@ -6,10 +6,17 @@ from aiohttp import web
 
 from rooms.members import RoomError
 from signaling.api import BadRequest
+from signaling.api_models import DELIVERY, listing
 from signaling.keys import WEBHOOKS
+from signaling.openapi import Param, operation, reply
 from webhooks.db import STATUSES
 
 
+@operation("Webhook deliveries, newest first", tag="webhooks",
+           params=(Param("status", "query", {"enum": list(STATUSES)}),
+                   Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000},
+                         "at most this many (default 100)")),
+           responses={200: reply("The deliveries", listing("deliveries", DELIVERY))})
 async def list_deliveries(request: web.Request) -> web.Response:
     """``?status=pending|delivered|failed&limit=N`` (newest first, at most 1000)."""
     status = request.query.get("status") or None
@@ -22,6 +29,8 @@ async def list_deliveries(request: web.Request) -> web.Response:
     return web.json_response({"deliveries": [d.as_dict() for d in found]})
 
 
+@operation("Send a delivery again now", tag="webhooks",
+           responses={202: reply("The delivery, queued", DELIVERY)})
 async def retry(request: web.Request) -> web.Response:
     """Send a delivery again now (a failed one, once the receiver is mended)."""
     dispatcher = request.app[WEBHOOKS]

@@ -12,11 +12,15 @@ import contextlib
 import json
 import logging
 import secrets
+import time
 from typing import Any
 
 from aiohttp import WSMsgType, web
 
 from huizhen.config import Settings
+from huizhen.logs import bind
+from observability.http import METRICS
+from observability.metrics import Metrics
 from recording.service import RecordingService
 from records.documents import Documents
 from rooms.members import JoinRequest, Member, RoomError
@@ -38,6 +42,8 @@ log = logging.getLogger("huizhen.signaling")
 DRAIN_TIMEOUT_S = 3.0  # keeps "gone from the room within 10 s" true
 CLOSE_TOKEN = 4001
 CLOSE_ROOM = 4004
+#: the node is restarting (a drain refused the join): join again shortly, here or elsewhere
+CLOSE_RESTARTING = 1012
 HARD_CAP_FACTOR = 16
 #: replies to the client's own messages go out at once; room events wait for ``joined``
 _NOT_HELD = frozenset({"joined", "error", "pong"})
@@ -48,8 +54,9 @@ BROADCAST_MESSAGES = frozenset({"raise_hand", "promote", "demote", "ask", "appro
 class WsSink:
     """Sends to one socket; holds events back until the ``joined`` reply has gone out."""
 
-    def __init__(self, ws: web.WebSocketResponse) -> None:
+    def __init__(self, ws: web.WebSocketResponse, metrics: Metrics) -> None:
         self.ws = ws
+        self._sent = metrics.messages
         self._lock = asyncio.Lock()
         self._held: list[dict[str, Any]] | None = []
 
@@ -70,6 +77,7 @@ class WsSink:
         async with self._lock:
             with contextlib.suppress(ConnectionError, RuntimeError):
                 await self.ws.send_str(json.dumps(message, separators=(",", ":")))
+                self._sent.labels("out", message.get("type", "")).inc()
 
     async def close(self, code: int, reason: str) -> None:
         if not self.ws.closed:
@@ -85,17 +93,19 @@ class Connection:
         self.recording = recording
         self.documents = documents
         self.room_id = request.match_info["room_id"]
+        self.metrics = request.app[METRICS]
         self.ws = web.WebSocketResponse(
             heartbeat=settings.signaling.heartbeat_s,
             max_msg_size=settings.signaling.max_message_bytes * HARD_CAP_FACTOR,
         )
-        self.sink = WsSink(self.ws)
+        self.sink = WsSink(self.ws, self.metrics)
         self.member: Member | None = None
         self.claims: ParticipantClaims | None = None
         self.leave_reason = "disconnected"
         self.queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
 
     async def run(self) -> web.WebSocketResponse:
+        bind(room=self.room_id)  # this task's log lines, and its worker's
         await self.ws.prepare(self.request)
         worker = asyncio.ensure_future(self._work())
         try:
@@ -118,6 +128,7 @@ class Connection:
             except Exception:
                 log.exception("message worker failed")
             if self.member is not None:
+                bind(participant=self.member.id)
                 await self.service.leave(self.member, self.leave_reason)
         return self.ws
 
@@ -127,6 +138,7 @@ class Connection:
         except ProtocolError as exc:
             await self._error(exc)
             return
+        self.metrics.messages.labels("in", message["type"]).inc()
         if message["type"] == "ping":
             pong: dict[str, Any] = {"type": "pong", "t": message.get("t")}
             if "id" in message:
@@ -273,6 +285,7 @@ class Connection:
                 "identity": identity, "expires_at": claims.expires_at}
 
     async def _join(self, message: dict[str, Any]) -> None:
+        started = time.monotonic()
         ref = message.get("id")
         if self.member is not None:
             raise ProtocolError("already_joined", "this socket has joined already")
@@ -301,13 +314,18 @@ class Connection:
             await self._refuse(exc, ref, CLOSE_TOKEN)
             return
         except RoomError as exc:
-            await self._refuse(exc, ref, CLOSE_ROOM)
+            await self._refuse(exc, ref,
+                               CLOSE_RESTARTING if exc.code == "draining" else CLOSE_ROOM)
             return
         self.member = member
         self.claims = claims
         joined["room"].update(self.request.app[IMAGES].joined_view(member))
+        # TURN credentials of this participant's own, valid as long as its token (media/turn.py)
+        joined["ice_servers"] = self.service.sfu.policy.client_ice_servers(
+            member.info.id, claims.expires_at)
         await self.sink.send({"type": "joined", "ref": ref, **joined,
                               "heartbeat_s": self.settings.signaling.heartbeat_s})
+        self.metrics.join_latency.observe(time.monotonic() - started)
         await self.sink.release()
 
     async def _own_invite(self, claims: ParticipantClaims, device: str | None) -> None:
@@ -331,6 +349,7 @@ class Connection:
     async def _error(self, exc: ProtocolError | AuthError | RoomError,
                      ref: str | None = None) -> None:
         ref = ref if ref is not None else getattr(exc, "ref", None)
+        self.metrics.errors.labels(exc.code).inc()
         message: dict[str, Any] = {"type": "error", "code": exc.code, "message": exc.message,
                                    **getattr(exc, "details", {})}
         if ref is not None:

@@ -24,6 +24,7 @@ from media.ice import IcePolicy
 from sdk.participant import Participant
 from signaling.app import create_app
 from signaling.auth import mint_api_token
+from tests.logscan import watch_name
 
 LOOPBACK = IcePolicy(gather_addresses=["127.0.0.1"])
 
@@ -83,6 +84,7 @@ def make_settings(data_dir: Path, port: int | None = None, **overrides: Any) -> 
         "logging": {"level": "WARNING", "format": "text"},
         # tests run the recording worker themselves when they need it (recording.worker)
         "recording": {"workers": 0},
+        "metrics": {"token": generate_secret()},
     }
     for name, value in overrides.items():
         if isinstance(value, dict) and isinstance(base.get(name), dict):
@@ -115,8 +117,19 @@ class HospitalSystem:
         assert status == 201, body
         return str(body["id"])
 
+    def metrics_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.settings.metrics.token.get_secret_value()}"}
+
+    async def scrape(self, headers: dict[str, str] | None = None) -> tuple[int, str]:
+        """GET /metrics (with the metrics token unless ``headers`` are given)."""
+        async with aiohttp.ClientSession() as http, http.get(
+                self.url + "/metrics",
+                headers=self.metrics_headers() if headers is None else headers) as resp:
+            return resp.status, await resp.text()
+
     async def join_url(self, room_id: str, identity: str, role: str = "specialist",
                        name: str | None = None, ttl_s: int = 600) -> str:
+        watch_name(role, name)  # a patient's name must never be logged (tests/logscan.py)
         status, body = await self.api("POST", f"/api/rooms/{room_id}/tokens", {
             "identity": identity, "name": name or identity, "role": role, "ttl_s": ttl_s})
         assert status == 201, body
@@ -202,6 +215,7 @@ class ServerProcess(HospitalSystem):
             "HUIZHEN_AUTH__API_KEYS": json.dumps([{"key": "test-key", "secret": self.secret}]),
             "HUIZHEN_LOGGING__LEVEL": "INFO",
             "HUIZHEN_RECORDING__WORKERS": "0",
+            "HUIZHEN_METRICS__TOKEN": self.settings.metrics.token.get_secret_value(),
             "HUIZHEN_CONFIG": "/dev/null",
         })
         env.update(self.extra_env)

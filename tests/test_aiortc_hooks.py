@@ -33,6 +33,14 @@ async def test_receiver_and_sender_hooks_exist() -> None:
     assert hasattr(receiver, "_RTCRtpReceiver__jitter_buffer")
     # simulcast: the NACK generator is switched off (None is a state aiortc checks for)
     assert receiver._RTCRtpReceiver__nack_generator is not None
+    # monitoring reads the uplink's loss from the receiver's RTCP statistics (media/stats.py)
+    assert receiver._RTCRtpReceiver__remote_streams == {}
+    from aiortc.rtcrtpreceiver import StreamStatistics
+    from aiortc.rtp import RtpPacket
+    stream = StreamStatistics(90000)
+    for seq in (10, 12):
+        stream.add(RtpPacket(sequence_number=seq))
+    assert (stream.packets_expected, stream.packets_lost, stream.packets_received) == (3, 1, 2)
     for name in ("_handle_rtp_packet", "_handle_rtcp_packet", "_send_rtcp_pli",
                  "_send_rtcp_nack"):
         assert callable(getattr(RTCRtpReceiver, name)), name

@@ -1,5 +1,5 @@
-"""Smoke tests of bench/fanout.py and bench/recording.py: each runs end to end and reports
-what it should.
+"""Smoke tests of bench/fanout.py (with ``--udp-port``: Huizhen also on one shared UDP port) and
+bench/recording.py: each runs end to end and reports what it should.
 
 Only the shape of the results is checked (keys present, frames received); benchmark figures
 depend on the machine and are never asserted here — so the two run side by side (half a
@@ -24,6 +24,10 @@ KEYS = {
     "min_subscriber_fps", "baseline_min_subscriber_fps", "points", "baseline_points",
     "publisher_bitrate_mbps", "machine", "added_latency_ms_p50", "added_latency_ms_p95",
     "added_latency_app_ms_p50", "added_latency_app_ms_p95",
+    # --udp-port: Huizhen again, every connection on one shared UDP port
+    "one_port_points", "one_port_core_per_extra_subscriber", "one_port_vs_per_connection",
+    "one_port_vs_janus", "one_port_added_latency_ms_p50", "one_port_added_latency_ms_p95",
+    "one_port_min_subscriber_fps",
 }
 
 
@@ -31,7 +35,7 @@ RECORDING = REPO / "bench" / "recording.py"
 COMMANDS = {
     "fanout": [sys.executable, str(FANOUT), "--subscribers", "1,2", "--baseline-subscribers",
                "1", "--window", "2", "--warmup", "1", "--settle", "1", "--recover", "10",
-               "--json"],
+               "--udp-port", "--json"],
     # 1 room, 1 s windows, short sessions: ~30 s
     "recording": [sys.executable, str(RECORDING), "--quick", "--json"],
 }
@@ -88,6 +92,30 @@ def test_fanout_benchmark_runs_and_reports(
     assert 0 < result["added_latency_ms_p50"] <= result["added_latency_app_ms_p50"], result
     assert result["added_latency_ms_p50"] <= result["added_latency_ms_p95"]
 
+    # --udp-port: the same rows from a server with every connection on one UDP port (its
+    # sockets at the end of each window: N + 1 connections, one local port), beside the
+    # per-connection ports (a port per connection)
+    assert 0 < result["settings"]["udp_port"] < 65536
+    assert [p["n"] for p in result["one_port_points"]] == [1, 2]
+    for point in result["one_port_points"]:
+        assert point["min_fps"] > 0 and point["publisher_fps"] > 0, point
+        assert point["latency_packets"] > 0, point
+        assert point["server_udp_ports"] == 1 and point["server_udp_sockets"] >= 1, point
+    for point in result["points"]:
+        assert point["server_udp_ports"] >= point["n"] + 1, point
+    assert result["one_port_min_subscriber_fps"] > 0
+    assert isinstance(result["one_port_core_per_extra_subscriber"], float)
+    assert 0 < result["one_port_added_latency_ms_p50"] <= result["one_port_added_latency_ms_p95"]
+    one, per_connection = (result["one_port_core_per_extra_subscriber"],
+                           result["core_per_extra_subscriber"])
+    # two short windows: a slope can come out tiny or below zero (then no ratio)
+    if per_connection >= 0.001:
+        assert result["one_port_vs_per_connection"] == pytest.approx(one / per_connection,
+                                                                     rel=0.05, abs=0.02)
+    elif per_connection < 0:
+        assert result["one_port_vs_per_connection"] is None
+    assert result["one_port_vs_janus"] is None  # no --janus
+
 
 RECORDING_KEYS = {
     "record_core_per_track", "baseline_record_core_per_track", "ratio",
@@ -125,3 +153,15 @@ def test_recording_benchmark_runs_and_reports(
     assert 0 < result["latency_ms_p50_off"] and 0 < result["latency_ms_p50_on"]
     assert result["composite_realtime_factor"] > 0
     assert result["av_sync_pairs"] >= 1 and result["av_sync_max_ms"] is not None
+
+
+def test_sendmmsg_benchmark_runs_and_reports() -> None:
+    """bench/sendmmsg.py: both ways deliver every datagram and give a time per datagram."""
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "sendmmsg.py"),
+                           "--destinations", "5", "--rounds", "4", "--repeat", "1", "--json"],
+                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout)
+    assert result["received_of_sent"] == 1.0, result
+    assert result["sendto_us_per_packet"] > 0 and result["sendmmsg_us_per_packet"] > 0
+    assert result["sendmmsg_vs_sendto"] > 0

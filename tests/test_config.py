@@ -25,6 +25,7 @@ from huizhen.config import (
 )
 
 GOOD_SECRET = "k" * MIN_SECRET_LENGTH + "-production-secret"
+METRICS_TOKEN = "m" * MIN_SECRET_LENGTH
 AUDIT_KEYS = {"keys": {"a1": base64.b64encode(b"\x07" * 32).decode()}, "active_key": "a1"}
 
 
@@ -46,7 +47,8 @@ def production(tmp_path: Path, **overrides: Any) -> dict[str, Any]:
     base: dict[str, Any] = {"mode": "production", "data_dir": str(tmp_path / "data"),
                             "auth": {"api_keys": [{"key": "hospital-his",
                                                    "secret": GOOD_SECRET}]},
-                            "records": {"audit": AUDIT_KEYS}}
+                            "records": {"audit": AUDIT_KEYS},
+                            "metrics": {"token": METRICS_TOKEN}}
     base.update(overrides)
     return base
 
@@ -398,6 +400,9 @@ def test_production_keys_from_the_environment(monkeypatch: pytest.MonkeyPatch,
         load_settings()  # the audit log's key is required too
     monkeypatch.setenv("HUIZHEN_RECORDS__AUDIT__KEYS", json.dumps(AUDIT_KEYS["keys"]))
     monkeypatch.setenv("HUIZHEN_RECORDS__AUDIT__ACTIVE_KEY", "a1")
+    with pytest.raises(ConfigError, match="HUIZHEN_METRICS__TOKEN"):
+        load_settings()  # and the token Prometheus scrapes with
+    monkeypatch.setenv("HUIZHEN_METRICS__TOKEN", METRICS_TOKEN)
     settings = load_settings()
     assert settings.mode == "production"
     assert settings.primary_key.key == "his"

@@ -39,7 +39,8 @@ async def _restart_keeps_history(tmp_path: Path, db_url: str | None, sig: int) -
         (session,) = [s for s in sessions["sessions"] if s["id"] == doctor_id]
         assert session["identity"] == "dr-wang" and session["role"] == "doctor"
         assert session["left_at"] is not None
-        expected = "server_shutdown" if sig == signal.SIGTERM else "server_restart"
+        # SIGTERM drains the node (signaling/drain.py): each session ends as server_drain
+        expected = "server_drain" if sig == signal.SIGTERM else "server_restart"
         assert session["leave_reason"] == expected
         status, events = await second.api("GET", f"/api/rooms/{room}/events")
         kinds = [e["type"] for e in events["events"]]

@@ -118,6 +118,12 @@ async def test_precheck_lobby_admit_and_media_both_ways(server: Server, browser:
         tile = patient.page.locator(f'#tiles [data-participant-id="{await me_id(doctor)}"]')
         assert "Dr Li" in await tile.inner_text() and "Doctor" in await tile.inner_text()
         assert await patient.js("window.huizhen.quality.level") in ("good", "fair", "unknown")
+        # the server's view of each connection (connection_quality): in the patient's own
+        # indicator, and on the patient's tile for the doctor (a moderator)
+        await wait_js(patient, "window.huizhen.quality.server?.downlink != null", timeout=8)
+        patient_tile = f'#tiles [data-participant-id="{await me_id(patient)}"]'
+        await wait_js(doctor, f"['good', 'fair', 'poor'].includes(document.querySelector("
+                              f"'{patient_tile}')?.dataset.quality)", timeout=8)
     finally:
         await close_all(doctor, patient)
 

@@ -9,7 +9,7 @@ from typing import Any
 from playwright.async_api import Browser, BrowserContext, FloatRect, Page, ViewportSize
 
 from tests.browser import KEEP_PCS, inbound
-from tests.harness import Server
+from tests.harness import HospitalSystem
 
 PHONE: ViewportSize = {"width": 390, "height": 844}
 DESKTOP: ViewportSize = {"width": 1280, "height": 800}
@@ -238,7 +238,8 @@ def overlaps(a: FloatRect, b: FloatRect) -> bool:
 
 # ---- a clinic in two browsers ----------------------------------------------------------------
 
-async def open_call(server: Server, browser: Browser, *, patient_viewport: ViewportSize = PHONE,
+async def open_call(server: HospitalSystem, browser: Browser, *,
+                    patient_viewport: ViewportSize = PHONE,
                     patient_scripts: list[str] | None = None) -> tuple[str, Client, Client]:
     """A clinic room: the doctor joins, the patient passes the check, waits, is admitted."""
     room = await server.create_room("clinic", "Cardiology follow-up")

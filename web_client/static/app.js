@@ -221,6 +221,16 @@ function wsUrl(roomId) {
 function wireSession(s) {
   s.on('state', (state) => setAppState(state));
   s.on('active-speaker', onActiveSpeaker);
+  s.on('connection-quality', (m) => {
+    if (s.me && m.participant_id === s.me.id) {
+      if (app.monitor) app.monitor.serverReport(m);
+      return;
+    }
+    const p = s.participants[m.participant_id]; // a moderator hears of everyone
+    if (!p) return;
+    p.quality = m;
+    renderTile(p);
+  });
   s.on('joined', () => {
     renderView();
     setLocalPreview();

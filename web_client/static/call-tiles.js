@@ -88,6 +88,9 @@ export function renderTile(participant) {
     camLabel: t('cam_off_badge'),
     groupLabel: role ? t('tile_label', { name, role }) : name,
   });
+  // a moderator sees whose connection is weak (connection_quality)
+  const quality = participant.quality ? participant.quality.level : '';
+  if (tile.el.dataset.quality !== quality) tile.el.dataset.quality = quality;
   tile.setConditions({
     held: participant.state === 'held',
     videoPaused: !!participant.videoPaused,

@@ -6,11 +6,16 @@
 //   server's decision (active_speaker), the same for everyone in the room.
 // * Connection quality: getStats() every 2 s — the selected candidate pair's
 //   currentRoundTripTime and packet loss (received: inbound-rtp packetsLost/packetsReceived;
-//   sent: remote-inbound-rtp fractionLost) → good | fair | poor.
+//   sent: remote-inbound-rtp fractionLost) → good | fair | poor — and the server's own view,
+//   connection_quality (docs/protocol.md: loss both ways, round trip, a video paused for the
+//   network): the indicator shows the worse of the two while the server's is fresh.
 
 const SPEAKER_TICK_MS = 250;
 const QUALITY_TICK_MS = 2000;
 const SPEAKING_LEVEL = 0.03; // audioLevel (0..1, linear) above which someone is talking
+const SERVER_FRESH_MS = 10000; // the server sends connection_quality only when it changes,
+// so its last report stands this long after the last change … and is renewed by the next
+const LEVELS = ['unknown', 'good', 'fair', 'poor'];
 
 /** good | fair | poor from round trip time (s) and loss (%); unknown without data. */
 export function qualityLevel(rttS, lossPct) {
@@ -35,10 +40,36 @@ export class CallMonitor {
     this.levels = new Map(); // participant id -> smoothed level
     this.prevCounters = new Map(); // pc -> {lost, received}
     this.quality = { level: 'unknown', rtt_ms: null, loss_pct: null };
+    this.server = null; // {at, report}: our latest connection_quality
     this.speakerTimer = setInterval(() => this.tickSpeakers(), SPEAKER_TICK_MS);
     this.qualityTimer = setInterval(() => {
       this.tickQuality().catch((err) => console.debug('[huizhen] stats failed', err));
     }, QUALITY_TICK_MS);
+  }
+
+  /** The server's connection_quality about us; applied at once. */
+  serverReport(report) {
+    this.server = { at: Date.now(), report };
+    this.onQuality(this.combined());
+  }
+
+  /** The local reading, made worse by the server's fresh one (it sees both directions). */
+  combined() {
+    const local = this.quality;
+    const server = this.server;
+    if (!server || Date.now() - server.at > SERVER_FRESH_MS || server.report.level === 'unknown') {
+      return local;
+    }
+    const r = server.report;
+    const losses = [local.loss_pct, r.uplink && r.uplink.loss_pct, r.downlink && r.downlink.loss_pct]
+      .filter((v) => typeof v === 'number');
+    const worse = LEVELS.indexOf(r.level) > LEVELS.indexOf(local.level) ? r.level : local.level;
+    return {
+      level: worse,
+      rtt_ms: local.rtt_ms ?? r.rtt_ms ?? null,
+      loss_pct: losses.length ? Math.max(...losses) : null,
+      server: r,
+    };
   }
 
   stop() {
@@ -92,6 +123,7 @@ export class CallMonitor {
     const pcs = [s.pcs.publish, s.pcs.subscribe].filter((pc) => pc && pc.connectionState !== 'closed');
     if (!pcs.length || s.state !== 'joined') {
       this.quality = { level: s.state === 'reconnecting' ? 'poor' : 'unknown', rtt_ms: null, loss_pct: null };
+      this.server = null;
       this.onQuality(this.quality);
       return;
     }
@@ -135,6 +167,6 @@ export class CallMonitor {
       rtt_ms: rtt === null ? null : Math.round(rtt * 1000),
       loss_pct: lossPct === null ? null : Math.round(lossPct * 10) / 10,
     };
-    this.onQuality(this.quality);
+    this.onQuality(this.combined());
   }
 }

@@ -9,10 +9,14 @@
 //     (b) a short WebRTC loop: POST /precheck {"sdp": offer} (Authorization: Bearer <token>)
 //         with one data channel "echo"; the server echoes each message: 5 timestamped pings,
 //         round-trip times measured, connection closed. A 404 means "could not test" (an
-//         older server), never a failure.
+//         older server), never a failure. The loop uses the ICE servers of GET /precheck (the
+//         room's TURN relay with credentials of its own), so it tries what the call will: UDP
+//         first, then the relay over UDP, TCP, TLS; the path ICE chose is read from getStats()
+//         and said in plain words ("your network only allows the secure relay…").
 //
 // Result (also window.huizhen.precheck): {verdict: good|weak|unreachable, http_ms, ws_ms,
-// rtc: ok|failed|untested, rtt_ms: [..], lost, reasons: [..]}.
+// rtc: ok|failed|untested, rtt_ms: [..], lost, reasons: [..],
+// path: direct|relay-udp|relay-tcp|relay-tls|null}.
 
 import { t } from './i18n.js';
 import { waitForIceGathering } from './session.js';
@@ -90,15 +94,53 @@ export function measureWebSocket(url) {
   });
 }
 
+/** The ICE servers for the check (GET /precheck); none from an older server. */
+async function checkIceServers(token) {
+  try {
+    const resp = await fetch('/precheck', {
+      cache: 'no-store',
+      headers: { Authorization: `Bearer ${token}` },
+    });
+    if (!resp.ok) return [];
+    const body = await resp.json();
+    return Array.isArray(body.ice_servers) ? body.ice_servers : [];
+  } catch {
+    return [];
+  }
+}
+
+/**
+ * How a connection's media goes, from its selected candidate pair: 'direct' (UDP to the
+ * server), 'relay-udp' | 'relay-tcp' | 'relay-tls' (through the TURN relay, by how we reach it),
+ * or null (not connected yet).
+ */
+export async function mediaPath(pc) {
+  const stats = await pc.getStats();
+  let pair = null;
+  stats.forEach((s) => {
+    if (s.type === 'transport' && s.selectedCandidatePairId) pair = stats.get(s.selectedCandidatePairId) || pair;
+  });
+  if (!pair) {
+    stats.forEach((s) => {
+      if (!pair && s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded') pair = s;
+    });
+  }
+  const local = pair && stats.get(pair.localCandidateId);
+  if (!local) return null;
+  if (local.candidateType !== 'relay') return 'direct';
+  if (local.relayProtocol === 'tls') return 'relay-tls';
+  return local.relayProtocol === 'tcp' ? 'relay-tcp' : 'relay-udp';
+}
+
 /**
  * The WebRTC loop through the server. Returns
- * {rtc: 'ok', rtt_ms, lost} | {rtc: 'failed', why} | {rtc: 'untested', status} |
+ * {rtc: 'ok', rtt_ms, lost, path} | {rtc: 'failed', why} | {rtc: 'untested', status} |
  * {rtc: 'link', code, message} (the server refused the token: a bad or expired link).
  */
 export async function measureRtc(token) {
   if (!window.RTCPeerConnection) return { rtc: 'untested', status: 0 };
-  // no ICE servers before joining: the room's come with `joined`
-  const pc = new RTCPeerConnection({ iceServers: [] });
+  // every server, UDP first: ICE itself falls back to the relay over TCP, then TLS
+  const pc = new RTCPeerConnection({ iceServers: await checkIceServers(token) });
   try {
     const channel = pc.createDataChannel('echo', { ordered: true });
     await pc.setLocalDescription(await pc.createOffer());
@@ -169,7 +211,7 @@ export async function measureRtc(token) {
       await new Promise((r) => setTimeout(r, PING_GAP_MS));
     }
     await withTimeout(back, PING_WAIT_MS, () => null);
-    return { rtc: 'ok', rtt_ms: rtts, lost: PINGS - rtts.length };
+    return { rtc: 'ok', rtt_ms: rtts, lost: PINGS - rtts.length, path: await mediaPath(pc) };
   } catch (err) {
     console.warn('[huizhen] precheck WebRTC loop failed', err);
     return { rtc: 'failed', why: String(err) };
@@ -207,7 +249,7 @@ export function verdictFrom(result) {
 /** The whole connectivity check. Never throws. */
 export async function checkConnectivity({ wsUrl, token }) {
   const [http, ws] = await Promise.all([measureHttp(), measureWebSocket(wsUrl)]);
-  const result = { http_ms: http, ws_ms: ws, rtc: 'untested', rtt_ms: [], lost: null };
+  const result = { http_ms: http, ws_ms: ws, rtc: 'untested', rtt_ms: [], lost: null, path: null };
   if (http !== null || ws !== null) Object.assign(result, await measureRtc(token));
   return { ...result, ...verdictFrom(result) };
 }
@@ -242,6 +284,14 @@ function problemKey(device, problem) {
   return `pc_${device}_none`;
 }
 
+/** What the check says about the path the media takes (i18n keys). */
+const PATH_KEYS = {
+  direct: 'pc_path_direct',
+  'relay-udp': 'pc_path_relay_udp',
+  'relay-tcp': 'pc_path_relay_tcp',
+  'relay-tls': 'pc_path_relay_tls',
+};
+
 export class PrecheckView {
   /**
    * @param {{root: HTMLElement, wsUrl: string, token: string,
@@ -265,6 +315,7 @@ export class PrecheckView {
       mic: { status: 'pending', key: 'pc_mic_waiting' },
       speaker: { status: 'idle', key: 'pc_speaker_hint' },
       network: { status: 'pending', key: 'pc_net_checking' },
+      path: { status: 'idle', key: null },
     };
     const $ = (sel) => root.querySelector(sel);
     this.el = {
@@ -277,6 +328,7 @@ export class PrecheckView {
       heard: $('#btn-heard'),
       notHeard: $('#btn-not-heard'),
       verdict: $('#precheck-verdict'),
+      path: $('#precheck-path'),
       retry: $('#btn-net-retry'),
     };
     this.el.speakerBtn.addEventListener('click', () => this.testSpeaker());
@@ -403,6 +455,7 @@ export class PrecheckView {
       unreachable: 'pc_net_unreachable',
     }[result.verdict];
     this.setRow('network', result.verdict, key);
+    this.setRow('path', result.path || 'idle', PATH_KEYS[result.path] || null);
     this.el.retry.hidden = result.verdict === 'good';
     this.onResult(result);
     return result;
@@ -422,6 +475,12 @@ export class PrecheckView {
       if (detail) detail.textContent = t(row.key);
     }
     this.el.speakerConfirm.hidden = !['asking', 'ok', 'warn'].includes(this.rows.speaker.status);
+    if (this.el.path) {
+      const path = this.rows.path;
+      this.el.path.hidden = !path.key;
+      this.el.path.dataset.path = path.status;
+      this.el.path.textContent = path.key ? t(path.key) : '';
+    }
     const net = this.rows.network;
     this.el.verdict.dataset.verdict = net.status;
     if (this.result && this.result.rtc) this.el.verdict.dataset.rtc = this.result.rtc;

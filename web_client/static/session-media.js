@@ -6,6 +6,7 @@
 import { SignalingError } from './signaling.js';
 
 const ICE_GATHER_TIMEOUT_MS = 10000;
+const RELAY_GRACE_MS = 700; // after the first relay candidate (see waitForIceGathering)
 
 /**
  * Camera simulcast layers, lowest first (the server's convention): half size for weak links
@@ -26,6 +27,7 @@ export function waitForIceGathering(pc, timeoutMs = ICE_GATHER_TIMEOUT_MS) {
   return new Promise((resolve) => {
     const done = (complete) => {
       clearTimeout(timer);
+      clearTimeout(grace);
       pc.removeEventListener('icegatheringstatechange', onState);
       pc.removeEventListener('icecandidate', onCandidate);
       resolve(complete);
@@ -33,9 +35,16 @@ export function waitForIceGathering(pc, timeoutMs = ICE_GATHER_TIMEOUT_MS) {
     const onState = () => {
       if (pc.iceGatheringState === 'complete') done(true);
     };
-    // a null candidate also marks the end of gathering (some browsers fire it first)
+    // a null candidate also marks the end of gathering (some browsers fire it first). Behind a
+    // firewall that drops UDP (or TCP to some TURN port) gathering only ends when those
+    // allocations time out; once the relay has given us a candidate, the others that are
+    // coming have RELAY_GRACE_MS more, and what we have is enough to connect.
+    let grace = null;
     const onCandidate = (ev) => {
       if (!ev.candidate) done(true);
+      else if (!grace && / typ relay /.test(ev.candidate.candidate)) {
+        grace = setTimeout(() => done(false), RELAY_GRACE_MS);
+      }
     };
     const timer = setTimeout(() => {
       console.warn('[huizhen] ICE gathering did not complete in time; sending what we have');
@@ -352,7 +361,9 @@ export const mediaMethods = {
   onPcState(gen, pc, which) {
     if (gen !== this.gen || this.pcs[which] !== pc) return;
     console.info(`[huizhen] ${which} connection: ${pc.connectionState}`);
-    // no ICE restart in protocol v1: a failed connection means joining again
+    // No ICE restart in protocol v1 (the SFU's ICE has none): a failed connection means joining
+    // again, which is the restart — new ICE credentials, fresh TURN credentials from `joined`,
+    // and every path tried again in order: UDP, then the relay over UDP, TCP, TLS.
     if (pc.connectionState === 'failed') this.forceReconnect('media_connection_failed');
   },
 

@@ -84,7 +84,10 @@ export const CLOSE_REPLACED = 4009;
 export const CLOSE_ENDED = 4010;
 
 /** Join errors worth retrying (anything else is final: bad link, no room, room full…). */
-const RETRYABLE_JOIN_ERRORS = new Set(['timeout', 'disconnected', 'internal']);
+const RETRYABLE_JOIN_ERRORS = new Set(['timeout', 'disconnected', 'internal', 'draining']);
+// A server being drained says `reconnect` (retry_ms) before it closes with 1012: we then try
+// every retry_ms, without growing the backoff, for this long (its successor is starting).
+const DRAIN_RETRY_FOR_MS = 30 * 1000;
 
 const DEVICE_KEY = 'huizhen.device';
 let device = null; // kept for the page's life even where storage is disabled
@@ -183,6 +186,7 @@ export class Session {
     this.reconnectTimer = null;
     this.reconnectAttempts = 0;
     this.reconnectSince = null;
+    this.drainRetry = null; // {ms, until}: the last `reconnect` hint (a server restarting)
     this.onOnline = () => {
       if (this.state === 'reconnecting' && this.reconnectTimer !== null) {
         clearTimeout(this.reconnectTimer);
@@ -292,6 +296,7 @@ export class Session {
     const wasReconnecting = this.reconnectSince !== null;
     this.reconnectAttempts = 0;
     this.reconnectSince = null;
+    this.drainRetry = null;
     this.setState('joined');
     if (wasReconnecting) this.emit('notice-clear');
     this.emit('joined');
@@ -347,6 +352,7 @@ export class Session {
     sig.on('invite', live((m) => this.emit('invite', m)));
     sig.on('video_paused', live((m) => this.onVideoPaused(m)));
     sig.on('active_speaker', live((m) => this.emit('active-speaker', m.participant_id)));
+    sig.on('connection_quality', live((m) => this.emit('connection-quality', m)));
     sig.on('recording', live((m) => this.onRecording(m)));
     sig.on('consent_request', live((m) => this.onConsentRequest(m)));
     sig.on('recording_consent', live((m) => this.onRecordingConsent(m)));
@@ -359,6 +365,10 @@ export class Session {
     // a teaching broadcast (session-broadcast.js): after onRoleChanged, which set our grants
     sig.on('role_changed', live((m) => this.onPromotion(m, gen)));
     for (const type of AUDIENCE_MESSAGES) sig.on(type, live((m) => this.onAudienceMessage(m)));
+    sig.on('reconnect', live((m) => {
+      const ms = Math.min(Math.max(Number(m.retry_ms) || 500, 100), 10000);
+      this.drainRetry = { ms, until: Date.now() + DRAIN_RETRY_FOR_MS };
+    }));
     sig.on('error', live((m) => this.onServerError(m)));
     sig.on('close', live((ev) => this.onSocketClosed(ev)));
   }
@@ -438,8 +448,9 @@ export class Session {
     }
     this.setState('reconnecting');
     this.emit('notice', { key: 'connection_lost', level: 'warning', sticky: true });
-    const base = Math.min(RECONNECT_BASE_MS * RECONNECT_FACTOR ** this.reconnectAttempts,
-      RECONNECT_MAX_MS);
+    const hinted = this.drainRetry && Date.now() < this.drainRetry.until;
+    const base = hinted ? this.drainRetry.ms
+      : Math.min(RECONNECT_BASE_MS * RECONNECT_FACTOR ** this.reconnectAttempts, RECONNECT_MAX_MS);
     // jitter: after a server restart, not everyone knocks at the same moment
     const delay = Math.round(base * (0.75 + Math.random() * 0.5));
     this.reconnectAttempts++;

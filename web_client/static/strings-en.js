@@ -223,6 +223,10 @@ export const EN = {
   pc_net_good: 'Your connection is good',
   pc_net_weak: 'Your connection may be weak; video may pause',
   pc_net_unreachable: 'Cannot reach the clinic. Check Wi-Fi or mobile data.',
+  pc_path_direct: 'Video goes straight to the clinic (UDP): the best quality.',
+  pc_path_relay_udp: 'Your network needs the relay server (UDP); quality should be fine.',
+  pc_path_relay_tcp: 'Your network blocks direct video, so it goes through the relay over TCP; quality may be lower.',
+  pc_path_relay_tls: 'Your network only allows the secure relay; quality may be lower.',
   pc_retry: 'Check again',
   join: 'Join consultation',
 

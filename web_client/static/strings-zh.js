@@ -214,6 +214,10 @@ export const ZH = {
   pc_net_good: '您的网络良好',
   pc_net_weak: '您的网络可能较弱，视频可能会暂停',
   pc_net_unreachable: '无法连接到诊所。请检查 Wi-Fi 或移动数据。',
+  pc_path_direct: '视频直接连到诊所（UDP）：质量最佳。',
+  pc_path_relay_udp: '您的网络需要经中继服务器（UDP）连接；质量应无影响。',
+  pc_path_relay_tcp: '您的网络不允许直接传输视频，将经中继服务器（TCP）传输；质量可能较低。',
+  pc_path_relay_tls: '您的网络只允许经安全中继连接；质量可能较低。',
   pc_retry: '重新检查',
   join: '进入会诊',
 
