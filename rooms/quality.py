@@ -13,15 +13,14 @@ shows the latest figures per participant (``quality``). docs/protocol.md describ
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from media.background import spawn
 from media.bandwidth import PACKET_OVERHEAD
 from rooms.members import ACTIVE, Member
+from rooms.ticker import RoomTicker
 
 if TYPE_CHECKING:
     from rooms.service import RoomService
@@ -103,18 +102,13 @@ class _Room:
     told: set[str] = field(default_factory=set)  # moderators who have had everyone's figures
 
 
-class ConnectionQuality:
+class ConnectionQuality(RoomTicker[_Room]):
+    tick_s = TICK_S
+    what = "connection quality"
+
     def __init__(self, rooms: RoomService) -> None:
-        self._rooms = rooms
-        self._state: dict[str, _Room] = {}
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = spawn(self._loop())
-
-    def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        super().__init__(rooms)
+        self._state = self._rooms_state
 
     def current(self, room_id: str, participant_id: str) -> dict[str, Any] | None:
         """The latest figures of a participant on this node (None: none yet)."""
@@ -130,18 +124,6 @@ class ConnectionQuality:
                 if seen.current is not None:
                     out[seen.current["level"]] = out.get(seen.current["level"], 0) + 1
         return out
-
-    async def _loop(self) -> None:
-        while True:
-            await asyncio.sleep(TICK_S)
-            rooms = self._rooms.members
-            for room_id in list(self._state.keys() - rooms.keys()):
-                del self._state[room_id]
-            for room_id, members in list(rooms.items()):
-                try:
-                    await self._tick(room_id, list(members.values()))
-                except Exception:
-                    log.exception("connection quality failed", extra={"room": room_id})
 
     async def _tick(self, room_id: str, members: list[Member]) -> None:
         room = self._state.setdefault(room_id, _Room())

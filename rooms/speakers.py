@@ -9,13 +9,12 @@ it starts speaking. Silence does not clear the active speaker: the last one stay
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from media.background import spawn
 from rooms.members import ACTIVE, Member
+from rooms.ticker import RoomTicker
 
 if TYPE_CHECKING:
     from rooms.service import RoomService
@@ -62,37 +61,20 @@ class SpeakerDetector:
             self._candidate, self._streak = None, 0
 
 
-class ActiveSpeakers:
+class ActiveSpeakers(RoomTicker[SpeakerDetector]):
     """Every tick, each room's active speaker from its active members' audio loudness; a
     change goes to the room's active members (``active_speaker``) and to the observers."""
 
+    tick_s = TICK_S
+    what = "active speaker detection"
+
     def __init__(self, rooms: RoomService) -> None:
-        self._rooms = rooms
-        self._detectors: dict[str, SpeakerDetector] = {}
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = spawn(self._loop())
-
-    def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        super().__init__(rooms)
+        self._detectors = self._rooms_state
 
     def forget(self, room_id: str, participant_id: str) -> None:
         if room_id in self._detectors:
             self._detectors[room_id].forget(participant_id)
-
-    async def _loop(self) -> None:
-        while True:
-            await asyncio.sleep(TICK_S)
-            rooms = self._rooms.members
-            for room_id in list(self._detectors.keys() - rooms.keys()):
-                del self._detectors[room_id]
-            for room_id, members in list(rooms.items()):
-                try:
-                    await self._tick(room_id, list(members.values()))
-                except Exception:
-                    log.exception("active speaker detection failed", extra={"room": room_id})
 
     async def _tick(self, room_id: str, members: list[Member]) -> None:
         loudness: dict[str, float | None] = {}

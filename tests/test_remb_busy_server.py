@@ -23,8 +23,8 @@ from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, unpack_remb_fci
 from media.rxstamps import ArrivalStamps
 from tests.harness import Server, figures, wait_for
 
-WARMUP_S = 8.0
-LOAD_S = 8.0
+WARMUP_S = 6.0
+LOAD_S = 6.0
 BUSY_S, PERIOD_S = 0.04, 0.05
 
 
