@@ -33,14 +33,9 @@ KEYS = {
 
 RECORDING = REPO / "bench" / "recording.py"
 COMMANDS = {
-    # Huizhen on per-connection ports and on one port (N = 1, 2: a slope each) …
-    "fanout": [sys.executable, str(FANOUT), "--subscribers", "1,2", "--no-baseline",
-               "--window", "2", "--warmup", "1", "--settle", "1", "--recover", "10",
+    "fanout": [sys.executable, str(FANOUT), "--subscribers", "1,2", "--baseline-subscribers",
+               "1", "--window", "2", "--warmup", "1", "--settle", "1", "--recover", "10",
                "--udp-port", "--json"],
-    # … and, in a process of its own at the same time, the MediaRelay baseline (N = 1)
-    "baseline": [sys.executable, str(FANOUT), "--subscribers", "1", "--baseline-subscribers",
-                 "1", "--window", "2", "--warmup", "1", "--settle", "1", "--recover", "10",
-                 "--json"],
     # 1 room, 1 s windows, short sessions: ~30 s
     "recording": [sys.executable, str(RECORDING), "--quick", "--json"],
 }
@@ -48,7 +43,7 @@ COMMANDS = {
 
 @pytest.fixture(scope="module")
 def runs() -> dict[str, subprocess.CompletedProcess[str]]:
-    """The benchmarks, all started together; each one's exit code and output."""
+    """Both benchmarks, started together; each one's exit code and output."""
     procs = {name: subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, text=True)
              for name, cmd in COMMANDS.items()}
@@ -67,25 +62,22 @@ def runs() -> dict[str, subprocess.CompletedProcess[str]]:
 @pytest.mark.timeout(200)
 def test_fanout_benchmark_runs_and_reports(
         runs: dict[str, subprocess.CompletedProcess[str]]) -> None:
-    proc, base_proc = runs["fanout"], runs["baseline"]
+    proc = runs["fanout"]
     assert proc.returncode == 0, proc.stderr[-4000:]
-    assert base_proc.returncode == 0, base_proc.stderr[-4000:]
-    result, base = json.loads(proc.stdout), json.loads(base_proc.stdout)
+    result = json.loads(proc.stdout)
     assert KEYS <= set(result), sorted(KEYS - set(result))
-    assert KEYS <= set(base), sorted(KEYS - set(base))
 
     assert [p["n"] for p in result["points"]] == [1, 2]
-    assert result["baseline_points"] == [] and base["one_port_points"] == []
-    assert [p["n"] for p in base["baseline_points"]] == [1]
-    for point in result["points"] + base["baseline_points"]:
+    assert [p["n"] for p in result["baseline_points"]] == [1]
+    for point in result["points"] + result["baseline_points"]:
         assert point["min_fps"] > 0 and point["mean_fps"] > 0, point
         assert point["server_cores"] >= 0, point
         assert point["publisher_fps"] > 0, point
     assert result["min_subscriber_fps"] > 0
-    assert base["baseline_min_subscriber_fps"] > 0
+    assert result["baseline_min_subscriber_fps"] > 0
     assert result["publisher_bitrate_mbps"] > 0
     assert isinstance(result["core_per_extra_subscriber"], float)  # two values of N: a slope
-    assert base["baseline_core_per_extra_subscriber"] is None  # one value of N: no slope
+    assert result["baseline_core_per_extra_subscriber"] is None  # one value of N: no slope
     assert {"nproc", "python", "aiortc"} <= set(result["machine"])
     cores = result["settings"]["cores"]  # the server on a core of its own, when there are two
     if len(os.sched_getaffinity(0)) >= 2:
