@@ -93,7 +93,7 @@ class ArrivalStamps:
         except OSError as exc:
             log.info("no receive timestamps on this socket", extra={"error": str(exc)})
             return False
-        pending = self._pending
+        note = self.note
         max_size = transport.max_size
         protocol = transport._protocol
 
@@ -109,9 +109,7 @@ class ArrivalStamps:
                     protocol.error_received(exc)
                     return
                 if stamp is not None and is_srtp(data):
-                    if len(pending) >= MAX_PENDING:
-                        pending.clear()
-                    pending[data[2:4] + data[8:12]] = stamp
+                    note(data, stamp)
                 protocol.datagram_received(data, addr)
 
         fd = sock.fileno()

@@ -23,7 +23,7 @@ from rooms.members import ACTIVE, Member
 from rooms.ticker import RoomTicker
 
 if TYPE_CHECKING:
-    from rooms.service import RoomService
+    pass
 
 log = logging.getLogger("huizhen.rooms")
 
@@ -106,27 +106,23 @@ class ConnectionQuality(RoomTicker[_Room]):
     tick_s = TICK_S
     what = "connection quality"
 
-    def __init__(self, rooms: RoomService) -> None:
-        super().__init__(rooms)
-        self._state = self._rooms_state
-
     def current(self, room_id: str, participant_id: str) -> dict[str, Any] | None:
         """The latest figures of a participant on this node (None: none yet)."""
-        room = self._state.get(room_id)
+        room = self._rooms_state.get(room_id)
         seen = room.members.get(participant_id) if room else None
         return None if seen is None else seen.current
 
     def levels(self) -> dict[str, int]:
         """How many participants on this node are at each level (for monitoring)."""
         out: dict[str, int] = {}
-        for room in self._state.values():
+        for room in self._rooms_state.values():
             for seen in room.members.values():
                 if seen.current is not None:
                     out[seen.current["level"]] = out.get(seen.current["level"], 0) + 1
         return out
 
     async def _tick(self, room_id: str, members: list[Member]) -> None:
-        room = self._state.setdefault(room_id, _Room())
+        room = self._rooms_state.setdefault(room_id, _Room())
         present = {m.id for m in members}
         for gone in room.members.keys() - present:
             del room.members[gone]

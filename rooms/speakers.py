@@ -17,7 +17,7 @@ from rooms.members import ACTIVE, Member
 from rooms.ticker import RoomTicker
 
 if TYPE_CHECKING:
-    from rooms.service import RoomService
+    pass
 
 log = logging.getLogger("huizhen.rooms")
 
@@ -68,13 +68,9 @@ class ActiveSpeakers(RoomTicker[SpeakerDetector]):
     tick_s = TICK_S
     what = "active speaker detection"
 
-    def __init__(self, rooms: RoomService) -> None:
-        super().__init__(rooms)
-        self._detectors = self._rooms_state
-
     def forget(self, room_id: str, participant_id: str) -> None:
-        if room_id in self._detectors:
-            self._detectors[room_id].forget(participant_id)
+        if room_id in self._rooms_state:
+            self._rooms_state[room_id].forget(participant_id)
 
     async def _tick(self, room_id: str, members: list[Member]) -> None:
         loudness: dict[str, float | None] = {}
@@ -86,7 +82,7 @@ class ActiveSpeakers(RoomTicker[SpeakerDetector]):
                 if track.kind == "audio" and source is not None:
                     level = source.take_loudness()
                     loudness[member.id] = None if track.muted else level
-        detector = self._detectors.setdefault(room_id, SpeakerDetector())
+        detector = self._rooms_state.setdefault(room_id, SpeakerDetector())
         speaker = detector.tick(loudness)
         if speaker is not None:
             for observer in self._rooms.observers:
@@ -97,7 +93,7 @@ class ActiveSpeakers(RoomTicker[SpeakerDetector]):
     async def tell(self, member: Member) -> None:
         """Someone who starts seeing the room (joined, admitted, off hold) learns who is
         speaking now: active_speaker is otherwise only sent when it changes."""
-        detector = self._detectors.get(member.room_id)
+        detector = self._rooms_state.get(member.room_id)
         if detector is not None and detector.active is not None \
                 and detector.active != member.id:
             await self._rooms.send(member, {"type": "active_speaker",
