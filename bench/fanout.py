@@ -16,9 +16,10 @@ Every process is started here, in its own process group, on 127.0.0.1 only, and 
 killed on exit (also on Ctrl-C, SIGTERM or an error). Progress goes to stderr; the result goes
 to stdout (tables, or one JSON object with ``--json``). See bench/README.md.
 
-With ``--udp-port``, Huizhen is measured a second time in the same run with one shared UDP port
-for all media (``media.udp_port``, media/udpmux.py), and compared with the per-connection
-ports (and with Janus, with ``--janus``).
+Huizhen is measured in both socket modes, one after the other in the same run: a UDP port per
+connection (``media.udp_port: 0``) and one shared UDP port for all media (the default mode:
+``media.udp_port``, media/udpmux.py; ``--udp-port PORT`` chooses the port, ``--no-udp-port``
+skips it), and the two are compared with each other (and with Janus, with ``--janus``).
 
 This file is the command line and the run; its parts: fanout_procs.py (processes, CPU from
 /proc), fanout_targets.py (the servers and their configurations), fanout_measure.py (one row
@@ -194,9 +195,38 @@ async def bench(args: argparse.Namespace, procs: Processes, tmp: Path) -> dict[s
     }
 
 
+#: the figures each round contributes to ``rounds`` and whose medians are ``median``
+ROUND_KEYS = ("core_per_extra_subscriber", "one_port_core_per_extra_subscriber",
+              "janus_core_per_extra_subscriber", "per_connection_vs_janus", "one_port_vs_janus",
+              "one_port_vs_per_connection", "added_latency_ms_p50",
+              "one_port_added_latency_ms_p50", "janus_added_latency_ms_p50")
+
+
+def combine(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """One run's result, or with several rounds the last round's (its rows, as one run prints
+    them) with every round's figures (``rounds``) and their medians (``median``)."""
+    for result in results:
+        result["per_connection_vs_janus"] = ratio(result["core_per_extra_subscriber"],
+                                                  result["janus_core_per_extra_subscriber"])
+    out = dict(results[-1])
+    out["rounds"] = [{key: r[key] for key in ROUND_KEYS} for r in results]
+    values = {key: [r[key] for r in results if r[key] is not None] for key in ROUND_KEYS}
+    out["median"] = {key: round(statistics.median(v), 5) if v else None
+                     for key, v in values.items()}
+    return out
+
+
 async def amain(args: argparse.Namespace, procs: Processes, tmp: Path) -> dict[str, Any]:
     try:
-        return await bench(args, procs, tmp)
+        results = []
+        for number in range(1, args.rounds + 1):
+            folder = tmp  # each round's servers get data folders of their own
+            if args.rounds > 1:
+                progress(f"round {number} of {args.rounds}")
+                folder = tmp / f"round-{number}"
+                folder.mkdir()
+            results.append(await bench(args, procs, folder))
+        return combine(results)
     finally:
         if procs.workers:
             progress(f"stopping {len(procs.workers)} remaining process(es)…")
@@ -220,11 +250,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--janus", action="store_true",
                         help="also measure Janus's VideoRoom, a C SFU, with the same N values "
                              "(needs Debian's janus package)")
-    parser.add_argument("--udp-port", type=int, nargs="?", const=0, default=None,
+    parser.add_argument("--udp-port", type=int, nargs="?", const=0, default=0,
                         metavar="PORT",
-                        help="also measure Huizhen with one UDP port for all media "
-                             "(media.udp_port) beside the per-connection ports, on PORT "
+                        help="the port of Huizhen's one UDP port for all media (media.udp_port, "
+                             "the default mode), measured beside the per-connection ports "
                              "(default: a free one)")
+    parser.add_argument("--no-udp-port", dest="udp_port", action="store_const", const=None,
+                        help="measure Huizhen with a UDP port per connection only")
     parser.add_argument("--warmup", type=float, default=4.0,
                         help="seconds after all subscribers receive, before measuring")
     parser.add_argument("--window", type=float, default=10.0, help="measuring window, seconds")
@@ -239,6 +271,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="let the server share every core with the publisher and the "
                              "subscribers (default: the server gets the first core, "
                              "everything else the others)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="measure everything this many times over, one round after the "
+                             "other, and report each round's slopes and ratios and their "
+                             "medians (a shared machine moves a ratio by ±0.2–0.3 between "
+                             "runs; default 1)")
     parser.add_argument("--json", action="store_true", help="print one JSON object to stdout")
     parser.add_argument("--keep-logs", action="store_true",
                         help="keep the temp folder with every process's log")
@@ -249,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     fanout_targets.PUBLISHER_KBPS = args.publisher_kbps
     if args.window <= 0 or args.warmup < 0 or args.settle < 0:
         parser.error("--window must be positive, --warmup and --settle not negative")
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     if args.udp_port is not None and not 0 <= args.udp_port <= 65535:
         parser.error("--udp-port must be a UDP port (1-65535), or nothing for a free one")
     if args.janus and os.environ.get(NETNS_ENV) != "1":
@@ -285,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
         procs.kill_all_now()
         if args.keep_logs or code:
             progress(f"logs kept in {tmp / 'logs'}")
-            for data in tmp.glob("huizhen*-data"):
+            for data in tmp.rglob("huizhen*-data"):
                 with contextlib.suppress(OSError):
                     shutil.rmtree(data)
         else:

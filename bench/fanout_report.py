@@ -158,5 +158,23 @@ def report(result: dict[str, Any]) -> str:
         out[-1] += (", Janus per packet "
                     + fmt_pair(result["janus_added_latency_ms_p50"],
                                result["janus_added_latency_ms_p95"]))
+    if len(result["rounds"]) > 1:
+        out += ["", f"{len(result['rounds'])} rounds (the tables above are the last one's); "
+                "core per extra subscriber (per connection · one port · Janus), ours ÷ Janus "
+                "(per connection · one port), per-packet latency p50 ms (per connection · one "
+                "port · Janus):"]
+        for number, r in enumerate([*result["rounds"], result["median"]], start=1):
+            name = f"round {number}" if number <= len(result["rounds"]) else "median"
+            out.append(f"  {name:>8}: " + " · ".join(_value(r[k]) for k in (
+                "core_per_extra_subscriber", "one_port_core_per_extra_subscriber",
+                "janus_core_per_extra_subscriber")) + "   " + " · ".join(
+                _value(r[k]) for k in ("per_connection_vs_janus", "one_port_vs_janus"))
+                + "   " + " · ".join(_value(r[k]) for k in (
+                    "added_latency_ms_p50", "one_port_added_latency_ms_p50",
+                    "janus_added_latency_ms_p50")))
     return "\n".join(out)
+
+
+def _value(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:g}"
 

@@ -76,14 +76,17 @@ class Target:
 
 
 class HuizhenTarget(Target):
+    """Huizhen with a UDP port per media connection (``media.udp_port: 0``)."""
+
     name = "huizhen"
-    label = "Huizhen SFU (RTP forwarding, no decode/encode)"
+    label = "Huizhen SFU (RTP forwarding, no decode/encode), a UDP port per connection"
     gate_on_publisher_bitrate = True
 
     def __init__(self, procs: Processes, tmp: Path) -> None:
         super().__init__(procs, tmp)
         self.secret = secrets.token_urlsafe(36)
         self.room = ""
+        self.udp_port = 0
 
     @property
     def data_dir(self) -> Path:
@@ -103,6 +106,7 @@ class HuizhenTarget(Target):
             "HUIZHEN_ICE__STUN_SERVERS": "[]",
             "HUIZHEN_ICE__TURN_SERVERS": "[]",
             "HUIZHEN_LOGGING__LEVEL": "WARNING",
+            "HUIZHEN_MEDIA__UDP_PORT": str(self.udp_port),
         })
         return env
 
@@ -138,20 +142,17 @@ class HuizhenTarget(Target):
 
 
 class HuizhenOnePortTarget(HuizhenTarget):
-    """Huizhen with every media connection on one shared UDP port (``media.udp_port``,
-    media/udpmux.py), measured beside the per-connection ports with ``--udp-port``."""
+    """Huizhen with every media connection on one shared UDP port (``media.udp_port``, the
+    default; media/udpmux.py), measured beside the per-connection ports with ``--udp-port``."""
 
     name = "huizhen-udp"
-    label = "Huizhen SFU, one UDP port for all media (media.udp_port)"
+    label = "Huizhen SFU, one UDP port for all media (media.udp_port, the default)"
     client = "huizhen"
 
     def __init__(self, procs: Processes, tmp: Path, udp_port: int = 0) -> None:
         """``udp_port``: the shared media port (0: a free one on 127.0.0.1)."""
         super().__init__(procs, tmp)
         self.udp_port = udp_port or free_udp_port()
-
-    def server_env(self) -> dict[str, str]:
-        return {**super().server_env(), "HUIZHEN_MEDIA__UDP_PORT": str(self.udp_port)}
 
 
 class RelayTarget(Target):

@@ -70,8 +70,9 @@ async def cmd_demo(args: argparse.Namespace) -> None:
 
 
 async def cmd_drain(args: argparse.Namespace) -> None:
-    """Drain a running node (POST /api/admin/drain, an admin key), then wait until it has
-    exited: new rooms and joins go elsewhere, its clients reconnect, its recordings finish."""
+    """Drain a running node (POST /api/admin/drain, an admin key), then wait until it no longer
+    answers (its API closes as it exits): new rooms and joins go elsewhere, its clients
+    reconnect, its recordings finish."""
     api = Api(args)
     state = (await api.call("POST", "/api/admin/drain"))["drain"]
     print(f"draining {api.url} (waits up to {state['timeout_s']:g} s for its rooms to empty)",
@@ -86,8 +87,9 @@ async def cmd_drain(args: argparse.Namespace) -> None:
         await asyncio.sleep(0.5)
         try:
             last = (await api.call("GET", "/api/admin/node"))["drain"] or last
-        except CliError:  # the node has gone: drained and exited
-            print("drained: the node has exited", file=sys.stderr)
+        except CliError:  # the node has gone: drained, its API closed, the process exiting
+            print("drained: the node no longer answers (its process exits as its shutdown "
+                  "completes)", file=sys.stderr)
             _print(last, args.json)
             return
     raise CliError(f"the node at {api.url} still answers {args.grace:g} s after its drain "
@@ -119,7 +121,7 @@ async def cmd_join(args: argparse.Namespace) -> None:
                                      else None)
     policy = IcePolicy(gather_addresses=addresses)
     policy.install()
-    participant = Participant(server, room, token, ice=policy)
+    participant = Participant(server, room, token, ice=policy, reconnect=True)
     try:
         joined = await participant.join()
     except JoinRefused as exc:
@@ -134,7 +136,7 @@ async def cmd_join(args: argparse.Namespace) -> None:
             await asyncio.sleep(min(args.report, args.duration - elapsed if args.duration > 0
                                     else args.report))
             elapsed += args.report
-            if participant.closed.is_set():
+            if participant.ended:
                 print("the server closed the connection", file=sys.stderr)
                 break
             print(json.dumps(participant.summary()), flush=True)
@@ -227,9 +229,10 @@ def build_parser() -> argparse.ArgumentParser:
     tcreate.set_defaults(func=cmd_token_create, is_async=True)
 
     drain = sub.add_parser("drain", help="drain a running node (admin key), wait until it "
-                           "exits: clients reconnect elsewhere or to its successor")
+                           "no longer answers (exiting): clients reconnect elsewhere or to its "
+                           "successor")
     drain.add_argument("--no-wait", action="store_true",
-                       help="start the drain and return; do not wait for the node to exit")
+                       help="start the drain and return; do not wait for the node to go")
     drain.add_argument("--grace", type=float, default=15.0,
                        help="seconds to wait past the node's drain limit (default 15)")
     remote(drain)

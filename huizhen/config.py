@@ -218,7 +218,7 @@ class MediaConfig(BaseModel):
     video_codec: Literal["VP8", "H264"] = "VP8"
     pli_throttle_ms: int = Field(500, ge=50, le=5000)
     #: every media connection on this one UDP port (0: a port per connection)
-    udp_port: int = Field(0, ge=0, le=65535)
+    udp_port: int = Field(7882, ge=0, le=65535)
 
 
 class ImagesConfig(BaseModel):

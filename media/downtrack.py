@@ -1,15 +1,19 @@
 """The subscriber side of forwarding: one DownTrack per subscriber m-line, and where it sends.
 
-A ``DownTrack`` takes the templates of the SourceTrack attached to it (media/source.py), stamps
-its own SSRC, payload type, sequence number and timestamp into a copy and hands the bytes to its
-``PacketSink`` (the subscriber connection, which protects them with its SRTP session and sends
-them: media/sendpath.py). Nothing here decodes.
+A ``DownTrack`` takes the templates of the SourceTrack attached to it (media/source.py), works
+out its own SSRC, payload type, sequence number and timestamp for each and hands both to its
+``PacketSink`` (the subscriber connection, which writes the header before the template's tail,
+protects the packet with its SRTP session and sends it: media/sendpath.py). Nothing here
+decodes. Its rewriting state is a C struct (``hz_down``), so that the steady case — a started
+subscriber whose sink C may send through — is forwarded by ``hz_fanout`` in C, the loop over
+all of a source's subscribers; ``forward`` here does the same for the rest.
 
 * Video starts at a keyframe; sequence numbers and timestamps stay continuous on a DownTrack
   across source switches (another publisher on a reused m-line, a simulcast layer, a
   publisher restart, a resume after a pause).
 * Subscribers' NACKs are answered from what each DownTrack sent under that sequence number
-  (its own ``SENT_HISTORY``: across a layer switch, a publisher restart or a resume, a sequence
+  (its own ``SENT_HISTORY``, kept in C as the source packet's number and which of its recent
+  sources it came from: across a layer switch, a publisher restart or a resume, a sequence
   number maps to the packet it was, not to what the current source's numbering would give), as
   RTX (RFC 4588) when the subscriber negotiated it; a NACK for a packet the SFU never got goes
   upstream (``SourceTrack.nack_if_missing``). PLI/FIR go upstream.
@@ -29,13 +33,39 @@ from typing import Any
 from aiortc.rtp import RtcpSdesPacket, RtcpSenderInfo, RtcpSourceInfo, RtcpSrPacket
 
 from media import rtp
-from media.source import SourceTrack, Template
+from media._fastpath import ffi
+from media.source import HISTORY_SIZE, SourceTrack, Template
 
-SENT_HISTORY = 512  # (seq, timestamp, packet) a video DownTrack sent, for its NACKs (power of 2)
+#: (seq, timestamp, packet) a video DownTrack sent, for its NACKs: hz_down's ``sent`` ring
+SENT_HISTORY = 512
+SENT_PACKET, SENT_FILLER = 1, 2  # what a ``sent`` entry holds (0: nothing yet)
+GENERATIONS_KEPT = 8  # sources a DownTrack remembers for NACKs of what it sent before a switch
+
+
+class _InC:
+    """A DownTrack field kept in its C struct (``hz_down``), where media/_fastpath's
+    ``hz_fanout`` reads and updates it; ``none``: the C value that stands for None; a
+    ``flag`` reads as a bool."""
+
+    def __init__(self, field: str, none: Any = ..., flag: bool = False) -> None:
+        self.field = field
+        self.none = none
+        self.flag = flag
+
+    def __get__(self, down: Any, owner: Any = None) -> Any:
+        if down is None:
+            return self
+        value = getattr(down._c, self.field)
+        if self.flag:
+            return bool(value)
+        return None if self.none is not ... and value == self.none else value
+
+    def __set__(self, down: Any, value: Any) -> None:
+        setattr(down._c, self.field, self.none if value is None else value)
 
 
 class PacketSink:
-    """Where a DownTrack's bytes go: one subscriber connection's SRTP session and socket."""
+    """Where a DownTrack's packets go: one subscriber connection's SRTP session and socket."""
 
     def send_rtp(self, data: bytes) -> None:  # pragma: no cover - interface
         raise NotImplementedError
@@ -43,18 +73,48 @@ class PacketSink:
     def send_rtcp(self, data: bytes) -> None:  # pragma: no cover - interface
         raise NotImplementedError
 
-    def queue_rtp(self, data: bytes) -> None:
-        """A video packet whose frame's last packet (marker) is still to come: a sink may hold
-        it and send the frame's packets together at the next send_rtp; by default it is sent
-        at once. (A receiver decodes a frame only once its last packet is in.)"""
-        self.send_rtp(data)
+    def forward_rtp(self, block: rtp.PacketTemplate, marker_pt: int, seq: int, timestamp: int,
+                    ssrc: int, end_of_frame: bool) -> None:
+        """A forwarded packet: ``block`` with this subscriber's header fields. Until
+        ``end_of_frame`` (a video frame's last packet, or any audio packet) a sink may hold it
+        and send the frame's packets together (a receiver decodes a frame only once its last
+        packet is in); by default it is stamped and sent at once."""
+        self.send_rtp(rtp.stamp(block, marker_pt, seq, timestamp, ssrc))
 
 
 class DownTrack:
-    """One subscriber m-line: rewrites and sends whatever source is attached to it."""
+    """One subscriber m-line: rewrites and sends whatever source is attached to it.
+
+    Its rewriting state lives in a C struct (``_c``: ``hz_down``, media/fastpath_build.py), so
+    that a started subscriber whose sink is an armed ``SrtpUdpSink`` gets each packet from
+    ``SourceTrack.on_packet`` without Python (``hz_fanout``); everything else — starting,
+    switching, gaps, NACKs, another kind of sink — is ``forward`` and the methods below."""
+
+    #: the subscriber has applied the SDP that carries this m-line
+    active = _InC("active", flag=True)
+    paused = _InC("paused", flag=True)  # video held back: the subscriber's link cannot carry it
+    started = _InC("started", flag=True)
+    video = _InC("video", flag=True)
+    ssrc = _InC("ssrc")
+    payload_type = _InC("payload_type")
+    packets = _InC("packets")
+    octets = _InC("octets")
+    # rewriting state, continuous across sources
+    _seq_offset = _InC("seq_offset")
+    _ts_offset = _InC("ts_offset")
+    _first_src_seq = _InC("first_src_seq")
+    _last_out_seq = _InC("last_out_seq")
+    _last_out_ts = _InC("last_out_ts")
+    _last_out_time = _InC("last_out_time", -1.0)
 
     def __init__(self, kind: str, ssrc: int, sink: PacketSink) -> None:
+        self._c = ffi.new("hz_down *")
+        self._c.sink = getattr(sink, "c_sink", None) or ffi.NULL
+        self._c.last_out_time = -1.0
+        #: the sources it forwarded from, by generation (``hz_down.gen``), for NACKs
+        self._generations: dict[int, SourceTrack] = {}
         self.kind = kind
+        self.video = kind == "video"
         self.ssrc = ssrc
         self.sink = sink
         self.payload_type = 0
@@ -65,19 +125,9 @@ class DownTrack:
         self._rtx_seq = random.randint(0, 0xFFFF)
         self.source: SourceTrack | None = None
         self._pending: SourceTrack | None = None  # the layer it moves to at its next keyframe
-        self.active = False  # the subscriber has applied the SDP that carries this m-line
-        self.paused = False  # video held back: the subscriber's link cannot carry it
         self.waiting_keyframe = True
-        # rewriting state, continuous across sources
-        self._seq_offset = 0
-        self._ts_offset = 0
-        self._first_src_seq = 0
         self._last_out_seq = random.randint(0, 0x7FFF)
         self._last_out_ts = random.getrandbits(32)
-        self._last_out_time: float | None = None
-        self.started = False
-        self.packets = 0
-        self.octets = 0
         self.retransmissions = 0
         #: NACKed packets it had been sent since it last started (on this layer, or since the
         #: last resume): lost on its downlink as it is now. A NACK for a packet from before
@@ -86,8 +136,6 @@ class DownTrack:
         self.nacks_answered = 0
         self._run_start = 0  # the first sequence number it sent since it last started
         self._answered: set[int] = set()  # the recently answered ones (a NACK may repeat)
-        #: what went out under each sequence number (video): None for a padding filler
-        self._sent: list[tuple[int, int, Template | None] | None] = [None] * SENT_HISTORY
         self.remb: tuple[float, float] | None = None  # (bit/s, when): this stream's REMB share
         self.keyframe_requests = 0
         #: RTCP from the subscriber about this stream: receiver reports and NACK messages
@@ -116,6 +164,8 @@ class DownTrack:
 
     def configure(self, payload_type: int, clock_rate: int, ext_ids: rtp.ExtensionIds,
                   cname: str, rtx: tuple[int, int] | None = None) -> None:
+        if self.source is not None and ext_ids != self.ext_ids:
+            self.source.regroup()
         self.payload_type = payload_type
         self.clock_rate = clock_rate
         self.ext_ids = ext_ids
@@ -125,9 +175,43 @@ class DownTrack:
     def attach(self, source: SourceTrack) -> None:
         self.detach()
         self.source = source
+        self._new_generation(source)
         self.waiting_keyframe = source.is_video
         self.started = False
         source.add(self)
+
+    def _new_generation(self, source: SourceTrack) -> None:
+        """What it sends from now on comes from ``source``."""
+        gen = self._c.gen = (self._c.gen + 1) & 0xFFFF
+        self._generations[gen] = source
+        self._generations.pop((gen - GENERATIONS_KEPT) & 0xFFFF, None)
+
+    def _remember(self, seq: int, ts: int, template: Template | None) -> None:
+        """What went out under ``seq`` (video; ``template`` None: a padding filler)."""
+        c = self._c
+        entry = c.sent[seq & (SENT_HISTORY - 1)]
+        entry.seq = seq
+        entry.ts = ts
+        entry.gen = c.gen
+        if template is None:
+            entry.kind = SENT_FILLER
+        else:
+            entry.kind = SENT_PACKET
+            entry.src_seq = template.seq
+
+    def _recall(self, seq: int) -> tuple[int, int, Template | None] | None:
+        """(seq, timestamp, packet) of what went out under ``seq``, if it is still known
+        (the packet None: a filler, or a packet its source no longer holds: a filler then)."""
+        entry = self._c.sent[seq & (SENT_HISTORY - 1)]
+        if entry.kind == 0 or entry.seq != seq:
+            return None
+        template = None
+        if entry.kind == SENT_PACKET:
+            source = self._generations.get(entry.gen)
+            held = source.history[entry.src_seq % HISTORY_SIZE] if source is not None else None
+            if held is not None and held.seq == entry.src_seq:
+                template = held
+        return entry.seq, entry.ts, template
 
     def detach(self) -> None:
         self._cancel_switch()
@@ -161,7 +245,8 @@ class DownTrack:
         if self.source is not None:
             self.source.remove(self)
         self.source = layer
-        layer.down_tracks.append(self)
+        self._new_generation(layer)
+        layer.add(self, keyframe=False)
         self.started = False
         self.waiting_keyframe = True
 
@@ -205,7 +290,7 @@ class DownTrack:
             src_ts = self.source.frame_timestamp_of(src_seq)
             ts = (self._last_out_ts if src_ts is None
                   else (src_ts + self._ts_offset) & 0xFFFFFFFF)
-            self._sent[seq & (SENT_HISTORY - 1)] = (seq, ts, None)
+            self._remember(seq, ts, None)
             self._send_filler(seq, ts)
         return plugged
 
@@ -226,40 +311,44 @@ class DownTrack:
 
     # ---- the hot path ------------------------------------------------------------------
     def forward(self, template: Template, key_start: bool) -> bool:
-        """Send one packet; False while this subscriber still waits for a keyframe."""
-        if not self.active or self.paused:
+        """Send one packet; False while this subscriber still waits for a keyframe. (What
+        ``hz_fanout`` does for a started subscriber with an armed sink, the rest here; the
+        fields are read from the C struct directly: this is also the way of every packet to a
+        relayed subscriber.)"""
+        c = self._c
+        if not c.active or c.paused:
             return True
-        if not self.started:
+        src_seq = template.seq
+        if not c.started:
             if self.waiting_keyframe and not key_start:
                 return False
             self._start(template)
-        elif (template.seq - self._first_src_seq) & 0xFFFF >= 0x8000:
+        elif (src_seq - c.first_src_seq) & 0xFFFF >= 0x8000:
             return True  # older than where this subscriber started
-        seq = (template.seq + self._seq_offset) & 0xFFFF
-        ts = (template.timestamp + self._ts_offset) & 0xFFFFFFFF
-        ahead = (seq - self._last_out_seq) & 0xFFFF
+        seq = (src_seq + c.seq_offset) & 0xFFFF
+        ts = (template.timestamp + c.ts_offset) & 0xFFFFFFFF
+        ahead = (seq - c.last_out_seq) & 0xFFFF
+        video = c.video
         if ahead < 0x8000:
-            if ahead > 1 and self.kind != "video":  # an upstream gap, passed on as it is
+            if ahead > 1 and not video:  # an upstream gap, passed on as it is
                 self._upstream_gaps.append((seq, ahead - 1))
-            self._last_out_seq = seq
-            self._last_out_ts = ts
-            self._last_out_time = time.monotonic()
-            if (template.seq - self._first_src_seq) & 0xFFFF > 0x4000:
+            c.last_out_seq = seq
+            c.last_out_ts = ts
+            c.last_out_time = template.arrived
+            if (src_seq - c.first_src_seq) & 0xFFFF > 0x4000:
                 # a long stream: keep the start trailing the newest packet, or the sequence
                 # numbers would wrap past it and 32768 packets in a row would look older
-                self._first_src_seq = (template.seq - 0x4000) & 0xFFFF
-        block = template.for_ids(self.ext_ids)
-        data = rtp.stamp(block, (template.marker << 7) | self.payload_type, seq, ts, self.ssrc)
-        if self.kind != "video":
-            self.sink.send_rtp(data)
+                c.first_src_seq = (src_seq - 0x4000) & 0xFFFF
+        block = template.blocks.get(self.ext_ids) or template.for_ids(self.ext_ids)
+        if video:
+            self._remember(seq, ts, template)
+            end_of_frame = template.marker != 0
         else:
-            self._sent[seq & (SENT_HISTORY - 1)] = (seq, ts, template)
-            if template.marker:
-                self.sink.send_rtp(data)
-            else:
-                self.sink.queue_rtp(data)
-        self.packets += 1
-        self.octets += len(template.payload)
+            end_of_frame = True  # each audio packet leaves at once
+        self.sink.forward_rtp(block, (template.marker << 7) | c.payload_type, seq, ts,
+                              c.ssrc, end_of_frame)
+        c.packets += 1
+        c.octets += len(template.payload)
         return True
 
     def _start(self, template: Template) -> None:
@@ -271,7 +360,8 @@ class DownTrack:
         self._first_src_seq = template.seq
         self._seq_offset = (self._last_out_seq + 1 - template.seq) & 0xFFFF
         self._run_start = (self._last_out_seq + 1) & 0xFFFF
-        elapsed = 0.0 if self._last_out_time is None else time.monotonic() - self._last_out_time
+        last = self._last_out_time
+        elapsed = 0.0 if last is None else time.monotonic() - last
         step = max(1, int(elapsed * self.clock_rate))
         self._ts_offset = (self._last_out_ts + step - template.timestamp) & 0xFFFFFFFF
 
@@ -300,8 +390,8 @@ class DownTrack:
         if self.source is None:
             return
         for out_seq in lost:
-            sent = self._sent[out_seq & (SENT_HISTORY - 1)]
-            if sent is not None and sent[0] == out_seq:
+            sent = self._recall(out_seq)
+            if sent is not None:
                 if self.paused:
                     # a hole left before the pause would stall the receiver's jitter buffer
                     # after the resume (aiortc's waits for 512 packets); the resume starts

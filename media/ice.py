@@ -10,6 +10,8 @@
 * STUN/TURN servers come from configuration only; none by default (aiortc's own default
   would contact a public STUN server). TURN credentials for clients are made per participant
   (``media/turn.py``, the TURN REST scheme); static ``turn_servers`` are for dev mode only.
+* As the controlling agent, a pair through a TURN relay is nominated only once the direct
+  pairs have had their chance (``media/nomination.py``).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 import aioice.ice
 from aiortc import RTCBundlePolicy, RTCConfiguration, RTCIceServer
 
+from media import nomination
 from media.turn import TurnRest
 from media.udpmux import UdpMux
 
@@ -56,7 +59,9 @@ class IcePolicy:
             self.udp_mux.adopt(pc)
 
     def install(self) -> None:
-        """Make aioice gather on our addresses (process-wide: aioice has no per-connection knob)."""
+        """Make aioice gather on our addresses and prefer direct pairs to relayed ones
+        (process-wide: aioice has no per-connection knob)."""
+        nomination.install()
         if self.gather_addresses is None:
             setattr(aioice.ice, "get_host_addresses", _original_get_host_addresses)  # noqa: B010
             return

@@ -9,7 +9,10 @@ yields a frame, so nothing reaches a decoder. A simulcast m-line's packets are t
 SSRC, learnt from the rtp-stream-id header extension; its receiver's NACK generator (which
 follows one sequence) is switched off and the layers NACK upstream themselves. The
 ``arrival_time_ms`` handed on is the kernel's receive time of the datagram (media/rxstamps.py:
-the ICE connection's ``_protocols`` sockets are read with ``SO_TIMESTAMPNS``).
+the ICE connection's ``_protocols`` sockets are read with ``SO_TIMESTAMPNS``). Once SRTP is
+keyed, each RTP datagram is decrypted (the DTLS transport's ``_rx_srtp``), parsed (its
+``_rtp_header_extensions_map``), routed (its ``_rtp_router``) and forwarded as the socket is
+read, and handed to aiortc's receiver afterwards (``_direct``).
 
 The subscribe side is media/subscriber.py (negotiation, adaptation) and media/sendpath.py (how
 its packets leave).
@@ -17,10 +20,14 @@ its packets leave).
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import struct
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import pylibsrtp
 from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCSessionDescription
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import RtcpSrPacket, RtpPacket
@@ -29,10 +36,15 @@ from media import rtp
 from media.background import spawn
 from media.ice import IcePolicy
 from media.impairment import Impairment
-from media.rxstamps import ArrivalStamps
+from media.rxstamps import NTP_EPOCH_OFFSET_S, ArrivalStamps, Direct
 from media.sdp import SdpError, is_rtx, parse_sdp
 from media.simulcast import SimulcastError, accept_in_answer, offered_rids
 from media.source import MediaTrack, SourceTrack
+
+log = logging.getLogger("huizhen.media")
+
+#: aiortc's own handling of a received RTP packet (``RTCRtpReceiver._handle_rtp_packet``)
+Handler = Callable[[RtpPacket, int], Awaitable[None]]
 
 
 class _NullJitterBuffer:
@@ -66,6 +78,12 @@ class PublisherPeer:
         #: and the layers' own), and the receivers whose statistics give the uplink's loss
         self.nacks_sent = 0
         self._receivers: list[tuple[str, RTCRtpReceiver]] = []
+        #: per receiver: what forwards a packet (False: not for aiortc either) and aiortc's own
+        #: handler, for the direct path (``_direct``); aiortc's handling comes after, in order,
+        #: through ``_backlog`` and its task
+        self._forwarders: dict[RTCRtpReceiver, tuple[Callable[[RtpPacket], bool], Handler]] = {}
+        self._backlog: asyncio.Queue[tuple[Handler, RtpPacket, int]] = asyncio.Queue()
+        self._backlog_task: asyncio.Task[None] | None = None
 
     async def answer(self, offer_sdp: str, tracks: list[PublishedTrack]) -> str:
         """Apply the client's offer and return our answer; SdpError if it is unusable."""
@@ -114,7 +132,7 @@ class PublisherPeer:
         answer = await self.pc.createAnswer()
         self._policy.prepare(self.pc)
         await self.pc.setLocalDescription(answer)  # gathers: the ICE sockets exist from here
-        self._stamps.attach_connection(self.pc)
+        self._stamps.attach_connection(self.pc, self._direct)
         return accept_in_answer(self._policy.rewrite_local_sdp(self.pc.localDescription.sdp),
                                 simulcast)
 
@@ -170,14 +188,16 @@ class PublisherPeer:
 
         impairment = self._impairment
 
-        async def on_rtp(packet: RtpPacket, arrival_time_ms: int) -> None:
+        def forward(packet: RtpPacket) -> bool:
+            """To the packet's SourceTrack; False if aiortc must not see it either (dropped by
+            a simulated uplink, or of a simulcast stream not placed yet)."""
             pt = packet.payload_type
             ext = packet.extensions
             if impairment is not None and impairment.drops(
                     track.kind, packet.sequence_number if pt == main_pt
                     else struct.unpack_from("!H", packet.payload)[0] if len(packet.payload) > 1
                     else -1):
-                return
+                return False
             if pt == main_pt:
                 target = source
                 if layers:
@@ -185,7 +205,7 @@ class PublisherPeer:
                     if layer is None:
                         layer = layer_by_rid.get(ext.rtp_stream_id)
                         if layer is None:
-                            return  # a stream we cannot place (yet): not forwarded
+                            return False  # a stream we cannot place (yet): not forwarded
                         layer_by_ssrc[packet.ssrc] = layer
                     target = layer
                 target.on_packet(packet.ssrc, packet.sequence_number, packet.timestamp,
@@ -195,7 +215,11 @@ class PublisherPeer:
                 (seq,) = struct.unpack_from("!H", packet.payload)
                 source.on_packet(source.ssrc, seq, packet.timestamp, packet.marker,
                                  packet.payload[2:], 0, ext.audio_level, ext.abs_send_time)
-            await handle_rtp(packet, arrival_time_ms)
+            return True
+
+        async def on_rtp(packet: RtpPacket, arrival_time_ms: int) -> None:
+            if forward(packet):
+                await handle_rtp(packet, arrival_time_ms)
 
         async def on_rtcp(packet: Any) -> None:
             if isinstance(packet, RtcpSrPacket):
@@ -205,8 +229,42 @@ class PublisherPeer:
             await handle_rtcp(packet)
 
         receiver._handle_rtp_packet = on_rtp  # type: ignore[method-assign]
+        self._forwarders[receiver] = (forward, handle_rtp)
         self._stamps.stamp_receiver(receiver)  # in front: arrival_time_ms is the kernel's
         receiver._handle_rtcp_packet = on_rtcp  # type: ignore[method-assign]
+
+    def _direct(self, dtls: Any) -> Direct:
+        """The direct path of the SRTP datagrams that reach ``dtls``'s sockets: decrypted,
+        parsed and forwarded as they are read (media/rxstamps.py), instead of going through
+        aioice's queue and a task switch into aiortc's DTLS task first; aiortc's own handling
+        (statistics, NACK generation, REMB) follows through the backlog. Until the handshake
+        has keyed SRTP, datagrams take the usual way."""
+
+        def receive(data: bytes, stamp: float) -> bool:
+            srtp = dtls._rx_srtp
+            if srtp is None or self.closed:
+                return False
+            try:
+                packet = RtpPacket.parse(srtp.unprotect(data), dtls._rtp_header_extensions_map)
+            except (pylibsrtp.Error, ValueError):
+                return True  # dropped, as aiortc drops what fails to decrypt or parse
+            hooks = self._forwarders.get(dtls._rtp_router.route_rtp(packet))
+            if hooks is not None and hooks[0](packet):
+                self._backlog.put_nowait(
+                    (hooks[1], packet, int((stamp + NTP_EPOCH_OFFSET_S) * 1000)))
+                if self._backlog_task is None:
+                    self._backlog_task = spawn(self._run_backlog())
+            return True
+
+        return receive
+
+    async def _run_backlog(self) -> None:
+        while True:
+            handle, packet, arrival_time_ms = await self._backlog.get()
+            try:
+                await handle(packet, arrival_time_ms)
+            except Exception:  # aiortc's handling of one packet: the next ones still count
+                log.warning("receiver failed on a packet", exc_info=True)
 
     def uplink_counts(self) -> dict[str, tuple[int, int]]:
         """Per media kind: (packets expected, packets lost) on the way from the publisher, as
@@ -226,6 +284,8 @@ class PublisherPeer:
         if self.closed:
             return
         self.closed = True
+        if self._backlog_task is not None:
+            self._backlog_task.cancel()
         for track in self.tracks.values():
             track.close()
         await self.pc.close()

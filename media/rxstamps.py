@@ -21,11 +21,18 @@ from __future__ import annotations
 import logging
 import socket
 import struct
+from collections.abc import Callable
 from typing import Any
 
 from aioice.ice import StunProtocol
 
 log = logging.getLogger(__name__)
+
+#: takes an SRTP datagram and its kernel receive time (``time.time()`` seconds) as it is read:
+#: True if it handled it (then nothing else sees it), False to let it take the usual way
+Direct = Callable[[bytes, float], bool]
+#: the same for an SRTCP datagram (no receive time)
+DirectRtcp = Callable[[bytes], bool]
 
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # linux/socket.h
 _TIMESPEC = struct.Struct("=qq")
@@ -52,6 +59,11 @@ def is_srtp(data: bytes) -> bool:
     return len(data) >= 12 and 0x80 <= data[0] < 0xC0 and not 192 <= data[1] <= 223
 
 
+def is_srtcp(data: bytes) -> bool:
+    """An SRTCP datagram: version 2, packet type in RTCP's 192–223 (RFC 5761)."""
+    return len(data) >= 8 and 0x80 <= data[0] < 0xC0 and 192 <= data[1] <= 223
+
+
 def receive(sock: socket.socket, max_size: int) -> tuple[bytes, Any, float | None]:
     """One datagram, its sender and the kernel's receive time (``time.time()`` seconds, None if
     the kernel gave none); the socket must have ``SO_TIMESTAMPNS`` on (``enable``)."""
@@ -73,13 +85,18 @@ class ArrivalStamps:
     def __init__(self) -> None:
         self._pending: dict[bytes, float] = {}
 
-    def attach(self, transport: Any) -> bool:
+    def attach(self, transport: Any, direct: Direct | None = None,
+               rtcp: DirectRtcp | None = None) -> bool:
         """Read ``transport`` (an asyncio selector datagram transport) with receive timestamps
         from now on; False (and nothing changed) if it is not one this can read. A transport
         on the shared media port (media/udpmux.py) is read by its port, which hands the
-        stamps here (``note``)."""
+        stamps here (``note``). ``direct``, if given, is offered each SRTP datagram with its
+        stamp first, as it is read, and ``rtcp`` each SRTCP datagram; what one takes (True)
+        goes no further."""
         if getattr(transport, "muxed", False):
             transport._huizhen_stamps = self
+            transport._huizhen_direct = direct
+            transport._huizhen_rtcp = rtcp
             return True
         loop: Any = getattr(transport, "_loop", None)
         sock: Any = getattr(transport, "_sock", None)
@@ -109,13 +126,19 @@ class ArrivalStamps:
                     protocol.error_received(exc)
                     return
                 if stamp is not None and is_srtp(data):
+                    if direct is not None and direct(data, stamp):
+                        continue
                     note(data, stamp)
+                elif rtcp is not None and is_srtcp(data) and rtcp(data):
+                    continue
                 protocol.datagram_received(data, addr)
 
         fd = sock.fileno()
         loop._remove_reader(fd)
         loop._add_reader(fd, read_ready)
         transport._huizhen_stamps = self
+        transport._huizhen_direct = direct
+        transport._huizhen_rtcp = rtcp
         return True
 
     def note(self, data: bytes, stamp: float) -> None:
@@ -125,19 +148,26 @@ class ArrivalStamps:
             pending.clear()
         pending[data[2:4] + data[8:12]] = stamp
 
-    def attach_connection(self, pc: Any) -> None:
+    def attach_connection(self, pc: Any,
+                          direct: Callable[[Any], Direct] | None = None,
+                          rtcp: Callable[[Any], DirectRtcp] | None = None) -> None:
         """Stamp what every ICE socket of this peer connection (``RTCPeerConnection``)
         receives; call it after ``setLocalDescription`` (the sockets exist from then on)
-        and again after each renegotiation (sockets already attached are left alone)."""
+        and again after each renegotiation (sockets already attached are left alone).
+        ``direct`` and ``rtcp`` make the handlers (``attach``) of each DTLS transport's
+        sockets."""
         seen: set[int] = set()
         for transceiver in pc.getTransceivers():
-            connection = transceiver.receiver.transport.transport._connection
+            dtls = transceiver.receiver.transport
+            connection = dtls.transport._connection
             if id(connection) in seen:
                 continue
             seen.add(id(connection))
+            handler = direct(dtls) if direct is not None else None
+            rtcp_handler = rtcp(dtls) if rtcp is not None else None
             for protocol in connection._protocols:
                 if isinstance(protocol, StunProtocol) and protocol.transport is not None:
-                    self.attach(protocol.transport)
+                    self.attach(protocol.transport, handler, rtcp_handler)
 
     def stamp_receiver(self, receiver: Any) -> None:
         """Hand ``receiver`` (an ``RTCRtpReceiver``) each packet's kernel receive time as its

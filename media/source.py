@@ -5,7 +5,9 @@ header-extension profile (usually one); each subscriber's DownTrack (media/downt
 its own SSRC, payload type, sequence number and timestamp into a copy and sends it.
 
 * ``SourceTrack``: one per published track (one per simulcast layer); it keeps the last
-  ``HISTORY_SIZE`` packets, hands every packet to its DownTracks and asks the publisher for a
+  ``HISTORY_SIZE`` packets, hands every packet to its DownTracks (those C can send for in one
+  ``hz_fanout`` call per header-extension profile, media/fastpath_build.py; the others through
+  ``DownTrack.forward``) and asks the publisher for a
   keyframe (PLI) when a video subscriber waits for one, throttled to one per
   ``pli_throttle_s`` with requests in between deferred, never dropped. PLI/FIR from subscribers
   come here; a subscriber's NACK for a packet the SFU never got goes upstream.
@@ -30,9 +32,10 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from media import rtp
+from media._fastpath import ffi, lib
 from media.bandwidth import PACKET_OVERHEAD
 
 if TYPE_CHECKING:
@@ -57,6 +60,18 @@ class PacketTap(Protocol):
 
 
 @dataclass
+class _Group:
+    """The DownTracks of a source that share a header-extension profile (one template block),
+    as ``hz_fanout`` takes them, with room for its answers."""
+
+    ids: rtp.ExtensionIds
+    downs: list[DownTrack]
+    array: Any  # hz_down *[]
+    todo: Any  # int[]
+    codes: Any  # int[]
+
+
+@dataclass
 class Template:
     """A forwarded packet, ready to be stamped for each subscriber."""
 
@@ -68,6 +83,7 @@ class Template:
     padding: int
     audio_level: tuple[bool, int] | None
     abs_send_time: int | None
+    arrived: float = 0.0  # time.monotonic() when it reached the SFU
 
     def for_ids(self, ids: rtp.ExtensionIds) -> rtp.PacketTemplate:
         block = self.blocks.get(ids)
@@ -99,6 +115,7 @@ class SourceTrack:
         self.clock_rate = clock_rate
         self.ssrc: int | None = None
         self.down_tracks: list[DownTrack] = []
+        self._groups: list[_Group] | None = None  # down_tracks by profile (None: to be made)
         #: subscribers moving to this layer at its next keyframe
         self.candidates: list[DownTrack] = []
         self.history: list[Template | None] = [None] * HISTORY_SIZE
@@ -213,18 +230,43 @@ class SourceTrack:
             self._on_keyframe(payload)
         if abs_send_time is not None:
             abs_send_time = rtp.abs_send_time_now()
+        arrived = time.monotonic()
         template = Template(seq, timestamp, marker, {}, payload, padding, audio_level,
-                            abs_send_time)
+                            abs_send_time, arrived)
         self.history[seq % HISTORY_SIZE] = template
         waiting = False
-        for down in self.down_tracks:
-            was_started = down.started
-            if not down.forward(template, key_start):
-                waiting = True
-            elif late and not was_started and down.started:
-                self._replay_after(down, seq)
+        for group in self._groups if self._groups is not None else self._group():
+            block = template.blocks.get(group.ids) or template.for_ids(group.ids)
+            tail = block.tail
+            todo, codes, downs = group.todo, group.codes, group.downs
+            # the started subscribers with an armed sink in C; the others here
+            for j in range(lib.hz_fanout(group.array, len(downs), tail, len(tail),
+                                         block.first_byte, marker, seq, timestamp, len(payload),
+                                         arrived, todo, codes)):
+                down = downs[todo[j]]
+                if codes[j]:  # sent, or refused: what the sink's send said
+                    down.sink.sent_code(codes[j])
+                    continue
+                was_started = down.started
+                if not down.forward(template, key_start):
+                    waiting = True
+                elif late and not was_started and down.started:
+                    self._replay_after(down, seq)
         if (waiting or self.candidates) and time.monotonic() - self._last_pli > KEYFRAME_RETRY_S:
             self.request_keyframe()
+
+    def _group(self) -> list[_Group]:
+        groups: dict[rtp.ExtensionIds, list[DownTrack]] = {}
+        for down in self.down_tracks:
+            groups.setdefault(down.ext_ids, []).append(down)
+        self._groups = [_Group(ids, downs, ffi.new("hz_down *[]", [d._c for d in downs]),
+                               ffi.new("int[]", len(downs)), ffi.new("int[]", len(downs)))
+                        for ids, downs in groups.items()]
+        return self._groups
+
+    def regroup(self) -> None:
+        """Its DownTracks changed (one came, went, or changed its header extensions)."""
+        self._groups = None
 
     def _on_keyframe(self, payload: bytes) -> None:
         self.keyframes += 1
@@ -365,15 +407,18 @@ class SourceTrack:
             self._send_nack(self.ssrc, missing)
 
     # ---- subscribers --------------------------------------------------------------------
-    def add(self, down: DownTrack) -> None:
+    def add(self, down: DownTrack, keyframe: bool = True) -> None:
+        """``keyframe``: ask for one (False: one is being forwarded now)."""
         if down not in self.down_tracks:
             self.down_tracks.append(down)
-        if self.is_video and not down.paused:
+            self._groups = None
+        if keyframe and self.is_video and not down.paused:
             self.request_keyframe()
 
     def remove(self, down: DownTrack) -> None:
         if down in self.down_tracks:
             self.down_tracks.remove(down)
+            self._groups = None
         if down in self.candidates:
             self.candidates.remove(down)
 
@@ -385,6 +430,7 @@ class SourceTrack:
         for down in list(self.down_tracks) + list(self.candidates):
             down.detach()
         self.down_tracks.clear()
+        self._groups = None
         self.candidates.clear()
 
 

@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+import pylibsrtp
 from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.rtcrtpparameters import RTCRtpSendParameters
 from aiortc.rtp import (
@@ -31,6 +32,7 @@ from aiortc.rtp import (
     RTCP_PSFB_FIR,
     RTCP_PSFB_PLI,
     RTCP_RTPFB_NACK,
+    RtcpPacket,
     RtcpPsfbPacket,
     RtcpRrPacket,
     RtcpRtpfbPacket,
@@ -50,6 +52,7 @@ from media.bandwidth import (
 from media.downtrack import DownTrack
 from media.ice import IcePolicy
 from media.impairment import Impairment
+from media.rxstamps import ArrivalStamps, DirectRtcp
 from media.sdp import SdpError, is_rtx, parse_sdp
 from media.sendpath import SrtpUdpSink
 from media.source import MediaTrack, SourceTrack
@@ -119,6 +122,10 @@ class SubscriberPeer(SrtpUdpSink):
         self.media_since: float | None = time.monotonic()
         #: its tasks log with the ids of the participant it was made for (huizhen/logs.py)
         self._context = contextvars.copy_context()
+        #: the subscriber's RTCP, as each sender's handler takes it (``_direct_rtcp``)
+        self._rtcp_handlers: dict[Any, Callable[[Any], None]] = {}
+        self._sockets = ArrivalStamps()  # reads its sockets (no RTP comes in: no stamps)
+        self.rtcp_direct = 0  # SRTCP datagrams handled as they were read
 
     # ---- what to receive -----------------------------------------------------------------
     def subscribe(self, track: MediaTrack, meta: dict[str, Any]) -> None:
@@ -195,6 +202,7 @@ class SubscriberPeer(SrtpUdpSink):
             offer = await self.pc.createOffer()
             self._policy.prepare(self.pc)
             await self.pc.setLocalDescription(offer)
+            self._sockets.attach_connection(self.pc, rtcp=self._direct_rtcp)
             self._seq += 1
             self._answered.clear()
             tracks = [
@@ -416,7 +424,7 @@ class SubscriberPeer(SrtpUdpSink):
             with contextlib.suppress(Exception):
                 sender.transport._unregister_rtp_sender(sender)
 
-        async def handle_rtcp(packet: Any) -> None:
+        def on_rtcp(packet: Any) -> None:
             if isinstance(packet, RtcpPsfbPacket):
                 if packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
                     down.on_keyframe_request()
@@ -444,9 +452,42 @@ class SubscriberPeer(SrtpUdpSink):
                         self.estimate.on_receiver_report(down.downlink_fraction_lost(
                             report.packets_lost, report.highest_sequence))
 
+        async def handle_rtcp(packet: Any) -> None:  # the way through aiortc's DTLS task
+            on_rtcp(packet)
+
         sender.send = send
         sender.stop = stop
         sender._handle_rtcp_packet = handle_rtcp
+        self._rtcp_handlers[sender] = on_rtcp
+
+    def _direct_rtcp(self, dtls: Any) -> DirectRtcp:
+        """The direct path of the SRTCP datagrams that reach ``dtls``'s sockets (receiver
+        reports, REMB, NACKs, PLIs of the subscriber): decrypted, parsed and handled as they
+        are read (media/rxstamps.py, media/udpmux.py), instead of going through aioice's
+        queue and a task switch into aiortc's DTLS task. Until the handshake has keyed SRTP,
+        datagrams take the usual way. A packet for something of aiortc's own (none today: the
+        senders are ours) is handed to it in a task."""
+        handlers = self._rtcp_handlers
+
+        def receive(data: bytes) -> bool:
+            srtp = dtls._rx_srtp
+            if srtp is None or self.closed:
+                return False
+            try:
+                packets = RtcpPacket.parse(srtp.unprotect_rtcp(data))
+            except (pylibsrtp.Error, ValueError):
+                return True  # dropped, as aiortc drops what fails to decrypt or parse
+            self.rtcp_direct += 1
+            for packet in packets:
+                for recipient in dtls._rtp_router.route_rtcp(packet):
+                    handler = handlers.get(recipient)
+                    if handler is not None:
+                        handler(packet)
+                    else:
+                        spawn(recipient._handle_rtcp_packet(packet), self._context)
+            return True
+
+        return receive
 
     async def close(self) -> None:
         if self.closed:

@@ -31,7 +31,7 @@ from aioice import stun
 from aioice.candidate import Candidate, candidate_foundation, candidate_priority
 from aioice.ice import Connection, StunProtocol
 
-from media.rxstamps import RCVBUF_BYTES, READ_BATCH, enable, is_srtp, receive
+from media.rxstamps import RCVBUF_BYTES, READ_BATCH, enable, is_srtcp, is_srtp, receive
 
 log = logging.getLogger("huizhen.media")
 
@@ -54,7 +54,10 @@ class _MuxTransport(asyncio.DatagramTransport):
         self._mux = mux
         self._protocol = protocol
         self._closed = False
-        self._huizhen_stamps: Any = None  # set by ArrivalStamps.attach (media/rxstamps.py)
+        # set by ArrivalStamps.attach (media/rxstamps.py)
+        self._huizhen_stamps: Any = None
+        self._huizhen_direct: Any = None
+        self._huizhen_rtcp: Any = None
 
     def sendto(self, data: Any, addr: Any = None) -> None:
         if self._closed or addr is None:
@@ -158,10 +161,17 @@ class _PortSocket:
                 if protocol is None:
                     self.dropped_in += 1
                     continue
+            transport: Any = protocol.transport
             if stamp is not None and is_srtp(data):
-                stamps = protocol.transport._huizhen_stamps  # type: ignore[attr-defined]
-                if stamps is not None:
-                    stamps.note(data, stamp)
+                direct = transport._huizhen_direct
+                if direct is not None and direct(data, stamp):
+                    continue
+                if transport._huizhen_stamps is not None:
+                    transport._huizhen_stamps.note(data, stamp)
+            elif is_srtcp(data):
+                rtcp = transport._huizhen_rtcp
+                if rtcp is not None and rtcp(data):
+                    continue
             protocol.datagram_received(data, addr)
 
     def _from_check(self, data: bytes, addr: tuple[str, int]) -> MuxedProtocol | None:

@@ -228,10 +228,10 @@ class RoomService:
             await self.db.session_started(SessionRecord(
                 id=info.id, room_id=room_id, identity=info.identity, name=info.name,
                 role=info.role, joined_at=info.joined_at, token_id=request.token_id or None,
-                department=request.department))
-            await self._event(room_id, "participant_joined", info.id,
-                              {"identity": info.identity, "role": info.role,
-                               "state": info.state})
+                department=request.department), EventRecord(
+                room_id=room_id, type="participant_joined", at=utcnow(),
+                participant_id=info.id,
+                data={"identity": info.identity, "role": info.role, "state": info.state}))
             await self.send_all(self._audience(member), {"type": "participant_joined",
                                                            "participant": info.as_dict()})
             self._start_media(member)  # in the lobby: connected, nothing flows (admit)

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Install the Debian packages Huizhen needs, only those that are missing.
-#   install-system-deps.sh run    python3-venv (to make the virtualenv), a small CJK font
-#                                 (names in Chinese burned into recordings' composites)
+#   install-system-deps.sh run    python3-venv (to make the virtualenv), a C compiler and
+#                                 Python's headers (media/_fastpath, the send path's C part,
+#                                 is built at install), a small CJK font (names in Chinese
+#                                 burned into recordings' composites)
 #   install-system-deps.sh test   + chromium (browser tests; the font also makes Chinese
 #                                 readable in screenshots), iproute2 (the tests' private
 #                                 network namespace), postgresql (persistence tests),
@@ -12,6 +14,9 @@ what=${1:-run}
 
 need=()
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
+command -v cc >/dev/null 2>&1 || need+=(gcc libc6-dev)
+python3 -c 'import os, sysconfig; assert os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h"))' \
+  2>/dev/null || need+=(python3-dev)
 [ -e /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ] || need+=(fonts-wqy-microhei)
 if [ "$what" = test ]; then
   command -v chromium >/dev/null 2>&1 || need+=(chromium)

@@ -18,7 +18,15 @@ from typing import Any
 import aiohttp
 import av
 import numpy as np
-from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc import (
+    MediaStreamTrack,
+    RTCBundlePolicy,
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCRtpSender,
+    RTCSessionDescription,
+)
 from aiortc.mediastreams import MediaStreamError
 
 from media.ice import IcePolicy
@@ -29,6 +37,8 @@ from sdk.testmedia import PatternVideoTrack, ToneAudioTrack, frame_tag
 __all__ = ["JoinRefused", "Participant", "RemoteTrackStats", "RequestFailed"]
 
 log = logging.getLogger("huizhen.sdk")
+
+REJOIN_S = 30.0  # how long it keeps trying to join again after a restart (as the web client)
 
 
 @dataclass
@@ -63,10 +73,12 @@ class Participant:
 
     def __init__(self, server_url: str, room_id: str, token: str,
                  ice: IcePolicy | None = None, check_every: int = 5, decode: bool = True,
-                 device: str | None = None) -> None:
+                 device: str | None = None, reconnect: bool = False) -> None:
         """``decode=False`` counts frames from RTP (marker bits) instead of decoding them:
         for benchmarks that run many subscribers on one machine. ``device``: this device's id
-        (a single-use invite belongs to the first device that uses it); a new one if None."""
+        (a single-use invite belongs to the first device that uses it); a new one if None.
+        ``reconnect``: when the node restarts (a ``reconnect`` hint, or the socket closed with
+        1012), join again by itself and publish again what it published (``_rejoin``)."""
         self.server_url = server_url.rstrip("/")
         self.room_id = room_id
         self.token = token
@@ -92,6 +104,12 @@ class Participant:
         self._offers: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._negotiator: asyncio.Task[None] | None = None
         self.closed = self._replies.closed
+        self.reconnect = reconnect
+        self.reconnects = 0  # times it joined again after a restart (and published again)
+        self._retry_ms: int | None = None  # from the server's ``reconnect`` hint
+        self._published_specs: list[dict[str, Any]] = []  # publish()'s arguments, to redo them
+        self._leaving = False
+        self._rejoining: asyncio.Task[None] | None = None
 
     @property
     def signal_bytes(self) -> int:
@@ -108,24 +126,98 @@ class Participant:
         return str(self.joined.get("me", {}).get("id", ""))
 
     # ---- connection ----------------------------------------------------------------------
+    @property
+    def ended(self) -> bool:
+        """The connection is closed for good (not closed and being joined again)."""
+        return self.closed.is_set() and (self._rejoining is None or self._rejoining.done())
+
     async def join(self, timeout: float = 10) -> dict[str, Any]:
+        try:
+            return await self._connect(timeout)
+        except JoinRefused:
+            await self.close()
+            raise
+
+    async def _connect(self, timeout: float) -> dict[str, Any]:
         self._session = aiohttp.ClientSession()
         ws_url = self.server_url.replace("http", "ws", 1) + f"/ws/{self.room_id}"
         self._ws = await self._session.ws_connect(ws_url, heartbeat=None, autoping=True)
         self._reader = asyncio.ensure_future(self._read())
-        self._negotiator = asyncio.ensure_future(self._negotiate_loop())
+        if self._negotiator is None:
+            self._negotiator = asyncio.ensure_future(self._negotiate_loop())
         try:
             message: dict[str, Any] = {"type": "join", "v": 1, "token": self.token}
             if self.device:
                 message["device"] = self.device
             reply = await self.request(message, timeout=timeout)
         except RequestFailed as exc:
-            await self.close()
             raise JoinRefused(exc.code, exc.message) from exc
         self.joined = reply
-        for p in reply["participants"]:
-            self.participants[p["id"]] = p
+        self.participants = {p["id"]: p for p in reply["participants"]}
         return reply
+
+    async def _rejoin(self) -> None:
+        """The node is restarting: media stops, then every ``retry_ms`` of its hint (1 s
+        without one) it joins again with the same token and device, for up to ``REJOIN_S``
+        (``draining``, a socket closed early and connection failures mean "not yet"); then it
+        publishes again what it published. Subscriptions come back by themselves: the server
+        offers them."""
+        await self._drop_media()
+        retry_s = (self._retry_ms or 1000) / 1000
+        deadline = time.monotonic() + REJOIN_S
+        while not self._leaving:
+            await asyncio.sleep(retry_s)
+            await self._close_socket()
+            counts = self._replies
+            self._replies = Replies()
+            self._replies.signal_bytes = counts.signal_bytes
+            self._replies.signal_messages = counts.signal_messages
+            self.closed = self._replies.closed
+            try:
+                await self._connect(timeout=5)
+                break
+            except (TimeoutError, JoinRefused, aiohttp.ClientError, OSError) as exc:
+                code = getattr(exc, "code", type(exc).__name__)
+                if (isinstance(exc, JoinRefused) and code not in ("draining", "closed")) or \
+                        time.monotonic() > deadline:
+                    log.warning("could not join again", extra={"error": str(code)})
+                    self.errors.append({"type": "error", "code": str(code),
+                                        "message": f"rejoin failed: {exc}"})
+                    await self._close_socket()
+                    return
+        if self._leaving:
+            return
+        self._retry_ms = None
+        for spec in self._published_specs:
+            await self.publish(**spec, again=True)
+        self.reconnects += 1
+
+    async def _drop_media(self) -> None:
+        """Close the peer connections (what was received stays counted in ``remote``)."""
+        for task in self._drains.values():
+            task.cancel()
+        self._drains.clear()
+        pcs = [*self._publish_pcs, self._subscribe_pc]
+        self._publish_pcs, self._subscribe_pc = [], None
+        self.published.clear()
+        while not self._offers.empty():  # offers of the old session: answered to no one
+            self._offers.get_nowait()
+        for pc in pcs:
+            if pc is not None:
+                with contextlib.suppress(Exception):
+                    await pc.close()
+
+    def configuration(self) -> RTCConfiguration:
+        """For this participant's peer connections: the STUN/TURN servers its own ``ice``
+        policy names, else those the server handed it in ``joined.ice_servers`` (its own
+        short-lived TURN credentials among them: docs/turn.md). aiortc uses the first STUN and
+        the first TURN URL it is given."""
+        if self.ice.stun_servers or self.ice.turn_servers or not self.joined.get("ice_servers"):
+            return self.ice.configuration()
+        servers = [RTCIceServer(urls=list(entry["urls"]), username=entry.get("username"),
+                                credential=entry.get("credential"))
+                   for entry in self.joined["ice_servers"]]
+        return RTCConfiguration(iceServers=servers, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
 
     async def request(self, message: dict[str, Any], timeout: float = 10) -> dict[str, Any]:
         return await self._replies.request(self.send, message, timeout)
@@ -139,14 +231,20 @@ class Participant:
         await self._ws.send_str(data)
 
     async def _read(self) -> None:
-        assert self._ws is not None
-        await self._replies.read(self._ws, self._on_message)
+        ws = self._ws
+        assert ws is not None
+        await self._replies.read(ws, self._on_message)
+        if (self.reconnect and not self._leaving and self.joined
+                and (self._retry_ms is not None or ws.close_code == 1012)):
+            self._rejoining = asyncio.ensure_future(self._rejoin())
 
     async def _on_message(self, message: dict[str, Any]) -> None:
         kind = message.get("type")
         self.events.append(message)
         if kind == "error":
             self.errors.append(message)
+        elif kind == "reconnect":
+            self._retry_ms = int(message.get("retry_ms") or 1000)
         elif kind == "subscriber_offer":
             now = time.monotonic()
             for t in message["tracks"]:
@@ -163,8 +261,14 @@ class Participant:
     async def publish(self, audio: bool = True, video: bool = True, tag: int = 0,
                       video_track: MediaStreamTrack | None = None,
                       audio_track: MediaStreamTrack | None = None,
-                      source: str = "camera") -> dict[str, Any]:
-        pc = RTCPeerConnection(self.ice.configuration())
+                      source: str = "camera", again: bool = False) -> dict[str, Any]:
+        """Publish a pattern and a tone (``tag`` colours the picture), or the tracks given;
+        ``again``: after a rejoin (``_rejoin``), not a new publication."""
+        if not again:
+            self._published_specs.append(
+                {"audio": audio, "video": video, "tag": tag, "video_track": video_track,
+                 "audio_track": audio_track, "source": source})
+        pc = RTCPeerConnection(self.configuration())
         self._publish_pcs.append(pc)
         specs = []
         if audio:
@@ -203,7 +307,7 @@ class Participant:
 
     async def _apply_offer(self, offer: dict[str, Any]) -> None:
         if self._subscribe_pc is None:
-            self._subscribe_pc = RTCPeerConnection(self.ice.configuration())
+            self._subscribe_pc = RTCPeerConnection(self.configuration())
         pc = self._subscribe_pc
         await pc.setRemoteDescription(RTCSessionDescription(offer["sdp"], "offer"))
         await pc.setLocalDescription(await pc.createAnswer())
@@ -308,6 +412,7 @@ class Participant:
 
     # ---- leaving -------------------------------------------------------------------------------
     async def leave(self) -> None:
+        self._leaving = True
         if self._ws is not None and not self._ws.closed:
             with contextlib.suppress(Exception):
                 await self.send({"type": "leave"})
@@ -316,16 +421,20 @@ class Participant:
 
     async def close(self) -> None:
         """Drop everything without saying goodbye (like a closed tab)."""
-        for task in [*self._drains.values(), self._negotiator]:
+        self._leaving = True
+        for task in [*self._drains.values(), self._negotiator, self._rejoining]:
             if task is not None:
                 task.cancel()
         for pc in [*self._publish_pcs, self._subscribe_pc]:
             if pc is not None:
                 with contextlib.suppress(Exception):
                     await pc.close()
+        await self._close_socket()
+
+    async def _close_socket(self) -> None:
         if self._ws is not None:
             await self._ws.close()
-        if self._reader is not None:
+        if self._reader is not None and self._reader is not asyncio.current_task():
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(self._reader, 5)
         if self._session is not None:

@@ -52,6 +52,8 @@ def parse_client_message(raw: str | bytes, max_bytes: int) -> dict[str, Any]:
     if not isinstance(message, dict):
         raise ProtocolError("bad_json", "a message must be a JSON object")
     ref = message.get("id") if isinstance(message.get("id"), str) else None
+    if "\\u" in raw if isinstance(raw, str) else b"\\u" in raw:
+        _check_escaped_text(message, ref)  # only \u escapes bring these in: checked only then
     kind = message.get("type")
     validator = _validators().get(kind) if isinstance(kind, str) else None
     if validator is None:
@@ -62,3 +64,31 @@ def parse_client_message(raw: str | bytes, max_bytes: int) -> dict[str, Any]:
         where = ".".join(str(p) for p in error.absolute_path) or "(message)"
         raise ProtocolError("bad_message", f"{kind}: {where}: {error.message}", ref)
     return message
+
+
+def _check_escaped_text(message: dict[str, Any], ref: str | None) -> None:
+    """Every string in the message is text a database and the other clients can take: no lone
+    UTF-16 surrogate (``\\ud800`` decodes to one, and it has no UTF-8 form) and no NUL
+    (PostgreSQL refuses it in text)."""
+    stack: list[tuple[str, Any]] = [("", message)]
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, dict):
+            for key, item in value.items():
+                stack.append((key, key))
+                stack.append((f"{where}.{key}" if where else key, item))
+        elif isinstance(value, list):
+            stack.extend((f"{where}.{i}", item) for i, item in enumerate(value))
+        elif isinstance(value, str):
+            # the path itself may hold what is looked for: shown escaped
+            where = (where or "a key").encode("utf-8", "backslashreplace").decode("utf-8")
+            where = where.replace("\x00", "\\u0000")
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise ProtocolError("bad_json", f"not JSON text: {where} holds a "
+                                    f"lone surrogate ({exc.reason}); send UTF-8 text",
+                                    ref) from exc
+            if "\x00" in value:
+                raise ProtocolError("bad_message", f"{where}: NUL characters "
+                                    "(\\u0000) are not allowed in text", ref)

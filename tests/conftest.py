@@ -15,6 +15,28 @@ from tests.logscan import LogScan
 from tests.pg import pg_url  # noqa: F401  (fixture)
 from tests.s3 import s3_server, storage  # noqa: F401  (fixtures)
 
+#: test modules that time nothing real-time (no media rate, latency, frame count, gap or
+#: duration is asserted; media, where there is any, only has to arrive, and the benchmarks'
+#: smoke test checks only that they report): marked ``parallel``, they run three at a time in
+#: the suite's first phase (scripts/run-tests.sh); everything else runs alone
+PARALLEL_SAFE = {
+    "api", "appointments", "aiortc_hooks", "audit", "audit_api", "auth", "bandwidth",
+    "bench_smoke", "broadcast", "capture", "case_images", "cli", "composite", "config",
+    "config_keys", "crypto",
+    "db", "documents", "forwarder", "forwarder_stream", "hosts", "ice_tls", "invites",
+    "kind_role_actions", "lifecycle", "loadtest", "manifest", "moderation", "no_transcoding",
+    "observability", "openapi", "policy", "protocol", "recording_control", "recording_db",
+    "records_access", "records_fhir", "records_retention", "records_segments", "restart",
+    "retention_documents", "rtpframes", "rxstamps", "send_path", "signing", "storage", "store",
+    "webhooks",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.stem.removeprefix("test_") in PARALLEL_SAFE:
+            item.add_marker(pytest.mark.parallel)
+
 
 @pytest.fixture(autouse=True, scope="session")
 def no_secrets_in_logs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:

@@ -11,6 +11,7 @@ import os
 
 import aioice.ice
 import aiortc
+import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpReceiver, RTCRtpSender
 from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtcicetransport import RTCIceTransport
@@ -18,8 +19,10 @@ from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParam
 from aiortc.rtp import HeaderExtensionsMap, RtpPacket
 from pylibsrtp import Policy, Session
 
+from media import _fastpath as fastpath
+from media import rtp
 from media.rtp import URI_RTP_STREAM_ID
-from media.sendpath import _srtp_protect
+from media.sendpath import _SRTP_PROTECT, srtp_context
 
 
 def test_pinned_minor_version() -> None:
@@ -80,13 +83,31 @@ def test_aioice_host_address_function_exists() -> None:
     assert aioice.ice.StunProtocol is not None
 
 
-def test_fast_srtp_protect_matches_pylibsrtp() -> None:
-    """media.sendpath protects packets with libsrtp through pylibsrtp's session internals."""
-    key = os.urandom(30)
-    reference = Session(Policy(key=key, ssrc_type=Policy.SSRC_ANY_OUTBOUND))
-    session = Session(Policy(key=key, ssrc_type=Policy.SSRC_ANY_OUTBOUND))
-    protect = _srtp_protect(session)
+@pytest.mark.parametrize("profile", [Policy.SRTP_PROFILE_AES128_CM_SHA1_80,
+                                     Policy.SRTP_PROFILE_AEAD_AES_256_GCM])
+def test_fast_srtp_protect_matches_pylibsrtp(profile: int) -> None:
+    """media.sendpath stamps and protects packets in C (media/_fastpath) with libsrtp's
+    srtp_protect from pylibsrtp's binding, on pylibsrtp's session: byte for byte what the
+    session's own protect gives, for a stamped template and for a whole packet."""
+    key = os.urandom(44 if profile == Policy.SRTP_PROFILE_AEAD_AES_256_GCM else 30)
+    reference = Session(Policy(key=key, ssrc_type=Policy.SSRC_ANY_OUTBOUND, srtp_profile=profile))
+    session = Session(Policy(key=key, ssrc_type=Policy.SSRC_ANY_OUTBOUND, srtp_profile=profile))
+    context = srtp_context(session)
+    batch = bytearray(4096)
+    cbatch = fastpath.ffi.from_buffer(batch)
     for seq in range(3):
-        packet = bytes([0x80, 96, 0, seq]) + bytes(8) + os.urandom(1000)
-        assert protect(packet) == reference.protect(packet)
+        block = rtp.build_packet(rtp.build_extension_block(rtp.ExtensionIds(0, 3), None, 77),
+                                 os.urandom(1000))
+        packet = rtp.stamp(block, 0x80 | 96, seq, 1234 + seq, 0xDEADBEEF)
+        size = fastpath.lib.hz_stamp_protect(_SRTP_PROTECT, context, cbatch, 100, len(batch),
+                                             block.tail, len(block.tail), block.first_byte,
+                                             0x80 | 96, seq, 1234 + seq, 0xDEADBEEF)
+        assert bytes(batch[100:100 + size]) == reference.protect(packet)
+    whole = bytes([0x80, 96, 0, 3]) + bytes(8) + os.urandom(500)
+    size = fastpath.lib.hz_protect(_SRTP_PROTECT, context, cbatch, 0, len(batch), whole,
+                                   len(whole))
+    assert bytes(batch[:size]) == reference.protect(whole)
+    # what does not fit is refused, not written past the batch
+    assert fastpath.lib.hz_protect(_SRTP_PROTECT, context, cbatch, 4000, len(batch), whole,
+                                   len(whole)) == -1
     assert session.protect_rtcp(bytes([0x80, 200, 0, 1]) + bytes(4))  # the session still works

@@ -19,6 +19,7 @@ import pytest
 
 from rooms.attendance import as_csv
 from rooms.attendance import attendance as attendance_of
+from rooms.broadcast import COUNT_INTERVAL_S
 from rooms.models import SessionRecord
 from sdk.participant import Participant, RequestFailed
 from sdk.testmedia import PatternVideoTrack
@@ -71,8 +72,10 @@ async def test_quiet_viewers_hands_promotion_and_questions(tmp_path: Path) -> No
         camera = await joined(server, room, "or-cam-1", "camera", decode=False)
         await presenter.publish(video_track=small_video(1), tag=1)
         await camera.publish(audio=False, video_track=small_video(2))
+        joining = time.monotonic()
         viewers = list(await asyncio.gather(*(
             joined(server, room, f"trainee-{i}", "viewer") for i in range(6))))
+        joining_s = time.monotonic() - joining
         people = [moderator, presenter, camera, *viewers]
         viewer_ids = {v.id for v in viewers}
         try:
@@ -100,7 +103,10 @@ async def test_quiet_viewers_hands_promotion_and_questions(tmp_path: Path) -> No
                 lambda: of_type(presenter, "audience")[-1:] == [
                     {"type": "audience", "viewers": 6}], 5), of_type(presenter, "audience")
             assert of_type(moderator, "audience")[-1]["viewers"] == 6
-            assert len(of_type(presenter, "audience")) <= 3
+            # at most one per COUNT_INTERVAL_S while they joined (~1 s together, longer on a
+            # starved machine), and the last count
+            counts = of_type(presenter, "audience")
+            assert len(counts) <= 2 + joining_s // COUNT_INTERVAL_S, (counts, joining_s)
             assert not any(of_type(v, "audience") for v in viewers)
             late = await joined(server, room, "dr-late", "presenter", decode=False)
             people.append(late)

@@ -89,10 +89,14 @@ async def test_one_presenter_a_hundred_viewers(tmp_path: Path, browser: Browser)
                 e.get("type") == "hands" and any(h.get("participant_id") == trainee.id
                                                  for h in e.get("hands", []))
                 for e in moderator.events), 10)
+            promoted_at = time.monotonic()
             await moderator.send({"type": "promote", "participant_id": trainee.id,
                                   "video": False})
             assert await trainee.wait_until(lambda: any(
-                e.get("type") == "role_changed" for e in trainee.events), 10)
+                e.get("type") == "role_changed" for e in trainee.events), 30), (
+                time.monotonic() - promoted_at, moderator.errors, trainee.errors,
+                trainee.closed.is_set(), [e.get("type") for e in trainee.events][-10:])
+            figures("promotion", role_changed_s=time.monotonic() - promoted_at)
             await trainee.publish(video=False, tag=5)
             assert await moderator.wait_until(
                 lambda: moderator.frames_from(trainee.id, "audio") >= 50, 15)

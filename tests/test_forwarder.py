@@ -125,11 +125,9 @@ async def test_video_packets_before_the_end_of_a_frame_may_be_held() -> None:
     calls: list[tuple[str, int]] = []
 
     class HoldingSink(Sink):
-        def send_rtp(self, data: bytes) -> None:
-            calls.append(("send", RtpPacket.parse(data).sequence_number))
-
-        def queue_rtp(self, data: bytes) -> None:
-            calls.append(("queue", RtpPacket.parse(data).sequence_number))
+        def forward_rtp(self, block: rtp.PacketTemplate, marker_pt: int, seq: int,
+                        timestamp: int, ssrc: int, end_of_frame: bool) -> None:
+            calls.append(("send" if end_of_frame else "queue", seq))
 
     source, _, _ = make_source()
     down = make_down(HoldingSink())

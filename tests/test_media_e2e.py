@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
+from aiortc.rtcdtlstransport import RTCDtlsTransport
+
+from media.publisher import PublisherPeer
+from media.subscriber import SubscriberPeer
 from sdk.participant import Participant
 from signaling.keys import SFU
 from tests.harness import Server, running_server
@@ -169,3 +174,90 @@ async def test_subscriber_keyframe_request_reaches_the_publisher(server: Server)
     finally:
         await viewer.leave()
         await publisher.leave()
+
+
+async def test_published_rtp_is_forwarded_as_it_is_read_and_aiortc_still_counts_it(
+        server: Server, monkeypatch: Any) -> None:
+    """Once SRTP is keyed, a publisher's RTP datagrams are decrypted and forwarded by the
+    socket reader (PublisherPeer._direct), never through aioice's queue and aiortc's DTLS
+    task; aiortc's receiver still sees each packet afterwards (its counts give the uplink's
+    loss, its REMB and NACKs come from them)."""
+    peers: list[PublisherPeer] = []
+    taken: list[int] = []
+    dtls_seen: set[int] = set()
+    the_usual_way: list[int] = []
+    make_direct = PublisherPeer._direct
+
+    def direct(self: PublisherPeer, dtls: Any) -> Any:
+        peers.append(self)
+        dtls_seen.add(id(dtls))
+        handler = make_direct(self, dtls)
+
+        def counted(data: bytes, stamp: float) -> bool:
+            done = handler(data, stamp)
+            if done:
+                taken.append(len(data))
+            return done
+        return counted
+
+    handle_rtp_data = RTCDtlsTransport._handle_rtp_data
+
+    async def usual(self: RTCDtlsTransport, data: bytes, arrival_time_ms: int) -> None:
+        if id(self) in dtls_seen:
+            the_usual_way.append(len(data))
+        await handle_rtp_data(self, data, arrival_time_ms)
+
+    # and the subscribers' RTCP (receiver reports, REMB) is handled as it is read too
+    rtcp_taken: list[int] = []
+    rtcp_dtls: set[int] = set()
+    rtcp_the_usual_way: list[int] = []
+    make_direct_rtcp = SubscriberPeer._direct_rtcp
+
+    def direct_rtcp(self: SubscriberPeer, dtls: Any) -> Any:
+        rtcp_dtls.add(id(dtls))
+        handler = make_direct_rtcp(self, dtls)
+
+        def counted(data: bytes) -> bool:
+            done = handler(data)
+            if done:
+                rtcp_taken.append(len(data))
+            return done
+        return counted
+
+    handle_rtcp_data = RTCDtlsTransport._handle_rtcp_data
+
+    async def usual_rtcp(self: RTCDtlsTransport, data: bytes) -> None:
+        if id(self) in rtcp_dtls:
+            rtcp_the_usual_way.append(len(data))
+        await handle_rtcp_data(self, data)
+
+    monkeypatch.setattr(PublisherPeer, "_direct", direct)
+    monkeypatch.setattr(RTCDtlsTransport, "_handle_rtp_data", usual)
+    monkeypatch.setattr(SubscriberPeer, "_direct_rtcp", direct_rtcp)
+    monkeypatch.setattr(RTCDtlsTransport, "_handle_rtcp_data", usual_rtcp)
+    room = await server.create_room("mdt")
+    alice = await server.participant(room, "alice")
+    bob = await server.participant(room, "bob")
+    try:
+        await alice.publish(tag=1)
+
+        def bob_has_video() -> bool:
+            video = bob.received_from(alice.id, "video")
+            return video is not None and video.frames >= 30
+
+        assert await bob.wait_until(bob_has_video, timeout=20), bob.summary()
+        video = bob.received_from(alice.id, "video")
+        assert video is not None and set(video.tags) == {1}
+        assert len(taken) > 100 and the_usual_way == [], (len(taken), len(the_usual_way))
+        counts = peers[0].uplink_counts()  # aiortc's receivers saw them too
+        assert counts["video"][0] > 30 and counts["audio"][0] > 30, counts
+        # bob's receiver reports reached his video DownTrack, by the direct way only
+        downs = [d for t in server.app[SFU].tracks.values() if t.kind == "video"
+                 for layer in t.layers for d in layer.down_tracks]
+        assert await bob.wait_until(lambda: any(d.receiver_reports >= 2 for d in downs), 10), \
+            [d.receiver_reports for d in downs]
+        assert len(rtcp_taken) >= 2 and rtcp_the_usual_way == [], \
+            (len(rtcp_taken), len(rtcp_the_usual_way))
+    finally:
+        await alice.leave()
+        await bob.leave()

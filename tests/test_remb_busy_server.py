@@ -4,7 +4,9 @@ The publisher is a separate process (``huizhen join``), so only the server's eve
 busy: 40 ms of every 50 ms blocked, as under a heavy load of subscribers. aiortc's REMB
 estimator, fed the time the loop got round to each packet, reads the resulting bursts as a
 congested uplink and cut the REMB to 40–60 % (measured before the fix, 4 runs); fed the
-kernel's receive timestamps it keeps climbing. Also: the timestamps really reach aiortc.
+kernel's receive timestamps it keeps climbing. Also: the timestamps really reach aiortc's
+receiver (which the publisher's packets now reach after they are forwarded:
+PublisherPeer._direct).
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ import pytest
 from aiortc import RTCRtpReceiver
 from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, unpack_remb_fci
 
-from media.rxstamps import ArrivalStamps
 from tests.harness import Server, figures, wait_for
 
 WARMUP_S = 6.0
@@ -33,21 +34,19 @@ async def test_remb_holds_while_the_server_loop_is_busy(
     rembs: list[tuple[float, int]] = []
     stamped: list[int] = []
     original_send = RTCRtpReceiver._send_rtcp
-    original_pop = ArrivalStamps.pop_ms
+    original_handle = RTCRtpReceiver._handle_rtp_packet
 
     async def send_rtcp(self: RTCRtpReceiver, packet: Any) -> None:
         if isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP:
             rembs.append((time.monotonic(), unpack_remb_fci(packet.fci)[0]))
         await original_send(self, packet)
 
-    def pop_ms(self: ArrivalStamps, sequence_number: int, ssrc: int) -> int | None:
-        value = original_pop(self, sequence_number, ssrc)
-        if value is not None:
-            stamped.append(value)
-        return value
+    async def handle_rtp(self: RTCRtpReceiver, packet: Any, arrival_time_ms: int) -> None:
+        stamped.append(arrival_time_ms)  # what aiortc's receiver (its REMB estimator) is told
+        await original_handle(self, packet, arrival_time_ms)
 
     monkeypatch.setattr(RTCRtpReceiver, "_send_rtcp", send_rtcp)
-    monkeypatch.setattr(ArrivalStamps, "pop_ms", pop_ms)
+    monkeypatch.setattr(RTCRtpReceiver, "_handle_rtp_packet", handle_rtp)
     room = await server.create_room("broadcast")
     url = await server.join_url(room, "presenter-1", "presenter")
     proc = await asyncio.create_subprocess_exec(

@@ -22,11 +22,14 @@ from typing import Any
 import jwt
 import pytest
 from aiohttp import web
+from aioice.ice import Connection
 from aioice.stun import TransactionFailed
 from aioice.turn import create_turn_endpoint
+from aiortc import RTCPeerConnection
 from playwright.async_api import Browser, async_playwright
 
 from huizhen.config import ConfigError, load_settings
+from media import nomination
 from media.turn import turn_credential
 from sdk.participant import Participant
 from tests.browser import chromium_args, frames_decoded
@@ -73,6 +76,59 @@ def turn_entry(servers: list[dict[str, Any]]) -> dict[str, Any]:
     return entry
 
 
+async def nominated_through(coturn: Coturn, host_answers_after: float | None) -> str:
+    """The race behind a call that went through the relay on a network where UDP works: a
+    controlling aioice agent (the SFU on a connection it offers) and a controlled one with a
+    TURN relay (a browser) whose host candidate answers only after ``host_answers_after`` s
+    (None: never). The controlled side checks first, through its relay too, so the controlling
+    side starts triggered checks on the host and the relay pair at once. Returns the type of
+    the remote candidate the controlling side nominated."""
+    username = f"{int(time.time()) + 600}:p_browser"
+    browser = Connection(ice_controlling=False, turn_server=("127.0.0.1", coturn.port),
+                         turn_username=username,
+                         turn_password=turn_credential(SECRET, username), turn_transport="udp")
+    sfu = Connection(ice_controlling=True)
+    loop = asyncio.get_running_loop()
+    try:
+        await asyncio.gather(browser.gather_candidates(), sfu.gather_candidates())
+        for proto in browser._protocols:
+            if proto.local_candidate.type == "host":
+                answer = proto.datagram_received
+
+                def late(data: bytes, addr: tuple[str, int], answer: Any = answer) -> None:
+                    if host_answers_after is not None:
+                        loop.call_later(host_answers_after, answer, data, addr)
+
+                proto.datagram_received = late  # type: ignore[method-assign]
+        assert {c.type for c in browser.local_candidates} == {"host", "relay"}
+        for one, other in ((browser, sfu), (sfu, browser)):
+            one.remote_username, one.remote_password = other.local_username, other.local_password
+            for candidate in other.local_candidates:
+                await one.add_remote_candidate(candidate)
+            await one.add_remote_candidate(None)
+        controlled = asyncio.create_task(browser.connect())
+        await asyncio.sleep(0.3)  # its checks (and the relay's permission) are there first
+        await asyncio.wait_for(sfu.connect(), 10)
+        await asyncio.wait_for(controlled, 10)
+        return str(sfu._nominated[1].remote_candidate.type)
+    finally:
+        await asyncio.gather(sfu.close(), browser.close())
+
+
+async def test_direct_pair_wins_over_a_faster_relay(coturn: Coturn,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Direct UDP works but answers 150 ms late; the relay answers at once."""
+    assert nomination.installed()  # by IcePolicy.install() (conftest)
+    assert await nominated_through(coturn, 0.15) == "host"
+    # only the relay works: it is nominated after the grace period
+    start = time.monotonic()
+    assert await nominated_through(coturn, None) == "relay"
+    figures("relay_nomination", relay_only_connect_s=time.monotonic() - start)
+    # the race is real: aioice by itself nominates the relay
+    monkeypatch.setattr(Connection, "check_start", nomination._original_check_start)
+    assert await nominated_through(coturn, 0.15) == "relay"
+
+
 async def test_turn_credentials_expire_with_the_token(tmp_path: Path, coturn: Coturn) -> None:
     urls = [f"turn:127.0.0.1:{coturn.port}?transport=udp",
             f"turn:127.0.0.1:{coturn.port}?transport=tcp",
@@ -100,6 +156,19 @@ async def test_turn_credentials_expire_with_the_token(tmp_path: Path, coturn: Co
             assert other["username"] != entry["username"]  # each their own
             # a long-lived token: the credential is capped (max_credential_ttl_s)
             assert int(other["username"].split(":")[0]) <= time.time() + 3600 + 2
+
+            # the SDK's peer connections use them (its own policy names no server), and
+            # gather a relay candidate through coturn with them
+            config = patient.configuration()
+            assert [s.urls for s in config.iceServers] == [urls]
+            assert config.iceServers[0].username == entry["username"]
+            pc = RTCPeerConnection(config)
+            try:
+                pc.addTransceiver("audio", direction="sendonly")
+                await pc.setLocalDescription(await pc.createOffer())
+                assert " typ relay " in pc.localDescription.sdp, pc.localDescription.sdp
+            finally:
+                await pc.close()
 
             # coturn takes them (UDP and TCP to coturn)
             await allocate(coturn.port, entry["username"], entry["credential"])

@@ -1,6 +1,6 @@
-"""One UDP port for all media (issue 13, test 3; media/udpmux.py): a 3-party room works with the
-SFU listening on exactly one UDP port, and the port learns a sender only from an authenticated
-connectivity check."""
+"""One UDP port for all media (issue 13, test 3; media/udpmux.py; the default): a 3-party room
+works with the SFU listening on exactly one UDP port (and, with ``media.udp_port: 0``, on a port
+per connection), and the port learns a sender only from an authenticated connectivity check."""
 
 from __future__ import annotations
 
@@ -9,17 +9,12 @@ import socket
 import subprocess
 from pathlib import Path
 
+import pytest
 from aioice import stun
 from aioice.ice import Connection
 
 from media.udpmux import UdpMux
-from tests.harness import ServerProcess
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.harness import ServerProcess, free_udp_port
 
 
 def udp_ports_of(pid: int) -> set[int]:
@@ -29,8 +24,9 @@ def udp_ports_of(pid: int) -> set[int]:
             if f"pid={pid}," in line}
 
 
-async def test_a_three_party_room_on_one_udp_port(tmp_path: Path) -> None:
-    port = free_udp_port()
+@pytest.mark.parametrize("one_port", [True, False], ids=["one port (default)", "per connection"])
+async def test_a_three_party_room_on_one_udp_port(tmp_path: Path, one_port: bool) -> None:
+    port = free_udp_port() if one_port else 0
     server = await ServerProcess(tmp_path, env={"HUIZHEN_MEDIA__UDP_PORT": str(port)}).start()
     people = []
     try:
@@ -47,8 +43,11 @@ async def test_a_three_party_room_on_one_udp_port(tmp_path: Path) -> None:
         assert await people[0].wait_until(everyone_decodes_everyone, 20), \
             [p.summary() for p in people]
         assert server.proc is not None
-        # 3 publish + 3 subscribe connections, and the server has one UDP socket: the port
-        assert udp_ports_of(server.proc.pid) == {port}
+        ports = udp_ports_of(server.proc.pid)
+        if one_port:  # 3 publish + 3 subscribe connections, and one UDP socket: the port
+            assert ports == {port}
+        else:  # media.udp_port: 0: a port of its own for each of the 6 connections
+            assert len(ports) >= 6, ports
     finally:
         for p in people:
             await p.leave()
