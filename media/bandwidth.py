@@ -188,6 +188,10 @@ class StepUpTrials:
         self._trial_until = now + TRIAL_S
         return True
 
+    def trying(self, now: float) -> bool:
+        """A try is under way (its loss shows within a round trip or two: look often)."""
+        return self._trial_until is not None and now <= self._trial_until
+
     def stepped_down(self, now: float) -> None:
         """Loss forced a step down; during a try, the try failed: wait twice as long."""
         if self._trial_until is not None and now <= self._trial_until:

@@ -8,7 +8,8 @@ never starts aiortc's encoder or RTCP loops. Packets leave through the DTLS tran
 session (``_tx_srtp``) and the nominated ICE pair's socket: ``SubscriberPeer`` is an
 ``SrtpUdpSink`` (media/sendpath.py).
 
-Downlink adaptation (one tick every ``ADAPT_INTERVAL_S``, figures in media/bandwidth.py): audio
+Downlink adaptation (one tick every ``ADAPT_INTERVAL_S``, ``TRIAL_INTERVAL_S`` while a step up is
+tried; figures in media/bandwidth.py): audio
 first, then each video track the best simulcast layer that fits the estimate and the picture
 size the subscriber asked for, or paused.
 """
@@ -81,6 +82,9 @@ OfferSender = Callable[[str, list[dict[str, Any]], int], Awaitable[None]]
 PauseNotifier = Callable[[str, dict[str, Any], bool], Coroutine[Any, Any, None]]
 
 ADAPT_INTERVAL_S = 0.25
+#: … and during a step-up try: a try that fails (a resumed video's keyframe filling a narrow
+#: link) costs the subscriber's audio until it is stopped
+TRIAL_INTERVAL_S = 0.1
 RTT_FRESH_S = 10.0  # a round trip measured longer ago than this is no longer reported
 
 
@@ -261,7 +265,8 @@ class SubscriberPeer(SrtpUdpSink):
     async def _adapt_loop(self) -> None:
         last = time.monotonic()
         while not self.closed:
-            await asyncio.sleep(ADAPT_INTERVAL_S)
+            await asyncio.sleep(TRIAL_INTERVAL_S if self._trials.trying(last)
+                                else ADAPT_INTERVAL_S)
             now = time.monotonic()
             try:
                 self._adapt(now, now - last)

@@ -77,6 +77,9 @@ def _ephemeral_low() -> int:
         return 32768
 
 
+_handed_out: set[int] = set()  # ports free_port gave this process
+
+
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
     """A free port for a test server to listen on, picked below the kernel's ephemeral range:
     the ports of other processes' outgoing connections and unbound sockets come from that
@@ -85,11 +88,14 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
     low = _ephemeral_low()
     for _ in range(200):
         port = random.randint(max(1024, low - 12000), low - 1)
+        if port in _handed_out:  # free again until its server binds it
+            continue
         with socket.socket(socket.AF_INET, kind) as s:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
+            _handed_out.add(port)
             return port
     with socket.socket(socket.AF_INET, kind) as s:
         s.bind(("127.0.0.1", 0))

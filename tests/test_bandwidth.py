@@ -137,8 +137,11 @@ def test_step_up_tries_back_off_after_failures_and_reset_after_success() -> None
     trials = StepUpTrials()
     assert not trials.blocked(0.0)
     assert not trials.blocked(4.9)
+    assert not trials.trying(4.9)
     assert trials.blocked(5.0)  # first try after 5 s
+    assert trials.trying(5.0) and trials.trying(8.0)  # (the adaptation then looks more often)
     trials.stepped_down(5.5)  # it failed
+    assert not trials.trying(5.5)
     assert trials.backoff_s == 10
     assert not trials.blocked(10.0)
     assert trials.blocked(15.6)

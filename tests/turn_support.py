@@ -145,7 +145,10 @@ class Coturn:
             "relay-ip=127.0.0.1", f"min-port={first}", f"max-port={first + 39}",
             "fingerprint", "use-auth-secret", f"static-auth-secret={self.secret}",
             f"realm={REALM}", f"cert={self.cert[0]}", f"pkey={self.cert[1]}",
-            "no-cli", "no-multicast-peers", "allow-loopback-peers", "no-software-attribute",
+            # no-rfc5780: with two listening addresses coturn would also bind each port + 1
+            # (its NAT discovery's alternative ports), which no test picked as free
+            "no-rfc5780", "no-cli", "no-multicast-peers", "allow-loopback-peers",
+            "no-software-attribute",
             f"pidfile={self.folder / 'turnserver.pid'}", f"userdb={self.folder / 'turndb'}",
             f"log-file={self.log_file}", "simple-log", "no-stdout-log",
         ] + (["verbose"] if self.verbose else [])
