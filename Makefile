@@ -10,10 +10,12 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml media/fastpath_build.py 
 .PHONY: run test lint bench demo clean
 
 run: $(STAMP)
+	$(BIN)/python -m compileall -q -j 0 -x '/\.' . > /dev/null
 	$(BIN)/huizhen serve
 
 test: $(STAMP)
 	scripts/install-system-deps.sh test
+	$(BIN)/python -m compileall -q -j 0 -x '/\.' . > /dev/null
 	$(BIN)/ruff check .
 	# mypy (~15 s on a cold cache) beside the suite's first, light tests; either failing fails
 	$(BIN)/mypy > .mypy.log 2>&1 & types=$$!; scripts/run-tests.sh; tests=$$?; \
@@ -36,6 +38,9 @@ $(STAMP): pyproject.toml media/fastpath_build.py
 	# pip is the fallback where uv cannot be had
 	$(BIN)/python -m pip install -q uv && $(BIN)/uv pip install -q --python $(BIN)/python \
 		-e '.[test]' || $(BIN)/python -m pip install -q -e '.[test]'
+	# bytecode written once here: where PYTHONDONTWRITEBYTECODE is set, every process would
+	# otherwise compile all it imports (the server started in 5.2 s instead of 2.1 s)
+	$(BIN)/python -m compileall -q -j 0 $(VENV)/lib > /dev/null
 	rm -f $(VENV)/.installed-*
 	touch $@
 
