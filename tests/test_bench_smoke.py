@@ -171,6 +171,20 @@ def test_sendmmsg_benchmark_runs_and_reports() -> None:
     assert result["sendmmsg_vs_sendto"] > 0
 
 
+def test_wakeup_benchmark_reads_every_datagram_and_reports() -> None:
+    """bench/wakeup.py: both modes read every datagram (and the last) with a kernel stamp."""
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "wakeup.py"),
+                           "--count", "50", "--rate", "500", "--json"],
+                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout)
+    assert result["blocking_received"] == result["asyncio_received"] == 51, result
+    assert 0 < result["blocking_p50_us"] <= result["blocking_p90_us"], result
+    assert 0 < result["asyncio_p50_us"] <= result["asyncio_p90_us"], result
+    assert result["asyncio_vs_blocking"] == pytest.approx(
+        result["asyncio_p50_us"] / result["blocking_p50_us"], abs=0.01)
+
+
 def test_sendpath_benchmark_delivers_everything_and_compares_with_a_baseline() -> None:
     """bench/sendpath.py: every subscriber gets every packet (it fails otherwise), a time per
     packet and subscriber, and new ÷ baseline (here the same file: about 1)."""
