@@ -67,7 +67,8 @@ class _InC:
 class PacketSink:
     """Where a DownTrack's packets go: one subscriber connection's SRTP session and socket."""
 
-    def send_rtp(self, data: bytes) -> None:  # pragma: no cover - interface
+    def send_rtp(self, data: bytes) -> bool:  # pragma: no cover - interface
+        """A whole packet, sent now; False if it could not be (and was not) sent."""
         raise NotImplementedError
 
     def send_rtcp(self, data: bytes) -> None:  # pragma: no cover - interface
@@ -294,9 +295,10 @@ class DownTrack:
             self._send_filler(seq, ts)
         return plugged
 
-    def _send_filler(self, seq: int, ts: int) -> None:
+    def _send_filler(self, seq: int, ts: int) -> bool:
         """A padding-only packet under ``seq``: it closes a hole in the receiver's buffer."""
-        self.sink.send_rtp(rtp.stamp(rtp.PADDING_ONLY, self.payload_type, seq, ts, self.ssrc))
+        return self.sink.send_rtp(rtp.stamp(rtp.PADDING_ONLY, self.payload_type, seq, ts,
+                                            self.ssrc))
 
     def skip(self) -> None:
         """The source's next packet is not forwarded: keep this m-line's numbering gapless."""
@@ -368,22 +370,22 @@ class DownTrack:
     def resend(self, seq: int, ts: int, template: Template | None) -> None:
         """Send again what went out as ``seq`` (``template`` None: a padding filler)."""
         if template is None:
-            self._send_filler(seq, ts)
-            self.retransmissions += 1
-            return
-        if self.rtx is None:
+            sent = self._send_filler(seq, ts)
+        elif self.rtx is None:
             block = template.for_ids(self.ext_ids)
-            self.sink.send_rtp(rtp.stamp(block, (template.marker << 7) | self.payload_type,
-                                         seq, ts, self.ssrc))
+            sent = self.sink.send_rtp(rtp.stamp(
+                block, (template.marker << 7) | self.payload_type, seq, ts, self.ssrc))
         else:  # RFC 4588: its own SSRC and numbering, the original sequence number first
             rtx_pt, rtx_ssrc = self.rtx
             ext = rtp.build_extension_block(self.ext_ids, template.audio_level,
                                             template.abs_send_time)
             block = rtp.build_packet(ext, seq.to_bytes(2, "big") + template.payload)
-            self.sink.send_rtp(rtp.stamp(block, (template.marker << 7) | rtx_pt,
-                                         self._rtx_seq, ts, rtx_ssrc))
-            self._rtx_seq = (self._rtx_seq + 1) & 0xFFFF
-        self.retransmissions += 1
+            sent = self.sink.send_rtp(rtp.stamp(block, (template.marker << 7) | rtx_pt,
+                                                self._rtx_seq, ts, rtx_ssrc))
+            if sent:
+                self._rtx_seq = (self._rtx_seq + 1) & 0xFFFF
+        if sent:  # (one too old for the SRTP session to protect again is not)
+            self.retransmissions += 1
 
     # ---- RTCP from the subscriber ---------------------------------------------------------
     def on_nack(self, lost: list[int]) -> None:

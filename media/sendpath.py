@@ -241,10 +241,11 @@ class SrtpUdpSink(PacketSink):
         if not c.armed:
             self._arm()
 
-    def send_rtp(self, data: bytes) -> None:
-        """A whole packet (a retransmission, a padding filler): sent now, after what is held."""
+    def send_rtp(self, data: bytes) -> bool:
+        """A whole packet (a retransmission, a padding filler): sent now, after what is held;
+        False if not (no SRTP session yet, or too old for it to protect again)."""
         if self._dtls is not self._srtp_dtls and not self._bind_srtp():
-            return
+            return False
         if self._nominated.get(1) is not self._pair or self._impairment is not None:
             self._check_pair()
         c = self._c
@@ -252,13 +253,12 @@ class SrtpUdpSink(PacketSink):
         if result == HZ_FLUSH_FIRST:
             self._flush()
             result = lib.hz_send_whole(_SRTP_PROTECT, self._srtp, c, data, len(data))
-        if result:
-            self.sent_code(result)
+        return self.sent_code(result) if result else True
 
-    def sent_code(self, result: int) -> None:
+    def sent_code(self, result: int) -> bool:
         """What _fastpath's code asks for besides 0 (from a send here, or from C's fan-out,
         ``hz_fanout``): Python sends the batch, GSO went off, or the packet was refused
-        (raised, unless only too old to protect again)."""
+        (raised, unless only too old to protect again: then False)."""
         if result == HZ_FLUSH_NOW:
             self._flush()
         elif result == HZ_GSO_OFF:
@@ -268,8 +268,10 @@ class SrtpUdpSink(PacketSink):
             # a retransmission (or filler) further behind than the session's replay window:
             # libsrtp will not protect that index again; the receiver is past it anyway
             self.too_old += 1
+            return False
         elif result < 0:
             _refused(result)
+        return True
 
     def _check_pair(self) -> None:
         """The nominated pair changed (or a simulated downlink may have): C sends to the new

@@ -73,8 +73,9 @@ class Sink(PacketSink):
         self.rtp: list[RtpPacket] = []
         self.rtcp: list[bytes] = []
 
-    def send_rtp(self, data: bytes) -> None:
+    def send_rtp(self, data: bytes) -> bool:
         self.rtp.append(RtpPacket.parse(data))
+        return True
 
     def send_rtcp(self, data: bytes) -> None:
         self.rtcp.append(data)

@@ -335,6 +335,7 @@ async def test_a_nack_for_a_packet_too_old_to_protect_again_is_skipped() -> None
         down.on_nack([first, recent])  # the first is 299 behind: too old; the other is sent
         assert len(link.raw(1)) == 1 and link.nothing_pending()
         assert link.peer.too_old == 1
+        assert down.retransmissions == 1  # what was sent again, not what was skipped
         for args in stream(400, 2):
             source.on_packet(*args)
         assert len(link.all_received()) == 6
