@@ -155,10 +155,12 @@ async def test_records_page_on_a_phone(tmp_path: Path, browser: Browser) -> None
 
         for client in (zh, doctor, lost):
             assert console_errors(client) == [], client.log()
-        # the browser notes a refused request (the run-out link, Bo's try) itself; nothing
-        # else went wrong
+        # the browser notes a refused request (the run-out link, Bo's try) itself, once or
+        # twice (Chromium's media loader asked for the run-out link twice once, in CI — still
+        # one new link asked for, above); nothing else went wrong
         for client in (en, bo_zh):
-            assert console_errors(client) == [REFUSED], client.log()
+            errors = console_errors(client)
+            assert errors in ([REFUSED], [REFUSED, REFUSED]), client.log()
         for client in (en, zh, bo_zh, doctor, lost):
             await client.close()
         actions = [(e.action, e.outcome, e.patient_ref)
