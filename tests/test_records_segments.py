@@ -13,6 +13,7 @@ import asyncio
 import base64
 import hashlib
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,7 @@ async def test_ward_round_patients_in_turn_each_by_their_own_consent(tmp_path: P
             await host.send({"type": "set_subject", "patient_ref": A, "label": "12床 张三"})
             shown = await subject_seen(doctor, A, seen)
             assert shown["subject"]["label"] == "12床 张三"
+            turns = [datetime.now(UTC)]  # the recording is asked for …
             await host.send({"type": "recording", "action": "start"})
             assert await doctor.wait_until(lambda: ("recording", None) in
                                            recording_states(doctor, seen), 5)
@@ -73,6 +75,7 @@ async def test_ward_round_patients_in_turn_each_by_their_own_consent(tmp_path: P
             seen = len(doctor.events)
             status, body = await server.api("POST", f"/api/rooms/{room_id}/subject",
                                             {"patient_ref": B, "label": "13床"})
+            turns.append(datetime.now(UTC))  # … and A's turn is over
             assert status == 200 and body["subject"]["patient_ref"] == B, body
             await subject_seen(doctor, B, seen)
             assert await doctor.wait_until(lambda: ("off", "no_consent_for_patient") in
@@ -86,6 +89,7 @@ async def test_ward_round_patients_in_turn_each_by_their_own_consent(tmp_path: P
             await host.send({"type": "set_subject", "patient_ref": C, "label": "14床"})
             assert await doctor.wait_until(lambda: ("off", "no_consent_for_patient") in
                                            recording_states(doctor, seen), 5)
+            turns.append(datetime.now(UTC))  # C agrees …
             status, _ = await server.api("POST", f"/api/rooms/{room_id}/consents", {
                 "granted": True, "method": "verbal", "obtained_by": "dr-chen"})
             assert status == 201
@@ -93,6 +97,7 @@ async def test_ward_round_patients_in_turn_each_by_their_own_consent(tmp_path: P
                                            recording_states(doctor, seen), 5)
             await asyncio.sleep(1.5)
             status, _ = await server.api("POST", f"/api/rooms/{room_id}/end")
+            turns.append(datetime.now(UTC))  # … and the round is over
             assert status == 200
         finally:
             for p in (host, doctor):
@@ -137,11 +142,16 @@ async def test_ward_round_patients_in_turn_each_by_their_own_consent(tmp_path: P
     assert {p["identity"] for p in enc_a["participants"]} == {"dr-chen", "dr-li"}
     (rec,) = enc_a["recordings"]
     assert rec["status"] == "ready" and rec["segment_id"] == enc_a["id"]
-    assert 2.5 <= rec["duration_s"] <= 4.5, rec  # A's turn only, not B's
+    # A's turn only, not B's (the server's clock is this machine's: its stamps fall between
+    # the test's own; a loaded machine may stretch the turn, never move it)
+    assert turns[0] <= datetime.fromisoformat(rec["started_at"]) and \
+        datetime.fromisoformat(rec["ended_at"]) <= turns[1] and rec["duration_s"] >= 2.5, rec
     assert enc_b["recordings"] == []
     (enc_c,) = c["encounters"]
     (rec_c,) = enc_c["recordings"]
-    assert rec_c["segment_id"] == enc_c["id"] and 1.0 <= rec_c["duration_s"] <= 2.5, rec_c
+    assert rec_c["segment_id"] == enc_c["id"] and rec_c["duration_s"] >= 1.0, rec_c
+    assert turns[2] <= datetime.fromisoformat(rec_c["started_at"]) and \
+        datetime.fromisoformat(rec_c["ended_at"]) <= turns[3], rec_c
     # the whole round: its encounter (no patient of its own) and the three segments
     assert [e["id"] for e in whole["encounters"]] == [room_id, enc_a["id"], enc_b["id"],
                                                       enc_c["id"]]
