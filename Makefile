@@ -5,7 +5,7 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml media/fastpath_build.py | sha1sum | cut -c1-12)
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml media/fastpath_build.py media/fastpath_rx.c | sha1sum | cut -c1-12)
 
 .PHONY: run test lint bench demo clean
 
@@ -31,7 +31,7 @@ bench: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/huizhen demo
 
-$(STAMP): pyproject.toml media/fastpath_build.py
+$(STAMP): pyproject.toml media/fastpath_build.py media/fastpath_rx.c
 	scripts/install-system-deps.sh run
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	# uv installs the same packages from PyPI several times faster than pip (~10 s vs ~40 s);

@@ -74,6 +74,11 @@ class PacketSink:
     def send_rtcp(self, data: bytes) -> None:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def sent_code(self, result: int) -> bool:  # pragma: no cover - interface
+        """What C's send through this sink (``hz_fanout``) answered besides 0; only a sink C
+        sends through (media/sendpath.py's) gets one."""
+        raise NotImplementedError
+
     def forward_rtp(self, block: rtp.PacketTemplate, marker_pt: int, seq: int, timestamp: int,
                     ssrc: int, end_of_frame: bool) -> None:
         """A forwarded packet: ``block`` with this subscriber's header fields. Until

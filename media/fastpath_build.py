@@ -17,13 +17,17 @@ send the batch at a frame's end; Python sends only where the sink has no socket 
 to give C (a relayed pair, a simulated downlink). ``hz_fanout`` is the loop over a source's
 subscribers (their DownTracks' state: ``hz_down``): one call per packet and header-extension
 profile forwards it to every started subscriber whose sink is armed, and lists the others for
-``DownTrack.forward``. What this replaces in Python cost two
+``DownTrack.forward``. ``hz_rx`` (media/fastpath_rx.c) is the shared media port's receive
+path: it reads, decrypts and forwards what it can before Python sees it (media/udpmux.py).
+What the send path replaces in Python cost two
 copies of the payload, two allocations and a dozen interpreter steps per packet and
 subscriber, and building a ``sendmsg``'s arguments per frame (bench/README.md, "The send path
 in C").
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from cffi import FFI
 
@@ -42,12 +46,13 @@ typedef struct {
     long long dropped;
     int last_errno;
     void *protect, *srtp;
-    int armed;
+    int armed, touched;
 } hz_sink;
 """
 # `protect`/`srtp`: libsrtp's srtp_protect and the connection's session; `armed`: hz_fanout may
 # send through this sink (Python checked its session, nominated pair and socket, and clears it
-# when one of them changes).
+# when one of them changes); `touched`: C's receive path holds packets in it, to be sent at the
+# end of the read (hz_rx).
 
 # A DownTrack's rewriting state (media/downtrack.py keeps its fields here, so that hz_fanout
 # can forward a packet to a started subscriber without Python): what it last sent, its offsets
@@ -73,6 +78,69 @@ typedef struct {
 } hz_down;
 """
 
+# The receive path (media/fastpath_rx.c): a source's subscribers by header-extension profile
+# (media/source.py's _Group), what C needs of a published track (hz_src: set by Python after
+# each packet it processes; `next_seq`: the one C may forward next), of a publish connection
+# (hz_conn: its SRTP session once keyed, its header-extension ids, its tracks) and of a sender
+# (hz_peer: its address as `key`); a read's records (hz_rxrec) and the subscribers C left to
+# Python (hz_todo: the group, the index in it, and the send's code or 0).
+RECEIVE = """
+#define HZ_KEY 20
+#define HZ_MAX_GROUPS 8
+#define HZ_MAX_SRCS 16
+#define HZ_VP8 1
+#define HZ_H264 2
+
+typedef struct {
+    int audio_level, abs_send_time, n;
+    hz_down **downs;
+} hz_group;
+
+typedef struct {
+    unsigned int ssrc;
+    int pt, ready, codec, next_seq, ngroups;
+    hz_group groups[8];
+} hz_src;
+
+typedef struct {
+    void *unprotect, *srtp;
+    int audio_level, abs_send_time, nsrcs;
+    hz_src *srcs[16];
+} hz_conn;
+
+typedef struct {
+    unsigned char key[20];
+    hz_conn *conn;
+} hz_peer;
+
+typedef struct {
+    int off, len, status, peer, src, todo_off, todo_n;
+    double stamp, mono;
+    unsigned char key[20];
+} hz_rxrec;
+
+typedef struct {
+    int group, index, code;
+} hz_todo;
+
+typedef struct {
+    unsigned char *data;
+    int slot, cap;
+    hz_rxrec *rx;
+    hz_peer *peers;
+    int npeers;
+    hz_todo *todo;
+    int todo_cap, todo_used;
+    int *scratch_todo, *scratch_codes;
+    int scratch_cap;
+    unsigned char *tail;
+    int tail_cap;
+    hz_sink **touched;
+    int touched_cap, ntouched;
+    long long forwarded, gso_off;
+} hz_rxbuf;
+"""
+
 CDEF = """
 int hz_stamp_protect(void *protect, void *session, unsigned char *batch, int off, int cap,
                      const unsigned char *tail, int tail_len, int first_byte, int marker_pt,
@@ -92,9 +160,18 @@ int hz_flush(hz_sink *s);
 int hz_fanout(hz_down **downs, int n, const unsigned char *tail, int tail_len, int first_byte,
               int marker, int src_seq, unsigned int src_ts, int payload_len, double arrived,
               int *todo, int *codes);
+""" + RECEIVE + """
+#define HZ_RX_RAW 0
+#define HZ_RX_PLAIN 1
+#define HZ_RX_SENT 2
+#define HZ_RX_DROP 3
+int hz_rx(int fd, hz_rxbuf *b);
 """
 
 SOURCE = r"""
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE  /* recvmmsg (Python.h defines it already) */
+#endif
 #include <errno.h>
 #include <stdint.h>
 #include <string.h>
@@ -317,9 +394,27 @@ static int hz_send_whole(void *protect, void *session, hz_sink *s, const unsigne
    see to are listed in `todo` (their index; returns how many): not started yet, a sink that is
    not armed, an audio packet after an upstream gap (Python notes the gap), or a send that
    returned a code (in `codes`, the same position; 0 for the others: Python forwards those). */
+static int hz_fanout_to(hz_down **downs, int n, const unsigned char *tail, int tail_len,
+                        int first_byte, int marker, int src_seq, unsigned int src_ts,
+                        int payload_len, double arrived, int *todo, int *codes,
+                        hz_sink **touched, int *ntouched, int touched_cap);
+
 static int hz_fanout(hz_down **downs, int n, const unsigned char *tail, int tail_len,
                      int first_byte, int marker, int src_seq, unsigned int src_ts,
                      int payload_len, double arrived, int *todo, int *codes)
+{
+    return hz_fanout_to(downs, n, tail, tail_len, first_byte, marker, src_seq, src_ts,
+                        payload_len, arrived, todo, codes, NULL, NULL, 0);
+}
+
+/* hz_fanout; with `touched` (C's receive path), a packet is not sent at its frame's end but
+   held in its sink, which is listed in `touched` (up to `touched_cap`), and all of them are
+   sent at the end of the read: a frame's packets that arrive together still leave together,
+   and none waits for packets that have not arrived. */
+static int hz_fanout_to(hz_down **downs, int n, const unsigned char *tail, int tail_len,
+                        int first_byte, int marker, int src_seq, unsigned int src_ts,
+                        int payload_len, double arrived, int *todo, int *codes,
+                        hz_sink **touched, int *ntouched, int touched_cap)
 {
     int k = 0;
     for (int i = 0; i < n; i++) {
@@ -359,6 +454,14 @@ static int hz_fanout(hz_down **downs, int n, const unsigned char *tail, int tail
             e->ts = ts;
             end_of_frame = marker != 0;
         }
+        if (touched != NULL) {
+            if (!s->touched && *ntouched < touched_cap) {
+                s->touched = 1;
+                touched[(*ntouched)++] = s;
+            }
+            if (s->touched)
+                end_of_frame = 0;
+        }
         int result = hz_forward(s->protect, s->srtp, s, tail, tail_len, first_byte,
                                 (marker << 7) | d->payload_type, seq, ts, d->ssrc,
                                 end_of_frame);
@@ -374,6 +477,8 @@ static int hz_fanout(hz_down **downs, int n, const unsigned char *tail, int tail
     return k;
 }
 """
+
+SOURCE += RECEIVE + (Path(__file__).parent / "fastpath_rx.c").read_text()
 
 ffibuilder = FFI()
 ffibuilder.cdef(CDEF)

@@ -12,7 +12,9 @@ follows one sequence) is switched off and the layers NACK upstream themselves. T
 the ICE connection's ``_protocols`` sockets are read with ``SO_TIMESTAMPNS``). Once SRTP is
 keyed, each RTP datagram is decrypted (the DTLS transport's ``_rx_srtp``), parsed (its
 ``_rtp_header_extensions_map``), routed (its ``_rtp_router``) and forwarded as the socket is
-read, and handed to aiortc's receiver afterwards (``_direct``).
+read, and handed to aiortc's receiver afterwards (``_direct``). On the shared media port
+(media/udpmux.py) C does the decrypting and, where it may, the forwarding (media/fastpath_rx.c);
+``CLane`` keys C with the connection's SRTP session and tracks and takes what C read.
 
 The subscribe side is media/subscriber.py (negotiation, adaptation) and media/sendpath.py (how
 its packets leave).
@@ -31,13 +33,17 @@ import pylibsrtp
 from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCSessionDescription
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import RtcpSrPacket, RtpPacket
+from pylibsrtp._binding import ffi as srtp_ffi
+from pylibsrtp._binding import lib as srtp_lib
 
 from media import rtp
+from media._fastpath import ffi, lib
 from media.background import spawn
 from media.ice import IcePolicy
 from media.impairment import Impairment
 from media.rxstamps import NTP_EPOCH_OFFSET_S, ArrivalStamps, Direct
 from media.sdp import SdpError, is_rtx, parse_sdp
+from media.sendpath import srtp_context
 from media.simulcast import SimulcastError, accept_in_answer, offered_rids
 from media.source import MediaTrack, SourceTrack
 
@@ -59,6 +65,66 @@ class PublishedTrack:
     mid: str
     kind: str
     track_id: str
+
+
+#: libsrtp's srtp_unprotect, from pylibsrtp's binding (as media/sendpath.py's srtp_protect)
+_SRTP_UNPROTECT = ffi.cast("void *", int(srtp_ffi.cast(
+    "uintptr_t", srtp_ffi.addressof(srtp_lib, "srtp_unprotect"))))
+
+
+class CLane:
+    """A publish connection as the shared port's receive path in C (media/fastpath_rx.c) sees
+    it: ``key`` hands C the connection's SRTP session (once DTLS has keyed it), header
+    extension ids and tracks; C then decrypts its RTP, forwards what it may, and hands each
+    packet here (``forwarded``, ``decrypted``) in arrival order."""
+
+    def __init__(self, peer: PublisherPeer, dtls: Any) -> None:
+        self._peer = peer
+        self._dtls = dtls
+        self._session: pylibsrtp.Session | None = None  # kept alive while C uses it
+        self._sources: list[tuple[SourceTrack, Handler]] = []
+        self._conns: list[Any] = []
+
+    def key(self, conn: Any) -> None:
+        """Key ``conn`` (an ``hz_conn``) if the DTLS handshake has keyed SRTP."""
+        srtp = self._dtls._rx_srtp
+        peer = self._peer
+        if srtp is None or peer.closed:
+            return
+        self._session = srtp
+        ids = self._dtls._rtp_header_extensions_map._HeaderExtensionsMap__ids
+        conn.audio_level = ids.audio_level or 0
+        conn.abs_send_time = ids.abs_send_time or 0
+        self._sources = peer.c_sources[:lib.HZ_MAX_SRCS]
+        for i, (source, _) in enumerate(self._sources):
+            conn.srcs[i] = source.c_src
+        conn.nsrcs = len(self._sources)
+        conn.unprotect = _SRTP_UNPROTECT
+        conn.srtp = srtp_context(srtp)
+        self._conns.append(conn)
+
+    def forwarded(self, data: bytes, stamp: float, arrived: float, src: int,
+                  todo: list[tuple[int, int, int]]) -> None:
+        """A packet C decrypted and forwarded: its source's bookkeeping, aiortc's after."""
+        if self._peer.closed:
+            return
+        packet = RtpPacket.parse(data, self._dtls._rtp_header_extensions_map)  # C parsed it
+        source, handle = self._sources[src]
+        ext = packet.extensions
+        source.on_forwarded(packet.sequence_number, packet.timestamp, packet.marker,
+                            packet.payload, packet.padding_size, ext.audio_level,
+                            ext.abs_send_time, arrived, todo)
+        self._peer.handled_later(handle, packet, stamp)
+
+    def decrypted(self, data: bytes, stamp: float) -> None:
+        """A packet C decrypted and left to Python."""
+        self._peer.receive_plain(self._dtls, data, stamp)
+
+    def close(self) -> None:
+        for conn in self._conns:
+            conn.nsrcs = 0
+            conn.srtp = ffi.NULL
+        self._conns.clear()
 
 
 class PublisherPeer:
@@ -84,6 +150,9 @@ class PublisherPeer:
         self._forwarders: dict[RTCRtpReceiver, tuple[Callable[[RtpPacket], bool], Handler]] = {}
         self._backlog: asyncio.Queue[tuple[Handler, RtpPacket, int]] = asyncio.Queue()
         self._backlog_task: asyncio.Task[None] | None = None
+        #: the tracks C's receive path may forward (``CLane``), with aiortc's handler
+        self.c_sources: list[tuple[SourceTrack, Handler]] = []
+        self._lanes: list[CLane] = []
 
     async def answer(self, offer_sdp: str, tracks: list[PublishedTrack]) -> str:
         """Apply the client's offer and return our answer; SdpError if it is unusable."""
@@ -132,7 +201,7 @@ class PublisherPeer:
         answer = await self.pc.createAnswer()
         self._policy.prepare(self.pc)
         await self.pc.setLocalDescription(answer)  # gathers: the ICE sockets exist from here
-        self._stamps.attach_connection(self.pc, self._direct)
+        self._stamps.attach_connection(self.pc, self._direct, lane=self._lane)
         return accept_in_answer(self._policy.rewrite_local_sdp(self.pc.localDescription.sdp),
                                 simulcast)
 
@@ -230,6 +299,10 @@ class PublisherPeer:
 
         receiver._handle_rtp_packet = on_rtp  # type: ignore[method-assign]
         self._forwarders[receiver] = (forward, handle_rtp)
+        if impairment is None and main_pt is not None:  # (a simulated uplink's drops: Python)
+            self.c_sources += [(s, handle_rtp) for s in layers or [source]]
+            for s in layers or [source]:
+                s.receive_in_c(main_pt)
         self._stamps.stamp_receiver(receiver)  # in front: arrival_time_ms is the kernel's
         receiver._handle_rtcp_packet = on_rtcp  # type: ignore[method-assign]
 
@@ -245,18 +318,37 @@ class PublisherPeer:
             if srtp is None or self.closed:
                 return False
             try:
-                packet = RtpPacket.parse(srtp.unprotect(data), dtls._rtp_header_extensions_map)
-            except (pylibsrtp.Error, ValueError):
-                return True  # dropped, as aiortc drops what fails to decrypt or parse
-            hooks = self._forwarders.get(dtls._rtp_router.route_rtp(packet))
-            if hooks is not None and hooks[0](packet):
-                self._backlog.put_nowait(
-                    (hooks[1], packet, int((stamp + NTP_EPOCH_OFFSET_S) * 1000)))
-                if self._backlog_task is None:
-                    self._backlog_task = spawn(self._run_backlog())
+                plain = srtp.unprotect(data)
+            except pylibsrtp.Error:
+                return True  # dropped, as aiortc drops what fails to decrypt
+            self.receive_plain(dtls, plain, stamp)
             return True
 
         return receive
+
+    def _lane(self, dtls: Any) -> CLane:
+        lane = CLane(self, dtls)
+        self._lanes.append(lane)
+        return lane
+
+    def receive_plain(self, dtls: Any, data: bytes, stamp: float) -> None:
+        """A decrypted RTP packet: parsed, routed and forwarded now, aiortc's handling later."""
+        if self.closed:
+            return
+        try:
+            packet = RtpPacket.parse(data, dtls._rtp_header_extensions_map)
+        except ValueError:
+            return  # dropped, as aiortc drops what fails to parse
+        hooks = self._forwarders.get(dtls._rtp_router.route_rtp(packet))
+        if hooks is not None and hooks[0](packet):
+            self.handled_later(hooks[1], packet, stamp)
+
+    def handled_later(self, handle: Handler, packet: RtpPacket, stamp: float) -> None:
+        """aiortc's receiver gets ``packet`` (which arrived at ``stamp``) after what is
+        being read now, in order."""
+        self._backlog.put_nowait((handle, packet, int((stamp + NTP_EPOCH_OFFSET_S) * 1000)))
+        if self._backlog_task is None:
+            self._backlog_task = spawn(self._run_backlog())
 
     async def _run_backlog(self) -> None:
         while True:
@@ -284,6 +376,8 @@ class PublisherPeer:
         if self.closed:
             return
         self.closed = True
+        for lane in self._lanes:
+            lane.close()
         if self._backlog_task is not None:
             self._backlog_task.cancel()
         for track in self.tracks.values():

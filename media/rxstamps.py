@@ -86,17 +86,19 @@ class ArrivalStamps:
         self._pending: dict[bytes, float] = {}
 
     def attach(self, transport: Any, direct: Direct | None = None,
-               rtcp: DirectRtcp | None = None) -> bool:
+               rtcp: DirectRtcp | None = None, lane: Any = None) -> bool:
         """Read ``transport`` (an asyncio selector datagram transport) with receive timestamps
         from now on; False (and nothing changed) if it is not one this can read. A transport
         on the shared media port (media/udpmux.py) is read by its port, which hands the
         stamps here (``note``). ``direct``, if given, is offered each SRTP datagram with its
         stamp first, as it is read, and ``rtcp`` each SRTCP datagram; what one takes (True)
-        goes no further."""
+        goes no further. ``lane``: what the shared port's receive path in C hands what it
+        decrypted or forwarded (media/udpmux.py; media/publisher.py's ``CLane``)."""
         if getattr(transport, "muxed", False):
             transport._huizhen_stamps = self
             transport._huizhen_direct = direct
             transport._huizhen_rtcp = rtcp
+            transport._huizhen_lane = lane
             return True
         loop: Any = getattr(transport, "_loop", None)
         sock: Any = getattr(transport, "_sock", None)
@@ -150,12 +152,13 @@ class ArrivalStamps:
 
     def attach_connection(self, pc: Any,
                           direct: Callable[[Any], Direct] | None = None,
-                          rtcp: Callable[[Any], DirectRtcp] | None = None) -> None:
+                          rtcp: Callable[[Any], DirectRtcp] | None = None,
+                          lane: Callable[[Any], Any] | None = None) -> None:
         """Stamp what every ICE socket of this peer connection (``RTCPeerConnection``)
         receives; call it after ``setLocalDescription`` (the sockets exist from then on)
         and again after each renegotiation (sockets already attached are left alone).
-        ``direct`` and ``rtcp`` make the handlers (``attach``) of each DTLS transport's
-        sockets."""
+        ``direct``, ``rtcp`` and ``lane`` make the handlers (``attach``) of each DTLS
+        transport's sockets."""
         seen: set[int] = set()
         for transceiver in pc.getTransceivers():
             dtls = transceiver.receiver.transport
@@ -165,9 +168,10 @@ class ArrivalStamps:
             seen.add(id(connection))
             handler = direct(dtls) if direct is not None else None
             rtcp_handler = rtcp(dtls) if rtcp is not None else None
+            lane_handler = lane(dtls) if lane is not None else None
             for protocol in connection._protocols:
                 if isinstance(protocol, StunProtocol) and protocol.transport is not None:
-                    self.attach(protocol.transport, handler, rtcp_handler)
+                    self.attach(protocol.transport, handler, rtcp_handler, lane_handler)
 
     def stamp_receiver(self, receiver: Any) -> None:
         """Hand ``receiver`` (an ``RTCRtpReceiver``) each packet's kernel receive time as its

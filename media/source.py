@@ -147,6 +147,13 @@ class SourceTrack:
         self._max_seq: int | None = None
         self._gaps: dict[int, float] = {}
         self.lost_for_good = 0
+        # what the receive path in C (media/fastpath_rx.c) needs of this source: its hz_src
+        self._last_seq: int | None = None  # audio has no gap tracking: C's next is after this
+        self._c = ffi.new("hz_src *")
+        self._c.pt = -1
+        mime = mime_type.lower()
+        self._c.codec = (lib.HZ_VP8 if mime == "video/vp8" else
+                         lib.HZ_H264 if mime == "video/h264" else 0)
         # audio loudness (127 - RFC 6464 level, so 0 = silence) summed since take_loudness()
         self._loudness_sum = 0
         self._loudness_n = 0
@@ -191,6 +198,53 @@ class SourceTrack:
         audio_level: tuple[bool, int] | None,
         abs_send_time: int | None,
     ) -> None:
+        admitted = self._admit(ssrc, seq, timestamp, marker, payload, padding, audio_level,
+                               abs_send_time, time.monotonic())
+        waiting = False
+        if admitted is not None:
+            template, key_start, late = admitted
+            for group in self._groups if self._groups is not None else self._group():
+                waiting |= self._fan_out(group, template, key_start, late)
+        self._after(waiting)
+
+    def on_forwarded(
+        self,
+        seq: int,
+        timestamp: int,
+        marker: int,
+        payload: bytes,
+        padding: int,
+        audio_level: tuple[bool, int] | None,
+        abs_send_time: int | None,
+        arrived: float,
+        todo: list[tuple[int, int, int]],
+    ) -> None:
+        """A packet the shared port's receive path in C (media/fastpath_rx.c) has already
+        forwarded, which it does only where ``on_packet`` would have done the same (next in
+        sequence, no keyframe start, no silence, its subscribers grouped: ``_sync_c``): the
+        rest of ``on_packet``, and the subscribers C left to Python (``todo``: group, index
+        in it, and the code of C's send, or 0 where Python forwards)."""
+        assert self.ssrc is not None
+        admitted = self._admit(self.ssrc, seq, timestamp, marker, payload, padding,
+                               audio_level, abs_send_time, arrived)
+        waiting = False
+        groups = self._groups  # those C used (only a new subscriber regroups them)
+        if admitted is not None and groups is not None:
+            template, key_start, _ = admitted
+            for g, index, code in todo:
+                down = groups[g].downs[index]
+                if code:
+                    down.sink.sent_code(code)
+                elif not down.forward(template, key_start):
+                    waiting = True
+        self._after(waiting)
+
+    def _admit(self, ssrc: int, seq: int, timestamp: int, marker: int, payload: bytes,
+               padding: int, audio_level: tuple[bool, int] | None,
+               abs_send_time: int | None, arrived: float
+               ) -> tuple[Template, bool, bool] | None:
+        """A packet's bookkeeping before it is forwarded: the template, whether it starts a
+        keyframe, whether it came late; None if it is not forwarded (silence)."""
         if self.ssrc != ssrc:
             self._max_seq = None
             self._gaps.clear()
@@ -206,6 +260,7 @@ class SourceTrack:
                 self.request_keyframe()
         self.packets += 1
         self.bytes += len(payload)
+        self._last_seq = seq
         for tap in self.taps:  # the recorder: every packet, silence and repairs included
             tap.on_rtp(self, ssrc, seq, timestamp, marker, payload)
         late = self.is_video and self._track_gaps(seq)
@@ -221,7 +276,7 @@ class SourceTrack:
                     self.silent_skipped += 1
                     for down in self.down_tracks:
                         down.skip()
-                    return
+                    return None
         # a keyframe's first packet that comes late (retransmitted) starts subscribers only if
         # what followed it can still be completed: they then get it and the rest at once
         key_start = (self._is_keyframe_start is not None and self._is_keyframe_start(payload)
@@ -230,30 +285,67 @@ class SourceTrack:
             self._on_keyframe(payload)
         if abs_send_time is not None:
             abs_send_time = rtp.abs_send_time_now()
-        arrived = time.monotonic()
         template = Template(seq, timestamp, marker, {}, payload, padding, audio_level,
                             abs_send_time, arrived)
         self.history[seq % HISTORY_SIZE] = template
+        return template, key_start, late
+
+    def _fan_out(self, group: _Group, template: Template, key_start: bool, late: bool) -> bool:
+        """One packet to a group's subscribers: those C can send for in one ``hz_fanout``,
+        the others here. True if one of them waits for a keyframe."""
         waiting = False
-        for group in self._groups if self._groups is not None else self._group():
-            block = template.blocks.get(group.ids) or template.for_ids(group.ids)
-            tail = block.tail
-            todo, codes, downs = group.todo, group.codes, group.downs
-            # the started subscribers with an armed sink in C; the others here
-            for j in range(lib.hz_fanout(group.array, len(downs), tail, len(tail),
-                                         block.first_byte, marker, seq, timestamp, len(payload),
-                                         arrived, todo, codes)):
-                down = downs[todo[j]]
-                if codes[j]:  # sent, or refused: what the sink's send said
-                    down.sink.sent_code(codes[j])
-                    continue
-                was_started = down.started
-                if not down.forward(template, key_start):
-                    waiting = True
-                elif late and not was_started and down.started:
-                    self._replay_after(down, seq)
+        block = template.blocks.get(group.ids) or template.for_ids(group.ids)
+        tail = block.tail
+        todo, codes, downs = group.todo, group.codes, group.downs
+        seq = template.seq
+        for j in range(lib.hz_fanout(group.array, len(downs), tail, len(tail),
+                                     block.first_byte, template.marker, seq,
+                                     template.timestamp, len(template.payload),
+                                     template.arrived, todo, codes)):
+            down = downs[todo[j]]
+            if codes[j]:  # sent, or refused: what the sink's send said
+                down.sink.sent_code(codes[j])
+                continue
+            was_started = down.started
+            if not down.forward(template, key_start):
+                waiting = True
+            elif late and not was_started and down.started:
+                self._replay_after(down, seq)
+        return waiting
+
+    def _after(self, waiting: bool) -> None:
+        """After each packet: a keyframe asked for again if someone still waits, and what C's
+        receive path may do with the next one (``_sync_c``)."""
         if (waiting or self.candidates) and time.monotonic() - self._last_pli > KEYFRAME_RETRY_S:
             self.request_keyframe()
+        self._sync_c()
+
+    # ---- the receive path in C (media/fastpath_rx.c) ---------------------------------------
+    def receive_in_c(self, payload_type: int) -> None:
+        """Let the shared port's receive path forward this source's packets of
+        ``payload_type`` (its main codec's; retransmissions stay Python's)."""
+        self._c.pt = payload_type
+
+    @property
+    def c_src(self) -> Any:
+        """This source as C's receive path sees it (``hz_src``)."""
+        return self._c
+
+    def _sync_c(self) -> None:
+        c = self._c
+        groups = self._groups
+        last = self._max_seq if self.is_video else self._last_seq
+        c.ready = int(groups is not None and len(groups) <= lib.HZ_MAX_GROUPS and not self._gaps
+                      and last is not None and c.pt >= 0 and not self.closed)
+        if last is not None and c.ready:
+            c.ssrc = self.ssrc
+            c.next_seq = (last + 1) & 0xFFFF
+
+    def _ungroup(self) -> None:
+        """Its DownTracks changed: grouped anew at the next packet, which C leaves to Python."""
+        self._groups = None
+        self._c.ready = 0
+        self._c.ngroups = 0
 
     def _group(self) -> list[_Group]:
         groups: dict[rtp.ExtensionIds, list[DownTrack]] = {}
@@ -262,11 +354,20 @@ class SourceTrack:
         self._groups = [_Group(ids, downs, ffi.new("hz_down *[]", [d._c for d in downs]),
                                ffi.new("int[]", len(downs)), ffi.new("int[]", len(downs)))
                         for ids, downs in groups.items()]
+        c = self._c
+        c.ngroups = 0
+        if len(self._groups) <= lib.HZ_MAX_GROUPS:
+            for i, group in enumerate(self._groups):
+                c.groups[i].audio_level = group.ids.audio_level
+                c.groups[i].abs_send_time = group.ids.abs_send_time
+                c.groups[i].n = len(group.downs)
+                c.groups[i].downs = group.array
+            c.ngroups = len(self._groups)
         return self._groups
 
     def regroup(self) -> None:
         """Its DownTracks changed (one came, went, or changed its header extensions)."""
-        self._groups = None
+        self._ungroup()
 
     def _on_keyframe(self, payload: bytes) -> None:
         self.keyframes += 1
@@ -411,14 +512,14 @@ class SourceTrack:
         """``keyframe``: ask for one (False: one is being forwarded now)."""
         if down not in self.down_tracks:
             self.down_tracks.append(down)
-            self._groups = None
+            self._ungroup()
         if keyframe and self.is_video and not down.paused:
             self.request_keyframe()
 
     def remove(self, down: DownTrack) -> None:
         if down in self.down_tracks:
             self.down_tracks.remove(down)
-            self._groups = None
+            self._ungroup()
         if down in self.candidates:
             self.candidates.remove(down)
 
@@ -430,7 +531,7 @@ class SourceTrack:
         for down in list(self.down_tracks) + list(self.candidates):
             down.detach()
         self.down_tracks.clear()
-        self._groups = None
+        self._ungroup()
         self.candidates.clear()
 
 

@@ -9,9 +9,13 @@ connection's password before the address is learned (an unauthenticated packet c
 over an address). A connection's addresses are forgotten when it closes. Datagrams from
 unknown senders that are not such a check are dropped and counted.
 
-The socket is read like media/rxstamps.py reads the per-connection ones: every datagram
-waiting (up to ``READ_BATCH``) per wake-up, with the kernel's receive time, which the
-publisher's ``ArrivalStamps`` (if its transport has one) gets for its REMB.
+The socket is read by the receive path in C (``hz_rx``, media/fastpath_rx.c): every datagram
+waiting (up to ``READ_BATCH``) per wake-up, with the kernel's receive time; C finds each one's
+connection by its sender (its own copy of the address table, ``_peers``), decrypts the RTP of
+publish connections whose lane (media/publisher.py) has keyed it, and forwards what it can
+before Python sees any of it. Python then takes each datagram in order: the lane gets what C
+decrypted or forwarded; the rest goes where it went before (the connection's direct path, its
+``ArrivalStamps`` for the REMB, aioice).
 
 aioice internals used (aioice 0.13, pinned with aiortc): ``Connection.get_component_candidates``
 (replaced per connection that has ``_huizhen_mux`` set: ``UdpMux.adopt``), ``_protocols``,
@@ -21,8 +25,11 @@ aioice internals used (aioice 0.13, pinned with aiortc): ``Connection.get_compon
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import socket
+import struct
 from asyncio.trsock import TransportSocket
 from typing import Any
 
@@ -31,11 +38,14 @@ from aioice import stun
 from aioice.candidate import Candidate, candidate_foundation, candidate_priority
 from aioice.ice import Connection, StunProtocol
 
-from media.rxstamps import RCVBUF_BYTES, READ_BATCH, enable, is_srtcp, is_srtp, receive
+from media._fastpath import ffi, lib
+from media.rxstamps import RCVBUF_BYTES, READ_BATCH, enable, is_srtcp, is_srtp
 
 log = logging.getLogger("huizhen.media")
 
 MAX_DATAGRAM = 2048
+TODO_CAP = 4096  # subscribers C may leave to Python in one read (C holds back beyond)
+_KEY = struct.Struct("!HH16s")  # hz_peer.key: family, port, address
 _COOKIE = stun.COOKIE.to_bytes(4, "big")
 
 
@@ -58,6 +68,9 @@ class _MuxTransport(asyncio.DatagramTransport):
         self._huizhen_stamps: Any = None
         self._huizhen_direct: Any = None
         self._huizhen_rtcp: Any = None
+        self._huizhen_lane: Any = None
+        #: what C's receive path knows of this connection (its lane fills it in)
+        self.c_conn = ffi.new("hz_conn *")
 
     def sendto(self, data: Any, addr: Any = None) -> None:
         if self._closed or addr is None:
@@ -109,16 +122,29 @@ class _PortSocket:
         except OSError:
             self.sock.close()
             raise
-        self.stamped = True
-        try:
+        with contextlib.suppress(OSError):  # else C's receive path stamps the time it read
             enable(self.sock)
-        except OSError:
-            self.stamped = False
         self.by_ufrag: dict[str, MuxedProtocol] = {}
         self.by_addr: dict[tuple[str, int], MuxedProtocol] = {}
         self.dropped_in = 0  # datagrams from senders that are no connection's
         self.dropped_out = 0  # datagrams the socket buffer had no room for
         self._loop: asyncio.AbstractEventLoop | None = None
+        # C's receive path: its copy of by_addr (in the same order as _peer_list), and its
+        # buffers
+        self._peer_list: list[tuple[tuple[str, int], MuxedProtocol]] = []
+        self._peers = ffi.new("hz_peer[]", 1)
+        self._data = bytearray(READ_BATCH * MAX_DATAGRAM)
+        self._view = memoryview(self._data)
+        b = self._rx = ffi.new("hz_rxbuf *")
+        self._rx_keep = [ffi.from_buffer(self._data), ffi.new("hz_rxrec[]", READ_BATCH),
+                         ffi.new("hz_todo[]", TODO_CAP), ffi.new("int[]", TODO_CAP),
+                         ffi.new("int[]", TODO_CAP), ffi.new("unsigned char[]", 2 * MAX_DATAGRAM),
+                         ffi.new("hz_sink *[]", TODO_CAP)]
+        b.data, b.rx, b.todo, b.scratch_todo, b.scratch_codes, b.tail, b.touched = self._rx_keep
+        b.slot, b.cap = MAX_DATAGRAM, READ_BATCH
+        b.todo_cap = b.scratch_cap = b.touched_cap = TODO_CAP
+        self._gso_off = 0
+        b.tail_cap = 2 * MAX_DATAGRAM
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -133,6 +159,8 @@ class _PortSocket:
         key = (addr[0], addr[1])
         if key not in self.by_addr:
             self.by_addr[key] = protocol
+            self._peer_list.append((key, protocol))
+            self._sync_peers()
 
     def forget(self, protocol: MuxedProtocol) -> None:
         ufrag = protocol.receiver.local_username
@@ -140,39 +168,87 @@ class _PortSocket:
             del self.by_ufrag[ufrag]
         for addr in [a for a, p in self.by_addr.items() if p is protocol]:
             del self.by_addr[addr]
+        self._peer_list = [(a, p) for a, p in self._peer_list if p is not protocol]
+        self._sync_peers()
+
+    def _sync_peers(self) -> None:
+        """C's copy of the address table (rebuilt: senders come and go at call set-up)."""
+        family = self.sock.family
+        peers = ffi.new("hz_peer[]", max(1, len(self._peer_list)))
+        for i, ((host, port), protocol) in enumerate(self._peer_list):
+            address = socket.inet_pton(family, host.split("%", 1)[0])  # (a link's scope)
+            ffi.memmove(peers[i].key, _KEY.pack(family, port, address), lib.HZ_KEY)
+            transport: Any = protocol.transport
+            peers[i].conn = transport.c_conn if transport is not None else ffi.NULL
+        self._peers = peers
+        self._rx.peers = peers
+        self._rx.npeers = len(self._peer_list)
 
     def _read_ready(self) -> None:
-        for _ in range(READ_BATCH):
-            try:
-                if self.stamped:
-                    data, addr, stamp = receive(self.sock, MAX_DATAGRAM)
+        """What C's receive path read (``hz_rx``), in order: what it forwarded or decrypted
+        to the connection's lane, the rest as before (with the kernel's receive time, or the
+        time C read it where the kernel gives none)."""
+        b = self._rx
+        count = lib.hz_rx(self.sock.fileno(), b)
+        if count < 0:
+            log.debug("receive failed", extra={"error": os.strerror(-count)})
+            return
+        if b.gso_off != self._gso_off:  # a send at the end of the read found no UDP GSO
+            self._gso_off = b.gso_off
+            log.info("UDP GSO unavailable: one datagram per send from now on")
+        view, peers = self._view, self._peer_list
+        for i in range(count):
+            rec = b.rx[i]
+            status = rec.status
+            if status == lib.HZ_RX_DROP:
+                continue
+            off = rec.off
+            data = bytes(view[off:off + rec.len])
+            if status != lib.HZ_RX_RAW:  # C decrypted it (and maybe forwarded it)
+                transport: Any = peers[rec.peer][1].transport
+                lane = transport._huizhen_lane if transport is not None else None
+                if lane is None:
+                    continue  # closed meanwhile
+                if status == lib.HZ_RX_SENT:
+                    todo = [(t.group, t.index, t.code)
+                            for t in b.todo[rec.todo_off:rec.todo_off + rec.todo_n]]
+                    lane.forwarded(data, rec.stamp, rec.mono, rec.src, todo)
                 else:
-                    data, addr = self.sock.recvfrom(MAX_DATAGRAM)
-                    stamp = None
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                log.debug("receive failed", extra={"error": str(exc)})
-                return
-            addr = (addr[0], addr[1])
-            protocol = self.by_addr.get(addr)
-            if protocol is None:
-                protocol = self._from_check(data, addr)
-                if protocol is None:
+                    lane.decrypted(data, rec.stamp)
+                continue
+            if rec.peer >= 0:
+                addr, protocol = peers[rec.peer]
+            else:
+                family, port, raw = _KEY.unpack(bytes(rec.key))
+                addr = (socket.inet_ntop(family, raw[:4] if family == socket.AF_INET else raw),
+                        port)
+                known = self.by_addr.get(addr) or self._from_check(data, addr)
+                if known is None:
                     self.dropped_in += 1
                     continue
-            transport: Any = protocol.transport
-            if stamp is not None and is_srtp(data):
-                direct = transport._huizhen_direct
-                if direct is not None and direct(data, stamp):
-                    continue
-                if transport._huizhen_stamps is not None:
-                    transport._huizhen_stamps.note(data, stamp)
-            elif is_srtcp(data):
-                rtcp = transport._huizhen_rtcp
-                if rtcp is not None and rtcp(data):
-                    continue
-            protocol.datagram_received(data, addr)
+                protocol = known
+            self._deliver(protocol, data, addr, rec.stamp)
+
+    def _deliver(self, protocol: MuxedProtocol, data: bytes, addr: tuple[str, int],
+                 stamp: float) -> None:
+        """A datagram C did not handle, to its connection."""
+        transport: Any = protocol.transport
+        if transport is None:
+            return
+        if is_srtp(data):
+            lane = transport._huizhen_lane
+            if lane is not None and not transport.c_conn.srtp:
+                lane.key(transport.c_conn)  # C decrypts its next ones, once keyed
+            direct = transport._huizhen_direct
+            if direct is not None and direct(data, stamp):
+                return
+            if transport._huizhen_stamps is not None:
+                transport._huizhen_stamps.note(data, stamp)
+        elif is_srtcp(data):
+            rtcp = transport._huizhen_rtcp
+            if rtcp is not None and rtcp(data):
+                return
+        protocol.datagram_received(data, addr)
 
     def _from_check(self, data: bytes, addr: tuple[str, int]) -> MuxedProtocol | None:
         """The connection an authenticated connectivity check from a new sender is for."""

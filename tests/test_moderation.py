@@ -157,6 +157,9 @@ async def test_mute_participant_and_chat(server: Server) -> None:
         assert await doctor.wait_until(
             lambda: got(doctor, "track_muted", track_id=audio_id, muted=True), timeout=5)
         await patient.send({"type": "chat", "text": "我能听到您 — I can hear you"})
+        # (two connections' messages have no order between them: the doctor answers once
+        # the patient's message is in)
+        assert await doctor.wait_until(lambda: got(doctor, "chat", name="patient-zhou"), 5)
         await doctor.send({"type": "chat", "text": "Good. 请稍等"})
         for p in (doctor, patient):
             assert await p.wait_until(
