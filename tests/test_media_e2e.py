@@ -8,7 +8,7 @@ from typing import Any
 
 from aiortc.rtcdtlstransport import RTCDtlsTransport
 
-from media.publisher import PublisherPeer
+from media.publisher import CLane, PublisherPeer
 from media.subscriber import SubscriberPeer
 from sdk.participant import Participant
 from signaling.keys import SFU
@@ -179,14 +179,34 @@ async def test_subscriber_keyframe_request_reaches_the_publisher(server: Server)
 async def test_published_rtp_is_forwarded_as_it_is_read_and_aiortc_still_counts_it(
         server: Server, monkeypatch: Any) -> None:
     """Once SRTP is keyed, a publisher's RTP datagrams are decrypted and forwarded by the
-    socket reader (PublisherPeer._direct), never through aioice's queue and aiortc's DTLS
-    task; aiortc's receiver still sees each packet afterwards (its counts give the uplink's
-    loss, its REMB and NACKs come from them)."""
+    socket reader (on the shared port by C, media/fastpath_rx.c, which hands them to the
+    connection's CLane; else PublisherPeer._direct), never through aioice's queue and aiortc's
+    DTLS task; aiortc's receiver still sees each packet afterwards (its counts give the
+    uplink's loss, its REMB and NACKs come from them)."""
     peers: list[PublisherPeer] = []
     taken: list[int] = []
+    by_c: list[int] = []  # of them, what C forwarded itself
     dtls_seen: set[int] = set()
     the_usual_way: list[int] = []
     make_direct = PublisherPeer._direct
+    make_lane = PublisherPeer._lane
+
+    def lane(self: PublisherPeer, dtls: Any) -> CLane:
+        made = make_lane(self, dtls)
+        forwarded, decrypted = made.forwarded, made.decrypted
+
+        def counted_forwarded(data: bytes, *args: Any) -> None:
+            taken.append(len(data))
+            by_c.append(len(data))
+            forwarded(data, *args)
+
+        def counted_decrypted(data: bytes, stamp: float) -> None:
+            taken.append(len(data))
+            decrypted(data, stamp)
+
+        made.forwarded = counted_forwarded  # type: ignore[method-assign]
+        made.decrypted = counted_decrypted  # type: ignore[method-assign]
+        return made
 
     def direct(self: PublisherPeer, dtls: Any) -> Any:
         peers.append(self)
@@ -232,6 +252,7 @@ async def test_published_rtp_is_forwarded_as_it_is_read_and_aiortc_still_counts_
         await handle_rtcp_data(self, data)
 
     monkeypatch.setattr(PublisherPeer, "_direct", direct)
+    monkeypatch.setattr(PublisherPeer, "_lane", lane)
     monkeypatch.setattr(RTCDtlsTransport, "_handle_rtp_data", usual)
     monkeypatch.setattr(SubscriberPeer, "_direct_rtcp", direct_rtcp)
     monkeypatch.setattr(RTCDtlsTransport, "_handle_rtcp_data", usual_rtcp)
@@ -249,6 +270,7 @@ async def test_published_rtp_is_forwarded_as_it_is_read_and_aiortc_still_counts_
         video = bob.received_from(alice.id, "video")
         assert video is not None and set(video.tags) == {1}
         assert len(taken) > 100 and the_usual_way == [], (len(taken), len(the_usual_way))
+        assert len(by_c) > len(taken) / 2, (len(by_c), len(taken))  # the server's shared port
         counts = peers[0].uplink_counts()  # aiortc's receivers saw them too
         assert counts["video"][0] > 30 and counts["audio"][0] > 30, counts
         # bob's receiver reports reached his video DownTrack, by the direct way only
