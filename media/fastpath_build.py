@@ -228,6 +228,55 @@ static int hz_protect(void *protect, void *session, unsigned char *batch, int of
     return hz_protect_in_place(protect, session, batch + off, length);
 }
 
+/* The cmsg room of a UDP GSO message. */
+typedef union { char buf[CMSG_SPACE(sizeof(uint16_t))]; struct cmsghdr align; } hz_gso_control;
+
+/* Where the run of packets from `first` (of `count`, sizes in `sizes`) that one send carries
+   ends: with `gso`, the packets of the first one's size (the last may be shorter) up to the
+   kernel's GSO limits; else just the one. */
+static int hz_run_end(const int *sizes, int first, int count, int gso)
+{
+    int size = sizes[first], end = first + 1;
+    if (gso && size > 0) {
+        int limit = first + HZ_GSO_MAX_SEGMENTS;
+        if (first + HZ_GSO_MAX_BYTES / size < limit)
+            limit = first + HZ_GSO_MAX_BYTES / size;
+        if (count < limit)
+            limit = count;
+        while (end < limit && sizes[end] == size)
+            end++;
+        if (end < limit && sizes[end] < size)
+            end++;  /* the last segment may be shorter */
+    }
+    return end;
+}
+
+/* `msg` sends the `length` bytes at `data` to `addr`; with several `segments`, as datagrams
+   of `segment` bytes that the kernel cuts (UDP GSO: the cmsg in `control`). */
+static void hz_message(struct msghdr *msg, struct iovec *iov, hz_gso_control *control,
+                       const unsigned char *data, size_t length, const unsigned char *addr,
+                       int addrlen, int segments, int segment)
+{
+    iov->iov_base = (void *)data;
+    iov->iov_len = length;
+    memset(msg, 0, sizeof *msg);
+    msg->msg_name = (void *)addr;
+    msg->msg_namelen = (socklen_t)addrlen;
+    msg->msg_iov = iov;
+    msg->msg_iovlen = 1;
+    if (segments > 1) {
+        memset(control, 0, sizeof *control);
+        msg->msg_control = control->buf;
+        msg->msg_controllen = sizeof control->buf;
+        struct cmsghdr *cm = CMSG_FIRSTHDR(msg);
+        cm->cmsg_level = SOL_UDP;
+        cm->cmsg_type = UDP_SEGMENT;
+        cm->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+        uint16_t size = (uint16_t)segment;
+        memcpy(CMSG_DATA(cm), &size, sizeof size);
+    }
+}
+
 /* Sends packets first..count-1 of a batch (back to back from its start, sizes in `sizes`) to
    `addr` (a struct sockaddr of `addrlen` bytes). With `gso`, each run of same-size packets (the
    last one may be shorter) is one sendmsg with UDP_SEGMENT; else one datagram per call.
@@ -243,40 +292,15 @@ static int hz_send_batch(int fd, const unsigned char *batch, const int *sizes, i
     for (int i = 0; i < first; i++)
         start += (size_t)sizes[i];
     while (first < count) {
-        int size = sizes[first], end = first + 1;
-        if (gso && size > 0) {
-            int limit = first + HZ_GSO_MAX_SEGMENTS;
-            if (first + HZ_GSO_MAX_BYTES / size < limit)
-                limit = first + HZ_GSO_MAX_BYTES / size;
-            if (count < limit)
-                limit = count;
-            while (end < limit && sizes[end] == size)
-                end++;
-            if (end < limit && sizes[end] < size)
-                end++;  /* the last segment may be shorter */
-        }
+        int end = hz_run_end(sizes, first, count, gso);
         size_t length = 0;
         for (int i = first; i < end; i++)
             length += (size_t)sizes[i];
-        struct iovec iov = { (void *)(batch + start), length };
+        struct iovec iov;
         struct msghdr msg;
-        union { char buf[CMSG_SPACE(sizeof(uint16_t))]; struct cmsghdr align; } control;
-        memset(&msg, 0, sizeof msg);
-        msg.msg_name = (void *)addr;
-        msg.msg_namelen = (socklen_t)addrlen;
-        msg.msg_iov = &iov;
-        msg.msg_iovlen = 1;
-        if (end - first > 1) {
-            memset(&control, 0, sizeof control);
-            msg.msg_control = control.buf;
-            msg.msg_controllen = sizeof control.buf;
-            struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
-            cm->cmsg_level = SOL_UDP;
-            cm->cmsg_type = UDP_SEGMENT;
-            cm->cmsg_len = CMSG_LEN(sizeof(uint16_t));
-            uint16_t segment = (uint16_t)size;
-            memcpy(CMSG_DATA(cm), &segment, sizeof segment);
-        }
+        hz_gso_control control;
+        hz_message(&msg, &iov, &control, batch + start, length, addr, addrlen, end - first,
+                   sizes[first]);
         if (sendmsg(fd, &msg, MSG_DONTWAIT) < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR || errno == ENOBUFS) {
                 dropped += end - first;

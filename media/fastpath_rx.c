@@ -271,7 +271,7 @@ static void hz_send_touched(hz_rxbuf *b)
 {
     struct mmsghdr msgs[HZ_MMSG];
     struct iovec iovs[HZ_MMSG];
-    union { char buf[CMSG_SPACE(sizeof(uint16_t))]; struct cmsghdr align; } controls[HZ_MMSG];
+    hz_gso_control controls[HZ_MMSG];
     hz_sink *owner[HZ_MMSG];
     int first[HZ_MMSG], end[HZ_MMSG];
     int m = 0, fd = -1;
@@ -290,18 +290,7 @@ static void hz_send_touched(hz_rxbuf *b)
         fd = s->fd;
         size_t start = 0;
         for (int at = 0; at < count;) {
-            int size = s->sizes[at], stop = at + 1;
-            if (s->gso && size > 0) {  /* as hz_send_batch splits a batch */
-                int limit = at + HZ_GSO_MAX_SEGMENTS;
-                if (at + HZ_GSO_MAX_BYTES / size < limit)
-                    limit = at + HZ_GSO_MAX_BYTES / size;
-                if (count < limit)
-                    limit = count;
-                while (stop < limit && s->sizes[stop] == size)
-                    stop++;
-                if (stop < limit && s->sizes[stop] < size)
-                    stop++;
-            }
+            int stop = hz_run_end(s->sizes, at, count, s->gso);
             size_t length = 0;
             for (int k = at; k < stop; k++)
                 length += (size_t)s->sizes[k];
@@ -309,25 +298,8 @@ static void hz_send_touched(hz_rxbuf *b)
                 hz_send_messages(b, fd, msgs, m, owner, first, end);
                 m = 0;
             }
-            struct msghdr *msg = &msgs[m].msg_hdr;
-            memset(msg, 0, sizeof *msg);
-            iovs[m].iov_base = s->batch + start;
-            iovs[m].iov_len = length;
-            msg->msg_name = s->addr;
-            msg->msg_namelen = (socklen_t)s->addrlen;
-            msg->msg_iov = &iovs[m];
-            msg->msg_iovlen = 1;
-            if (stop - at > 1) {
-                memset(&controls[m], 0, sizeof controls[m]);
-                msg->msg_control = controls[m].buf;
-                msg->msg_controllen = sizeof controls[m].buf;
-                struct cmsghdr *cm = CMSG_FIRSTHDR(msg);
-                cm->cmsg_level = SOL_UDP;
-                cm->cmsg_type = UDP_SEGMENT;
-                cm->cmsg_len = CMSG_LEN(sizeof(uint16_t));
-                uint16_t segment = (uint16_t)size;
-                memcpy(CMSG_DATA(cm), &segment, sizeof segment);
-            }
+            hz_message(&msgs[m].msg_hdr, &iovs[m], &controls[m], s->batch + start, length,
+                       s->addr, s->addrlen, stop - at, s->sizes[at]);
             owner[m] = s;
             first[m] = at;
             end[m] = stop;

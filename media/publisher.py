@@ -300,9 +300,9 @@ class PublisherPeer:
         receiver._handle_rtp_packet = on_rtp  # type: ignore[method-assign]
         self._forwarders[receiver] = (forward, handle_rtp)
         if impairment is None and main_pt is not None:  # (a simulated uplink's drops: Python)
-            self.c_sources += [(s, handle_rtp) for s in layers or [source]]
             for s in layers or [source]:
                 s.receive_in_c(main_pt)
+                self.c_sources.append((s, handle_rtp))
         self._stamps.stamp_receiver(receiver)  # in front: arrival_time_ms is the kernel's
         receiver._handle_rtcp_packet = on_rtcp  # type: ignore[method-assign]
 
